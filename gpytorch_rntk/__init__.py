@@ -1,0 +1,16 @@
+"""Recurrent Neural Tangent Kernel and RNN-NNGP kernels for GPyTorch and BoTorch."""
+
+from .functional import recurrent_kernel, recurrent_kernel_diag
+from .kernels import RNNGPKernel, RNTKKernel
+from .layout import decode_sequences, encode_sequences
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "RNNGPKernel",
+    "RNTKKernel",
+    "decode_sequences",
+    "encode_sequences",
+    "recurrent_kernel",
+    "recurrent_kernel_diag",
+]

@@ -1,0 +1,417 @@
+r"""The RNTK and RNN-NNGP recursions as plain tensor functions (SPEC sections 2-4).
+
+Everything here works on batches of pairs in one pass through time. A *pair state* is a tensor
+of any broadcastable shape, ``(..., N, N')`` for a Gram matrix or ``(..., N)`` for paired rows;
+the same update is applied to the triple (cross term, self terms of the first input, self terms
+of the second input), so the self terms live beside the cross term at every step.
+
+Sequences are compared aligned at their last elements: the scan runs over the number of steps
+``r`` that remain until the readout, from the longest length down to 1, and sequence ``i`` is
+active while ``T_i >= r``.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from typing import NamedTuple
+
+import torch
+from torch import Tensor
+from torch.utils.checkpoint import checkpoint
+
+__all__ = [
+    "NONLINEARITIES",
+    "INITIAL_STATES",
+    "RecurrentVariances",
+    "erf_dual",
+    "identical_rows",
+    "recurrent_kernel",
+    "recurrent_kernel_diag",
+    "relu_dual",
+]
+
+INITIAL_STATES = ("zero", "per_input", "shared")
+
+Mask = Tensor | bool
+
+
+class RecurrentVariances(NamedTuple):
+    r"""The variances of SPEC section 1, each broadcastable against a pair state.
+
+    ``recurrent_var`` is :math:`\sigma_w^2`, ``input_var`` :math:`\sigma_u^2`, ``bias_var``
+    :math:`\sigma_b^2` and ``init_var`` :math:`\sigma_h^2` (0 for ``initial_state="zero"``).
+    """
+
+    recurrent_var: Tensor
+    input_var: Tensor
+    bias_var: Tensor
+    init_var: Tensor | float = 0.0
+
+
+def relu_dual(k12: Tensor, k11: Tensor, k22: Tensor, same: Mask | None = None) -> tuple[Tensor, Tensor]:
+    r"""Dual activation of ReLU: :math:`V = E[\phi(u)\phi(v)]`, :math:`V' = E[\phi'(u)\phi'(v)]`.
+
+    .. math::
+        V = \frac{\sqrt{k_{11} k_{22}}}{2\pi}\left(\sin\theta + (\pi - \theta)\cos\theta\right),
+        \quad V' = \frac{\pi - \theta}{2\pi}, \quad \cos\theta = \frac{k_{12}}{\sqrt{k_{11}k_{22}}}.
+
+    Args:
+        k12, k11, k22: The covariance entries, broadcastable against each other.
+        same: Where the two inputs are identical sequences (``True`` for all). There ``V = k/2``
+            and ``V' = 1/2`` exactly, since arccos has infinite slope at 1.
+
+    Returns:
+        ``(V, V')``.
+    """
+    if same is True:
+        return k12 / 2, torch.full_like(k12, 0.5)
+    norm = (k11 * k22).sqrt()
+    eps = torch.finfo(k12.dtype).eps
+    # Clamping one ulp inside [-1, 1] keeps arccos' slope finite for exactly (anti)parallel
+    # states that are not self pairs; the value moves by O(sqrt(eps)) in theta, which is the
+    # rounding noise such correlations carry anyway.
+    cos = (k12 / norm).clamp(-1 + eps, 1 - eps)
+    theta = torch.arccos(cos)
+    v = norm * (torch.sin(theta) + (math.pi - theta) * cos) / (2 * math.pi)
+    vd = (math.pi - theta) / (2 * math.pi)
+    if same is not None and same is not False:
+        v = torch.where(same, k12 / 2, v)
+        vd = torch.where(same, 0.5, vd)
+    return v, vd
+
+
+def erf_dual(k12: Tensor, k11: Tensor, k22: Tensor, same: Mask | None = None) -> tuple[Tensor, Tensor]:
+    r"""Dual activation of erf.
+
+    .. math::
+        V = \frac{2}{\pi}\arcsin\frac{2k_{12}}{\sqrt{(1 + 2k_{11})(1 + 2k_{22})}},\quad
+        V' = \frac{4}{\pi}\frac{1}{\sqrt{(1 + 2k_{11})(1 + 2k_{22}) - 4k_{12}^2}}.
+
+    ``same`` is accepted for a common signature; erf needs no special case on self pairs.
+    """
+    prod = (1 + 2 * k11) * (1 + 2 * k22)
+    eps = torch.finfo(k12.dtype).eps
+    z = (2 * k12 / prod.sqrt()).clamp(-1 + eps, 1 - eps)
+    v = (2 / math.pi) * torch.arcsin(z)
+    vd = (4 / math.pi) / (prod - 4 * k12.square()).clamp_min(eps * prod).sqrt()
+    return v, vd
+
+
+NONLINEARITIES: dict[str, Callable[..., tuple[Tensor, Tensor]]] = {
+    "relu": relu_dual,
+    "erf": erf_dual,
+}
+
+
+def identical_rows(
+    values1: Tensor, lengths1: Tensor, values2: Tensor, lengths2: Tensor, paired: bool = False
+) -> Tensor:
+    r"""Which pairs are the same sequence: same length and the same values within it.
+
+    Exact (no tolerance) and without an ``N x N' x T`` tensor: rows are numbered by
+    :func:`torch.unique` and the numbers compared.
+
+    Args:
+        values1, lengths1: ``(..., N, T, m)`` values, zero past each length, and ``(..., N)``.
+        values2, lengths2: The same for the second input.
+        paired: Compare row ``i`` with row ``i`` only, giving ``(..., N)``.
+
+    Returns:
+        A bool tensor ``(..., N, N')`` (or ``(..., N)`` if ``paired``).
+    """
+    batch = torch.broadcast_shapes(values1.shape[:-3], values2.shape[:-3])
+    n1 = values1.shape[-3]
+
+    def rows(values: Tensor, lengths: Tensor) -> Tensor:
+        flat = torch.cat([lengths.unsqueeze(-1).to(values), values.flatten(-2)], dim=-1)
+        return flat.detach().expand(*batch, *flat.shape[-2:])
+
+    both = torch.cat([rows(values1, lengths1), rows(values2, lengths2)], dim=-2)
+    n_batch = math.prod(batch)
+    tag = torch.arange(n_batch, device=both.device, dtype=both.dtype)
+    tag = tag.repeat_interleave(both.shape[-2]).unsqueeze(-1)
+    _, ids = torch.unique(torch.cat([tag, both.reshape(-1, both.shape[-1])], -1), dim=0,
+                          return_inverse=True)
+    ids = ids.reshape(*batch, both.shape[-2])
+    ids1, ids2 = ids[..., :n1], ids[..., n1:]
+    return ids1 == ids2 if paired else ids1.unsqueeze(-1) == ids2.unsqueeze(-2)
+
+
+def _right_align(values: Tensor, lengths: Tensor, steps: int) -> Tensor:
+    """``(..., N, steps, m)`` with the sequences' last elements at the last position."""
+    offset = torch.arange(steps, device=values.device) - steps + lengths.unsqueeze(-1)
+    index = offset.clamp(min=0).unsqueeze(-1).expand(*offset.shape, values.shape[-1])
+    return values.gather(-2, index) * (offset >= 0).unsqueeze(-1).to(values)
+
+
+def _where(mask: Mask, a: Tensor, b: Tensor | float) -> Tensor | float:
+    if mask is True:
+        return a
+    if mask is False:
+        return b
+    return torch.where(mask, a, b)
+
+
+class _Side(NamedTuple):
+    """One member of the triple (cross, self 1, self 2) and the lengths that gate its pairs."""
+
+    shorter: Tensor  # the pair is active while min(T, T') >= r
+    longer: Tensor  # both start at r iff min(T, T') == max(T, T') == r
+    init: Tensor | None  # P(0, 0) when both start together; None for no initial state
+
+
+def _step_masks(sides: list[_Side], r: int, shortest: int, longest: int) -> list[tuple[Mask, ...]]:
+    """``(active, continuing, starting)`` for each side at ``r`` steps before the readout.
+
+    Plain booleans where they hold for every pair (the common case), so no mask is applied.
+    """
+    if r < shortest:
+        return [(True, True, False)] * len(sides)
+    if shortest == longest:  # the scan starts at r == longest: everything starts here
+        return [(True, False, True)] * len(sides)
+    return [(s.shorter >= r, s.shorter > r, (s.shorter == r) & (s.longer == r)) for s in sides]
+
+
+def _scan(
+    remaining: range,
+    state: list[list[tuple[Tensor, Tensor, Tensor | None]]],
+    data_terms: Callable[[int], list[Tensor]],
+    sides: list[_Side],
+    same: Mask | None,
+    variances: RecurrentVariances,
+    dual: Callable[..., tuple[Tensor, Tensor]],
+    frozen_layers: int,
+    length_range: tuple[int, int],
+) -> list[list[tuple[Tensor, Tensor, Tensor | None]]]:
+    r"""Advance every layer of the triple through the steps ``remaining`` (counting down).
+
+    ``state[l][k] = (V, V', Th)`` of layer ``l`` and side ``k`` at the last step taken. With a
+    single side the pairs are self pairs (``K(x_i, x_i)``).
+    """
+    sw2, su2, sb2, _ = variances
+    state = list(state)  # checkpoint replays this function on the same arguments
+    for r in remaining:
+        masks = _step_masks(sides, r, *length_range)
+        inputs = data_terms(r)  # the first layer's input covariances, then V of the layer below
+        below = None  # (V, V', Th) of the layer below at this step
+        for layer in range(len(state)):
+            pre = []
+            for k, (side, (active, cont, start)) in enumerate(zip(sides, masks, strict=True)):
+                v_prev, vd_prev, th_prev = state[layer][k]
+                boundary = 0.0 if side.init is None else _where(start, side.init, 0.0)
+                s = sw2 * _where(cont, v_prev, boundary) + su2 * inputs[k] + sb2
+                s = _where(active, s, 1.0)  # inactive pairs: any finite positive placeholder
+                th = None
+                if layer >= frozen_layers:
+                    th = s + sw2 * _where(cont, vd_prev * th_prev, 0.0)
+                    if below is not None and below[k][2] is not None:
+                        th = th + su2 * below[k][1] * below[k][2]
+                pre.append((s, th))
+            selves = [s for s, _ in pre[1:]] or [pre[0][0]] * 2
+            below = [
+                (*dual(pre[0][0], *selves, same if len(pre) == 3 else True), pre[0][1]),
+                *((*dual(s, s, s, True), th) for s, th in pre[1:]),
+            ]
+            state[layer] = below
+            inputs = [v for v, _, _ in below]
+    return state
+
+
+def _sides_and_data(
+    values1: Tensor,
+    lengths1: Tensor,
+    values2: Tensor | None,
+    lengths2: Tensor | None,
+    steps: int,
+    init_cross: Tensor | None,
+    init_self: Tensor | None,
+    paired: bool,
+) -> tuple[list[_Side], Callable[[int], list[Tensor]]]:
+    """The triple's sides and the first layer's data terms ``<x_t, x'_t'> / m`` at each step."""
+    m = values1.shape[-1]
+    a1 = _right_align(values1, lengths1, steps)
+    if values2 is None:  # self pairs only
+
+        def self_terms(r: int) -> list[Tensor]:
+            return [a1[..., steps - r, :].square().sum(-1) / m]
+
+        return [_Side(lengths1, lengths1, init_self)], self_terms
+    a2 = _right_align(values2, lengths2, steps)
+    if not paired:
+        lengths1, lengths2 = lengths1.unsqueeze(-1), lengths2.unsqueeze(-2)
+    sides = [
+        _Side(torch.minimum(lengths1, lengths2), torch.maximum(lengths1, lengths2), init_cross),
+        _Side(lengths1, lengths1, init_self),
+        _Side(lengths2, lengths2, init_self),
+    ]
+
+    def pair_terms(r: int) -> list[Tensor]:
+        x, y = a1[..., steps - r, :], a2[..., steps - r, :]
+        if paired:
+            return [(x * y).sum(-1) / m, x.square().sum(-1) / m, y.square().sum(-1) / m]
+        return [
+            x @ y.transpose(-1, -2) / m,
+            x.square().sum(-1, keepdim=True) / m,
+            y.square().sum(-1).unsqueeze(-2) / m,
+        ]
+
+    return sides, pair_terms
+
+
+def _kernel_block(
+    values1: Tensor,
+    lengths1: Tensor,
+    values2: Tensor | None,
+    lengths2: Tensor | None,
+    same: Tensor | None,
+    variances: RecurrentVariances,
+    *,
+    nonlinearity: str,
+    num_layers: int,
+    frozen_layers: int,
+    initial_state: str,
+    paired: bool,
+) -> Tensor:
+    both = [lengths1] if lengths2 is None else [lengths1, lengths2]
+    shortest = min(int(t.min()) for t in both)
+    longest = max(int(t.max()) for t in both)
+    init_self = None if initial_state == "zero" else variances.init_var
+    init_cross = init_self
+    if initial_state == "per_input" and same is not None:  # only identical inputs share h0
+        init_cross = variances.init_var * same.to(values1.dtype)
+    sides, data_terms = _sides_and_data(
+        values1, lengths1, values2, lengths2, longest, init_cross, init_self, paired
+    )
+    zero = values1.new_zeros(())
+    state = [
+        [(zero, zero, zero if layer >= frozen_layers else None)] * len(sides)
+        for layer in range(num_layers)
+    ]
+    scan_args = (data_terms, sides, same, variances, NONLINEARITIES[nonlinearity], frozen_layers,
+                 (shortest, longest))
+    needs_grad = torch.is_grad_enabled() and (
+        values1.requires_grad
+        or (values2 is not None and values2.requires_grad)
+        or any(isinstance(v, Tensor) and v.requires_grad for v in variances)
+    )
+    if not needs_grad:
+        state = _scan(range(longest, 0, -1), state, *scan_args)
+    else:
+        # Plain autograd would keep every step of the scan alive; keep only the state at the
+        # boundaries of chunks of about sqrt(T) steps and replay each chunk in the backward pass.
+        chunk = max(1, math.isqrt(longest))
+        for top in range(longest, 0, -chunk):
+            steps = range(top, max(top - chunk, 0), -1)
+            state = checkpoint(_scan, steps, state, *scan_args, use_reentrant=False)
+    v, vd, th = state[-1][0]
+    return v if th is None else v + vd * th
+
+
+def _pair_variances(variances: RecurrentVariances) -> RecurrentVariances:
+    """Variances shaped ``(..., 1, 1)`` for Gram matrices, reshaped for ``(..., N)`` pair states."""
+    return RecurrentVariances(
+        *(v[..., 0] if isinstance(v, Tensor) and v.dim() >= 2 else v for v in variances)
+    )
+
+
+def _check_options(nonlinearity: str, initial_state: str, num_layers: int, frozen_layers: int):
+    if nonlinearity not in NONLINEARITIES:
+        raise ValueError(
+            f"Unknown nonlinearity {nonlinearity!r}; choose one of {sorted(NONLINEARITIES)}."
+        )
+    if initial_state not in INITIAL_STATES:
+        raise ValueError(
+            f"Unknown initial_state {initial_state!r}; choose one of {list(INITIAL_STATES)}."
+        )
+    if num_layers < 1:
+        raise ValueError(f"num_layers must be at least 1, got {num_layers}.")
+    if not 0 <= frozen_layers <= num_layers:
+        raise ValueError(f"frozen_layers must be in [0, num_layers], got {frozen_layers}.")
+
+
+def recurrent_kernel(
+    values1: Tensor,
+    lengths1: Tensor,
+    values2: Tensor,
+    lengths2: Tensor,
+    variances: RecurrentVariances,
+    *,
+    nonlinearity: str = "relu",
+    num_layers: int = 1,
+    frozen_layers: int = 0,
+    initial_state: str = "zero",
+    paired: bool = False,
+    block_elements: int = 2**20,
+) -> Tensor:
+    r"""The RNTK (or, with ``frozen_layers = num_layers``, the RNN-NNGP kernel) between sequences.
+
+    Computes SPEC section 2 for all pairs in one scan over time, sequences aligned at their last
+    elements. Cost :math:`O(L\,T_{max} N N')` elementwise work; memory :math:`O(L N N')` in row
+    blocks of about ``block_elements`` pairs, never an ``N x N' x T`` tensor. When gradients are
+    needed the scan is checkpointed in chunks of :math:`\sqrt{T}` steps.
+
+    Args:
+        values1: ``(..., N, T1, m)`` step values, zero past each length.
+        lengths1: ``(..., N)`` integer lengths in ``[1, T1]``.
+        values2: ``(..., N', T2, m)``.
+        lengths2: ``(..., N')``.
+        variances: Each broadcastable against ``(..., N, N')`` (e.g. shaped ``(*batch, 1, 1)``).
+        nonlinearity: ``"relu"`` or ``"erf"``.
+        num_layers: Depth ``L``.
+        frozen_layers: Number of untrained bottom layers (SPEC section 4); ``num_layers`` gives
+            the NNGP kernel.
+        initial_state: ``"zero"``, ``"per_input"`` (the paper's) or ``"shared"``.
+        paired: Compute only ``K(x1_i, x2_i)``, giving ``(..., N)`` (needs ``N == N'``).
+        block_elements: Pairs per row block.
+
+    Returns:
+        ``(..., N, N')``, or ``(..., N)`` if ``paired``.
+    """
+    _check_options(nonlinearity, initial_state, num_layers, frozen_layers)
+    need_same = nonlinearity == "relu" or initial_state == "per_input"
+    same = identical_rows(values1, lengths1, values2, lengths2, paired) if need_same else None
+    options = dict(nonlinearity=nonlinearity, num_layers=num_layers, frozen_layers=frozen_layers,
+                   initial_state=initial_state, paired=paired)
+    if paired:
+        return _kernel_block(values1, lengths1, values2, lengths2, same,
+                             _pair_variances(variances), **options)
+    n1, n2 = values1.shape[-3], values2.shape[-3]
+    batch = torch.broadcast_shapes(
+        values1.shape[:-3], values2.shape[:-3], *(v.shape[:-2] for v in variances
+                                                   if isinstance(v, Tensor) and v.dim() >= 2)
+    )
+    rows = max(1, block_elements // max(1, math.prod(batch) * n2))
+    blocks = [
+        _kernel_block(
+            values1[..., i : i + rows, :, :],
+            lengths1[..., i : i + rows],
+            values2,
+            lengths2,
+            None if same is None else same[..., i : i + rows, :],
+            variances,
+            **options,
+        )
+        for i in range(0, n1, rows)
+    ]
+    return torch.cat(blocks, dim=-2) if len(blocks) > 1 else blocks[0]
+
+
+def recurrent_kernel_diag(
+    values: Tensor,
+    lengths: Tensor,
+    variances: RecurrentVariances,
+    *,
+    nonlinearity: str = "relu",
+    num_layers: int = 1,
+    frozen_layers: int = 0,
+    initial_state: str = "zero",
+) -> Tensor:
+    r"""``K(x_i, x_i)`` for each sequence: the self-term recursion alone, :math:`O(N T L)`.
+
+    Args are as for :func:`recurrent_kernel`; returns ``(..., N)``.
+    """
+    _check_options(nonlinearity, initial_state, num_layers, frozen_layers)
+    return _kernel_block(values, lengths, None, None, None, _pair_variances(variances),
+                         nonlinearity=nonlinearity, num_layers=num_layers,
+                         frozen_layers=frozen_layers, initial_state=initial_state, paired=True)

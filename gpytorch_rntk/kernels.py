@@ -1,0 +1,266 @@
+"""GPyTorch kernels: the Recurrent Neural Tangent Kernel and the RNN-NNGP kernel."""
+
+from __future__ import annotations
+
+from functools import partial
+
+import torch
+from gpytorch.constraints import Interval, Positive
+from gpytorch.kernels import Kernel
+from gpytorch.priors import Prior
+from torch import Tensor
+
+from .functional import (
+    INITIAL_STATES,
+    NONLINEARITIES,
+    RecurrentVariances,
+    recurrent_kernel,
+    recurrent_kernel_diag,
+)
+from .layout import split_layout
+
+__all__ = ["RNNGPKernel", "RNTKKernel"]
+
+# Defaults per nonlinearity. ReLU: recurrent_var = 2 weights every step equally and lets the
+# kernel grow linearly with length; 1.8 fades each older step by 10 % (a memory of about ten
+# steps) and keeps long sequences on one scale. erf: V' <= 4/pi < 1.28, so recurrent_var = 1
+# keeps the NTK's recurrent path contracting once the states are O(1).
+_DEFAULTS = {
+    "relu": {"recurrent_var": 1.8, "input_var": 1.0, "bias_var": 0.1, "init_var": 0.5},
+    "erf": {"recurrent_var": 1.0, "input_var": 1.0, "bias_var": 0.1, "init_var": 0.5},
+}
+
+
+def _get_positive(module: Kernel, name: str) -> Tensor:
+    return getattr(module, f"raw_{name}_constraint").transform(getattr(module, f"raw_{name}"))
+
+
+def _set_positive(module: Kernel, value: Tensor | float, name: str) -> None:
+    raw = getattr(module, f"raw_{name}")
+    value = torch.as_tensor(value, dtype=raw.dtype, device=raw.device)
+    transformed = getattr(module, f"raw_{name}_constraint").inverse_transform(value)
+    module.initialize(**{f"raw_{name}": transformed})
+
+
+class _PositiveHyperparameter:
+    """A GPyTorch-style constrained hyperparameter: ``kernel.<name>`` reads and writes the value,
+    ``kernel.raw_<name>`` is the unconstrained parameter."""
+
+    def __set_name__(self, owner: type, name: str) -> None:
+        self.name = name
+
+    def __get__(self, module: Kernel | None, owner: type | None = None) -> Tensor:
+        if module is None:
+            return self
+        return _get_positive(module, self.name)
+
+    def __set__(self, module: Kernel, value: Tensor | float) -> None:
+        _set_positive(module, value, self.name)
+
+
+class _RecurrentKernel(Kernel):
+    r"""Shared machinery of :class:`RNTKKernel` and :class:`RNNGPKernel`."""
+
+    has_lengthscale = False
+
+    recurrent_var = _PositiveHyperparameter()
+    input_var = _PositiveHyperparameter()
+    bias_var = _PositiveHyperparameter()
+    init_var = _PositiveHyperparameter()
+
+    def __init__(
+        self,
+        input_dim: int,
+        num_layers: int = 1,
+        nonlinearity: str = "relu",
+        initial_state: str = "zero",
+        variable_length: bool = True,
+        *,
+        frozen_layers: int = 0,
+        recurrent_var_prior: Prior | None = None,
+        recurrent_var_constraint: Interval | None = None,
+        input_var_prior: Prior | None = None,
+        input_var_constraint: Interval | None = None,
+        bias_var_prior: Prior | None = None,
+        bias_var_constraint: Interval | None = None,
+        init_var_prior: Prior | None = None,
+        init_var_constraint: Interval | None = None,
+        **kwargs,
+    ) -> None:
+        if nonlinearity not in NONLINEARITIES:
+            raise ValueError(
+                f"Unknown nonlinearity {nonlinearity!r}; choose one of {sorted(NONLINEARITIES)}."
+            )
+        if initial_state not in INITIAL_STATES:
+            raise ValueError(
+                f"Unknown initial_state {initial_state!r}; choose one of {list(INITIAL_STATES)}."
+            )
+        if int(input_dim) != input_dim or input_dim < 1:
+            raise ValueError(f"input_dim must be a positive integer, got {input_dim!r}.")
+        if int(num_layers) != num_layers or num_layers < 1:
+            raise ValueError(f"num_layers must be a positive integer, got {num_layers!r}.")
+        if not 0 <= frozen_layers <= num_layers:
+            raise ValueError(
+                f"frozen_layers must be in [0, num_layers={num_layers}], got {frozen_layers}."
+            )
+        super().__init__(**kwargs)
+        self.input_dim = int(input_dim)
+        self.num_layers = int(num_layers)
+        self.nonlinearity = nonlinearity
+        self.initial_state = initial_state
+        self.variable_length = variable_length
+        self.frozen_layers = int(frozen_layers)
+        priors = {
+            "recurrent_var": (recurrent_var_prior, recurrent_var_constraint),
+            "input_var": (input_var_prior, input_var_constraint),
+            "bias_var": (bias_var_prior, bias_var_constraint),
+            "init_var": (init_var_prior, init_var_constraint),
+        }
+        if initial_state == "zero":
+            del priors["init_var"]
+        for name, (prior, constraint) in priors.items():
+            self._register_positive(name, _DEFAULTS[nonlinearity][name], prior, constraint)
+
+    def _register_positive(
+        self, name: str, default: float, prior: Prior | None, constraint: Interval | None
+    ) -> None:
+        self.register_parameter(
+            f"raw_{name}", torch.nn.Parameter(torch.zeros(*self.batch_shape, 1, 1))
+        )
+        self.register_constraint(f"raw_{name}", Positive() if constraint is None else constraint)
+        if prior is not None:
+            if not isinstance(prior, Prior):
+                raise TypeError(f"Expected gpytorch.priors.Prior for {name}_prior, got {prior!r}.")
+            self.register_prior(
+                f"{name}_prior", prior, partial(_get_positive, name=name),
+                partial(_set_positive, name=name),
+            )
+        _set_positive(self, default, name)
+
+    def _variances(self, dtype: torch.dtype) -> RecurrentVariances:
+        return RecurrentVariances(
+            self.recurrent_var.to(dtype),
+            self.input_var.to(dtype),
+            self.bias_var.to(dtype),
+            0.0 if self.initial_state == "zero" else self.init_var.to(dtype),
+        )
+
+    def forward(
+        self,
+        x1: Tensor,
+        x2: Tensor,
+        diag: bool = False,
+        last_dim_is_batch: bool = False,
+        **params,
+    ) -> Tensor:
+        r"""Evaluate the kernel.
+
+        Args:
+            x1: ``(..., N, D)`` sequences in the layout of SPEC section 5.
+            x2: ``(..., N', D')`` sequences (``D'`` may differ: another ``T_max``).
+            diag: Return only ``K(x1_i, x2_i)``, ``(..., N)``, in :math:`O(N T L)`.
+            last_dim_is_batch: Not supported (deprecated in GPyTorch); raises.
+
+        Returns:
+            A dense ``(..., N, N')`` tensor, or ``(..., N)`` if ``diag``.
+        """
+        if last_dim_is_batch:
+            raise NotImplementedError(
+                f"{type(self).__name__} does not support last_dim_is_batch=True: the last "
+                "dimension holds the steps of one sequence."
+            )
+        values1, lengths1 = split_layout(x1, self.input_dim, self.variable_length)
+        options = dict(
+            nonlinearity=self.nonlinearity,
+            num_layers=self.num_layers,
+            frozen_layers=self.frozen_layers,
+            initial_state=self.initial_state,
+        )
+        variances = self._variances(x1.dtype)
+        if diag and (x1 is x2 or (x1.shape == x2.shape and torch.equal(x1, x2))):
+            return recurrent_kernel_diag(values1, lengths1, variances, **options)
+        values2, lengths2 = split_layout(x2, self.input_dim, self.variable_length)
+        return recurrent_kernel(
+            values1, lengths1, values2, lengths2, variances, paired=diag, **options
+        )
+
+
+class RNTKKernel(_RecurrentKernel):
+    r"""The Recurrent Neural Tangent Kernel (Alemohammad et al., ICLR 2021).
+
+    The NTK of an infinitely wide Elman RNN with ``num_layers`` layers read out at the last step,
+    for sequences of different lengths aligned at their last elements. Per layer :math:`l`, time
+    pair :math:`(t, t')`:
+
+    .. math::
+        S^{l}(t,t') &= \sigma_w^2\, V[S^{l}(t-1,t'-1)] + \sigma_u^2\, I^{l}(t,t') + \sigma_b^2,\\
+        \Theta^{l}(t,t') &= S^{l}(t,t') + \sigma_w^2\, V'[S^{l}(t-1,t'-1)]\,\Theta^{l}(t-1,t'-1)
+            + \sigma_u^2\, V'[S^{l-1}(t,t')]\,\Theta^{l-1}(t,t'),
+
+    with :math:`I^{1}(t,t') = \langle x_t, x'_{t'}\rangle / m`, :math:`I^{l} = V[S^{l-1}]`, and
+    the readout :math:`\Theta(x,x') = V[S^{L}(T,T')] + V'[S^{L}(T,T')]\,\Theta^{L}(T,T')`.
+    :math:`V, V'` are the dual activations of ReLU or erf. With ReLU, ``recurrent_var = 2``
+    weights all steps equally; smaller values fade old steps geometrically (factor
+    ``recurrent_var / 2`` per step), larger ones let early steps dominate.
+
+    Cost: :math:`O(L\,T N N')` elementwise work, :math:`O(L N N')` memory in row blocks;
+    ``diag=True`` costs :math:`O(L\,T N)`. Gradients are checkpointed over time.
+
+    Args:
+        input_dim: The step dimension ``m``.
+        num_layers: Depth ``L``.
+        nonlinearity: ``"relu"`` or ``"erf"``.
+        initial_state: ``"zero"`` (no initial-state term), ``"per_input"`` (the paper's: initial
+            states correlated only for identical inputs) or ``"shared"`` (one initial state for
+            all inputs). The latter two add the hyperparameter ``init_var``.
+        variable_length: Whether inputs carry the length column (SPEC section 5).
+        frozen_layers: The NTK of a network whose first ``frozen_layers`` layers are not trained;
+            ``num_layers`` gives the NNGP kernel.
+        recurrent_var_prior, input_var_prior, bias_var_prior, init_var_prior: Optional priors.
+        recurrent_var_constraint, input_var_constraint, bias_var_constraint,
+            init_var_constraint: Constraints (default :class:`~gpytorch.constraints.Positive`).
+        **kwargs: ``batch_shape``, ``active_dims`` and the other :class:`gpytorch.kernels.Kernel`
+            arguments.
+
+    Defaults: ReLU ``recurrent_var=1.8, input_var=1, bias_var=0.1, init_var=0.5``; erf
+    ``recurrent_var=1``, the rest the same. There is no readout variance: wrap the kernel in a
+    :class:`~gpytorch.kernels.ScaleKernel`.
+
+    Example:
+        >>> import torch
+        >>> from gpytorch_rntk import RNTKKernel, encode_sequences
+        >>> x = encode_sequences([torch.randn(5, 2), torch.randn(3, 2)])
+        >>> kernel = RNTKKernel(input_dim=2)
+        >>> kernel(x).to_dense().shape
+        torch.Size([2, 2])
+    """
+
+
+class RNNGPKernel(_RecurrentKernel):
+    r"""The NNGP kernel of an infinitely wide Elman RNN read out at the last step.
+
+    :math:`K(x, x') = V[S^{L}(T, T')]` with :math:`S` the pre-activation covariance recursion of
+    :class:`RNTKKernel` (the RNTK of a network with every layer frozen). Arguments as for
+    :class:`RNTKKernel`, without ``frozen_layers``.
+
+    Example:
+        >>> import torch
+        >>> from gpytorch_rntk import RNNGPKernel, encode_sequences
+        >>> x = encode_sequences([torch.randn(4, 1), torch.randn(2, 1)])
+        >>> RNNGPKernel(input_dim=1, num_layers=2)(x, diag=True).shape
+        torch.Size([2])
+    """
+
+    def __init__(
+        self,
+        input_dim: int,
+        num_layers: int = 1,
+        nonlinearity: str = "relu",
+        initial_state: str = "zero",
+        variable_length: bool = True,
+        **kwargs,
+    ) -> None:
+        super().__init__(
+            input_dim, num_layers, nonlinearity, initial_state, variable_length,
+            frozen_layers=num_layers, **kwargs,
+        )

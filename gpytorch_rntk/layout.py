@@ -1,0 +1,128 @@
+"""The tensor layout of batches of sequences (SPEC section 5).
+
+GPyTorch reads the last dimension of an input as features and BoTorch refuses NaN inputs, so a
+batch of sequences of different lengths is one float tensor ``(..., N, D)``:
+
+* variable-length layout: ``D = 1 + T_max * m``; column 0 holds the length ``T_i`` and the steps
+  ``x_1 .. x_T`` follow in order, ``m`` values each, right-padded with zeros;
+* fixed-length layout: ``D = T * m``, no length column.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+import torch
+from torch import Tensor
+
+__all__ = ["decode_sequences", "encode_sequences", "split_layout"]
+
+
+def encode_sequences(seqs: Sequence[np.ndarray | Tensor], max_len: int | None = None) -> Tensor:
+    r"""Encode a list of sequences into the variable-length layout.
+
+    Args:
+        seqs: ``N`` arrays or tensors of shape ``(T_i, m)``, or 1-D of shape ``(T_i,)`` when
+            ``m = 1``. Lengths may differ; the step dimension ``m`` may not.
+        max_len: The padded length ``T_max``; defaults to the longest sequence.
+
+    Returns:
+        A tensor of shape ``(N, 1 + T_max * m)`` with the length in column 0. Its dtype is the
+        inputs' floating dtype (float64 in, float64 out; integer inputs give the default dtype).
+
+    Example:
+        >>> x = encode_sequences([[1.0, 2.0, 3.0], [4.0]])
+        >>> x
+        tensor([[3., 1., 2., 3.],
+                [1., 4., 0., 0.]])
+    """
+    if len(seqs) == 0:
+        raise ValueError("encode_sequences needs at least one sequence, got an empty list.")
+    tensors = []
+    for i, seq in enumerate(seqs):
+        t = torch.as_tensor(np.asarray(seq) if not isinstance(seq, Tensor) else seq)
+        if t.dim() == 1:
+            t = t.unsqueeze(-1)
+        if t.dim() != 2:
+            raise ValueError(
+                f"Sequence {i} has shape {tuple(t.shape)}; expected (T, m) or (T,) for m = 1."
+            )
+        if t.shape[0] == 0:
+            raise ValueError(f"Sequence {i} is empty (length 0); every sequence needs a step.")
+        if not t.is_floating_point():
+            t = t.to(torch.get_default_dtype())
+        if not torch.isfinite(t).all():
+            raise ValueError(f"Sequence {i} contains NaN or inf.")
+        tensors.append(t)
+    dims = {t.shape[1] for t in tensors}
+    if len(dims) > 1:
+        raise ValueError(f"All sequences need the same step dimension m; got {sorted(dims)}.")
+    m = dims.pop()
+    longest = max(t.shape[0] for t in tensors)
+    if max_len is None:
+        max_len = longest
+    elif max_len < longest:
+        raise ValueError(f"max_len={max_len} is shorter than the longest sequence ({longest}).")
+    dtype = torch.promote_types(*(t.dtype for t in tensors)) if len(tensors) > 1 else tensors[0].dtype
+    out = torch.zeros(len(tensors), 1 + max_len * m, dtype=dtype, device=tensors[0].device)
+    for i, t in enumerate(tensors):
+        out[i, 0] = t.shape[0]
+        out[i, 1 : 1 + t.numel()] = t.reshape(-1).to(out)
+    return out
+
+
+def split_layout(
+    x: Tensor, input_dim: int, variable_length: bool = True
+) -> tuple[Tensor, Tensor]:
+    r"""Split a layout tensor into step values and integer lengths, validating it.
+
+    Lengths are rounded and clamped to ``[1, T_max]`` (optimisers write non-integer lengths) and
+    every value past a sequence's length is set to zero, so it can never change a kernel value.
+
+    Args:
+        x: ``(..., N, D)`` in the variable-length (``D = 1 + T_max m``) or fixed-length
+            (``D = T m``) layout.
+        input_dim: The step dimension ``m``.
+        variable_length: Whether column 0 holds the length.
+
+    Returns:
+        ``values`` of shape ``(..., N, T_max, m)`` and ``lengths`` of shape ``(..., N)`` (int64).
+    """
+    width = x.shape[-1]
+    steps = width - 1 if variable_length else width
+    if steps < input_dim or steps % input_dim != 0:
+        layout = "1 + T_max * input_dim" if variable_length else "T * input_dim"
+        raise ValueError(
+            f"Input width {width} does not fit input_dim={input_dim}: the layout needs "
+            f"width = {layout} with T >= 1."
+        )
+    if not torch.isfinite(x).all():
+        raise ValueError("Sequence inputs contain NaN or inf.")
+    t_max = steps // input_dim
+    values = x[..., width - steps :].reshape(*x.shape[:-1], t_max, input_dim)
+    if not variable_length:
+        lengths = torch.full(x.shape[:-1], t_max, dtype=torch.long, device=x.device)
+        return values, lengths
+    lengths = x[..., 0].detach().round().clamp(1, t_max).long()
+    inside = torch.arange(t_max, device=x.device) < lengths.unsqueeze(-1)
+    return values * inside.unsqueeze(-1).to(values), lengths
+
+
+def decode_sequences(x: Tensor, input_dim: int) -> tuple[Tensor, Tensor]:
+    r"""Invert :func:`encode_sequences`.
+
+    Args:
+        x: ``(..., N, 1 + T_max * input_dim)`` in the variable-length layout.
+        input_dim: The step dimension ``m``.
+
+    Returns:
+        ``values`` of shape ``(..., N, T_max, m)``, zero past each length, and ``lengths`` of
+        shape ``(..., N)``.
+
+    Example:
+        >>> values, lengths = decode_sequences(encode_sequences([[1.0, 2.0], [3.0]]), 1)
+        >>> lengths
+        tensor([2, 1])
+    """
+    return split_layout(x, input_dim, variable_length=True)
