@@ -49,7 +49,9 @@ class RecurrentVariances(NamedTuple):
     init_var: Tensor | float = 0.0
 
 
-def relu_dual(k12: Tensor, k11: Tensor, k22: Tensor, same: Mask | None = None) -> tuple[Tensor, Tensor]:
+def relu_dual(
+    k12: Tensor, k11: Tensor, k22: Tensor, same: Mask | None = None
+) -> tuple[Tensor, Tensor]:
     r"""Dual activation of ReLU: :math:`V = E[\phi(u)\phi(v)]`, :math:`V' = E[\phi'(u)\phi'(v)]`.
 
     .. math::
@@ -81,7 +83,9 @@ def relu_dual(k12: Tensor, k11: Tensor, k22: Tensor, same: Mask | None = None) -
     return v, vd
 
 
-def erf_dual(k12: Tensor, k11: Tensor, k22: Tensor, same: Mask | None = None) -> tuple[Tensor, Tensor]:
+def erf_dual(
+    k12: Tensor, k11: Tensor, k22: Tensor, same: Mask | None = None
+) -> tuple[Tensor, Tensor]:
     r"""Dual activation of erf.
 
     .. math::
@@ -123,7 +127,10 @@ def identical_rows(
     batch = torch.broadcast_shapes(values1.shape[:-3], values2.shape[:-3])
     n1 = values1.shape[-3]
 
+    steps = max(values1.shape[-2], values2.shape[-2])
+
     def rows(values: Tensor, lengths: Tensor) -> Tensor:
+        values = torch.nn.functional.pad(values, (0, 0, 0, steps - values.shape[-2]))
         flat = torch.cat([lengths.unsqueeze(-1).to(values), values.flatten(-2)], dim=-1)
         return flat.detach().expand(*batch, *flat.shape[-2:])
 
@@ -131,8 +138,9 @@ def identical_rows(
     n_batch = math.prod(batch)
     tag = torch.arange(n_batch, device=both.device, dtype=both.dtype)
     tag = tag.repeat_interleave(both.shape[-2]).unsqueeze(-1)
-    _, ids = torch.unique(torch.cat([tag, both.reshape(-1, both.shape[-1])], -1), dim=0,
-                          return_inverse=True)
+    _, ids = torch.unique(
+        torch.cat([tag, both.reshape(-1, both.shape[-1])], -1), dim=0, return_inverse=True
+    )
     ids = ids.reshape(*batch, both.shape[-2])
     ids1, ids2 = ids[..., :n1], ids[..., n1:]
     return ids1 == ids2 if paired else ids1.unsqueeze(-1) == ids2.unsqueeze(-2)
@@ -288,8 +296,15 @@ def _kernel_block(
         [(zero, zero, zero if layer >= frozen_layers else None)] * len(sides)
         for layer in range(num_layers)
     ]
-    scan_args = (data_terms, sides, same, variances, NONLINEARITIES[nonlinearity], frozen_layers,
-                 (shortest, longest))
+    scan_args = (
+        data_terms,
+        sides,
+        same,
+        variances,
+        NONLINEARITIES[nonlinearity],
+        frozen_layers,
+        (shortest, longest),
+    )
     needs_grad = torch.is_grad_enabled() and (
         values1.requires_grad
         or (values2 is not None and values2.requires_grad)
@@ -371,15 +386,22 @@ def recurrent_kernel(
     _check_options(nonlinearity, initial_state, num_layers, frozen_layers)
     need_same = nonlinearity == "relu" or initial_state == "per_input"
     same = identical_rows(values1, lengths1, values2, lengths2, paired) if need_same else None
-    options = dict(nonlinearity=nonlinearity, num_layers=num_layers, frozen_layers=frozen_layers,
-                   initial_state=initial_state, paired=paired)
+    options = dict(
+        nonlinearity=nonlinearity,
+        num_layers=num_layers,
+        frozen_layers=frozen_layers,
+        initial_state=initial_state,
+        paired=paired,
+    )
     if paired:
-        return _kernel_block(values1, lengths1, values2, lengths2, same,
-                             _pair_variances(variances), **options)
+        return _kernel_block(
+            values1, lengths1, values2, lengths2, same, _pair_variances(variances), **options
+        )
     n1, n2 = values1.shape[-3], values2.shape[-3]
     batch = torch.broadcast_shapes(
-        values1.shape[:-3], values2.shape[:-3], *(v.shape[:-2] for v in variances
-                                                   if isinstance(v, Tensor) and v.dim() >= 2)
+        values1.shape[:-3],
+        values2.shape[:-3],
+        *(v.shape[:-2] for v in variances if isinstance(v, Tensor) and v.dim() >= 2),
     )
     rows = max(1, block_elements // max(1, math.prod(batch) * n2))
     blocks = [
@@ -412,6 +434,16 @@ def recurrent_kernel_diag(
     Args are as for :func:`recurrent_kernel`; returns ``(..., N)``.
     """
     _check_options(nonlinearity, initial_state, num_layers, frozen_layers)
-    return _kernel_block(values, lengths, None, None, None, _pair_variances(variances),
-                         nonlinearity=nonlinearity, num_layers=num_layers,
-                         frozen_layers=frozen_layers, initial_state=initial_state, paired=True)
+    return _kernel_block(
+        values,
+        lengths,
+        None,
+        None,
+        None,
+        _pair_variances(variances),
+        nonlinearity=nonlinearity,
+        num_layers=num_layers,
+        frozen_layers=frozen_layers,
+        initial_state=initial_state,
+        paired=True,
+    )

@@ -132,7 +132,9 @@ class _RecurrentKernel(Kernel):
             if not isinstance(prior, Prior):
                 raise TypeError(f"Expected gpytorch.priors.Prior for {name}_prior, got {prior!r}.")
             self.register_prior(
-                f"{name}_prior", prior, partial(_get_positive, name=name),
+                f"{name}_prior",
+                prior,
+                partial(_get_positive, name=name),
                 partial(_set_positive, name=name),
             )
         _set_positive(self, default, name)
@@ -157,7 +159,7 @@ class _RecurrentKernel(Kernel):
 
         Args:
             x1: ``(..., N, D)`` sequences in the layout of SPEC section 5.
-            x2: ``(..., N', D')`` sequences (``D'`` may differ: another ``T_max``).
+            x2: ``(..., N', D')`` sequences (``forward`` accepts another ``T_max``).
             diag: Return only ``K(x1_i, x2_i)``, ``(..., N)``, in :math:`O(N T L)`.
             last_dim_is_batch: Not supported (deprecated in GPyTorch); raises.
 
@@ -261,6 +263,11 @@ class RNNGPKernel(_RecurrentKernel):
         **kwargs,
     ) -> None:
         super().__init__(
-            input_dim, num_layers, nonlinearity, initial_state, variable_length,
-            frozen_layers=num_layers, **kwargs,
+            input_dim,
+            num_layers,
+            nonlinearity,
+            initial_state,
+            variable_length,
+            frozen_layers=num_layers,
+            **kwargs,
         )

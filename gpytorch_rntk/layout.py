@@ -10,6 +10,7 @@ batch of sequences of different lengths is one float tensor ``(..., N, D)``:
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 
 import numpy as np
@@ -64,7 +65,7 @@ def encode_sequences(seqs: Sequence[np.ndarray | Tensor], max_len: int | None = 
         max_len = longest
     elif max_len < longest:
         raise ValueError(f"max_len={max_len} is shorter than the longest sequence ({longest}).")
-    dtype = torch.promote_types(*(t.dtype for t in tensors)) if len(tensors) > 1 else tensors[0].dtype
+    dtype = functools.reduce(torch.promote_types, (t.dtype for t in tensors))
     out = torch.zeros(len(tensors), 1 + max_len * m, dtype=dtype, device=tensors[0].device)
     for i, t in enumerate(tensors):
         out[i, 0] = t.shape[0]
@@ -72,9 +73,7 @@ def encode_sequences(seqs: Sequence[np.ndarray | Tensor], max_len: int | None = 
     return out
 
 
-def split_layout(
-    x: Tensor, input_dim: int, variable_length: bool = True
-) -> tuple[Tensor, Tensor]:
+def split_layout(x: Tensor, input_dim: int, variable_length: bool = True) -> tuple[Tensor, Tensor]:
     r"""Split a layout tensor into step values and integer lengths, validating it.
 
     Lengths are rounded and clamped to ``[1, T_max]`` (optimisers write non-integer lengths) and
