@@ -68,15 +68,15 @@ def relu_dual(
     """
     if same is True:
         return k12 / 2, torch.full_like(k12, 0.5)
-    norm = (k11 * k22).sqrt()
+    norm = k11.sqrt() * k22.sqrt()  # the square roots of the (small) self terms, then one product
     eps = torch.finfo(k12.dtype).eps
     # Clamping one ulp inside [-1, 1] keeps arccos' slope finite for exactly (anti)parallel
     # states that are not self pairs; the value moves by O(sqrt(eps)) in theta, which is the
     # rounding noise such correlations carry anyway.
     cos = (k12 / norm).clamp(-1 + eps, 1 - eps)
-    theta = torch.arccos(cos)
-    v = norm * (torch.sin(theta) + (math.pi - theta) * cos) / (2 * math.pi)
-    vd = (math.pi - theta) / (2 * math.pi)
+    vd = (math.pi - torch.arccos(cos)) / (2 * math.pi)
+    sin = ((1 - cos) * (1 + cos)).sqrt()
+    v = norm * (sin / (2 * math.pi) + vd * cos)
     if same is not None and same is not False:
         v = torch.where(same, k12 / 2, v)
         vd = torch.where(same, 0.5, vd)
@@ -173,12 +173,21 @@ def _step_masks(sides: list[_Side], r: int, shortest: int, longest: int) -> list
     """``(active, continuing, starting)`` for each side at ``r`` steps before the readout.
 
     Plain booleans where they hold for every pair (the common case), so no mask is applied.
+    Only self terms need ``active`` (a positive placeholder keeps the cross duals finite) and only
+    sides with an initial state need ``starting``.
     """
     if r < shortest:
         return [(True, True, False)] * len(sides)
     if shortest == longest:  # the scan starts at r == longest: everything starts here
         return [(True, False, True)] * len(sides)
-    return [(s.shorter >= r, s.shorter > r, (s.shorter == r) & (s.longer == r)) for s in sides]
+    return [
+        (
+            s.shorter >= r if k > 0 or len(sides) == 1 else True,
+            s.shorter > r,
+            False if s.init is None else (s.shorter == r) & (s.longer == r),
+        )
+        for k, s in enumerate(sides)
+    ]
 
 
 def _scan(
@@ -209,7 +218,7 @@ def _scan(
                 v_prev, vd_prev, th_prev = state[layer][k]
                 boundary = 0.0 if side.init is None else _where(start, side.init, 0.0)
                 s = sw2 * _where(cont, v_prev, boundary) + su2 * inputs[k] + sb2
-                s = _where(active, s, 1.0)  # inactive pairs: any finite positive placeholder
+                s = _where(active, s, 1.0)  # inactive sequences: a finite positive placeholder
                 th = None
                 if layer >= frozen_layers:
                     th = s + sw2 * _where(cont, vd_prev * th_prev, 0.0)
@@ -280,6 +289,7 @@ def _kernel_block(
     frozen_layers: int,
     initial_state: str,
     paired: bool,
+    checkpointed: bool,
 ) -> Tensor:
     both = [lengths1] if lengths2 is None else [lengths1, lengths2]
     shortest = min(int(t.min()) for t in both)
@@ -305,12 +315,7 @@ def _kernel_block(
         frozen_layers,
         (shortest, longest),
     )
-    needs_grad = torch.is_grad_enabled() and (
-        values1.requires_grad
-        or (values2 is not None and values2.requires_grad)
-        or any(isinstance(v, Tensor) and v.requires_grad for v in variances)
-    )
-    if not needs_grad:
+    if not checkpointed:
         state = _scan(range(longest, 0, -1), state, *scan_args)
     else:
         # Plain autograd would keep every step of the scan alive; keep only the state at the
@@ -321,6 +326,12 @@ def _kernel_block(
             state = checkpoint(_scan, steps, state, *scan_args, use_reentrant=False)
     v, vd, th = state[-1][0]
     return v if th is None else v + vd * th
+
+
+def _needs_grad(*tensors: Tensor | float) -> bool:
+    return torch.is_grad_enabled() and any(
+        isinstance(t, Tensor) and t.requires_grad for t in tensors
+    )
 
 
 def _pair_variances(variances: RecurrentVariances) -> RecurrentVariances:
@@ -357,7 +368,7 @@ def recurrent_kernel(
     frozen_layers: int = 0,
     initial_state: str = "zero",
     paired: bool = False,
-    block_elements: int = 2**20,
+    block_elements: int | None = None,
 ) -> Tensor:
     r"""The RNTK (or, with ``frozen_layers = num_layers``, the RNN-NNGP kernel) between sequences.
 
@@ -378,7 +389,8 @@ def recurrent_kernel(
             the NNGP kernel.
         initial_state: ``"zero"``, ``"per_input"`` (the paper's) or ``"shared"``.
         paired: Compute only ``K(x1_i, x2_i)``, giving ``(..., N)`` (needs ``N == N'``).
-        block_elements: Pairs per row block.
+        block_elements: Pairs per row block; default :math:`2^{20}`, or :math:`2^{18}` when
+            gradients are needed (each block then replays one chunk of steps at a time).
 
     Returns:
         ``(..., N, N')``, or ``(..., N)`` if ``paired``.
@@ -392,7 +404,10 @@ def recurrent_kernel(
         frozen_layers=frozen_layers,
         initial_state=initial_state,
         paired=paired,
+        checkpointed=_needs_grad(values1, values2, *variances),
     )
+    if block_elements is None:
+        block_elements = 2**18 if options["checkpointed"] else 2**20
     if paired:
         return _kernel_block(
             values1, lengths1, values2, lengths2, same, _pair_variances(variances), **options
@@ -446,4 +461,5 @@ def recurrent_kernel_diag(
         frozen_layers=frozen_layers,
         initial_state=initial_state,
         paired=True,
+        checkpointed=_needs_grad(values, *variances),
     )
