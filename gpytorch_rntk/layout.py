@@ -30,7 +30,8 @@ def encode_sequences(seqs: Sequence[np.ndarray | Tensor], max_len: int | None = 
 
     Returns:
         A tensor of shape ``(N, 1 + T_max * m)`` with the length in column 0. Its dtype is the
-        inputs' floating dtype (float64 in, float64 out; integer inputs give the default dtype).
+        inputs' floating dtype (float64 in, float64 out); Python lists and integer arrays give
+        torch's default dtype.
 
     Example:
         >>> x = encode_sequences([[1.0, 2.0, 3.0], [4.0]])
@@ -42,7 +43,7 @@ def encode_sequences(seqs: Sequence[np.ndarray | Tensor], max_len: int | None = 
         raise ValueError("encode_sequences needs at least one sequence, got an empty list.")
     tensors = []
     for i, seq in enumerate(seqs):
-        t = torch.as_tensor(np.asarray(seq) if not isinstance(seq, Tensor) else seq)
+        t = torch.as_tensor(seq)  # arrays keep their dtype; Python lists get the default
         if t.dim() == 1:
             t = t.unsqueeze(-1)
         if t.dim() != 2:

@@ -1,0 +1,21 @@
+"""The docstring examples run (STYLE 6)."""
+
+from __future__ import annotations
+
+import doctest
+
+import pytest
+
+import gpytorch_rntk.functional
+import gpytorch_rntk.kernels
+import gpytorch_rntk.layout
+
+
+@pytest.mark.parametrize(
+    "module", [gpytorch_rntk.kernels, gpytorch_rntk.layout, gpytorch_rntk.functional]
+)
+def test_docstring_examples(module):
+    result = doctest.testmod(module, optionflags=doctest.NORMALIZE_WHITESPACE)
+    assert result.failed == 0
+    if module is not gpytorch_rntk.functional:
+        assert result.attempted > 0
