@@ -29,6 +29,7 @@ __all__ = [
     "recurrent_kernel",
     "recurrent_kernel_diag",
     "relu_dual",
+    "reverse_sequences",
 ]
 
 INITIAL_STATES = ("zero", "per_input", "shared")
@@ -144,6 +145,24 @@ def identical_rows(
     ids = ids.reshape(*batch, both.shape[-2])
     ids1, ids2 = ids[..., :n1], ids[..., n1:]
     return ids1 == ids2 if paired else ids1.unsqueeze(-1) == ids2.unsqueeze(-2)
+
+
+def reverse_sequences(values: Tensor, lengths: Tensor) -> Tensor:
+    """Reverse each sequence within its length, keeping the zero padding at the end.
+
+    Args:
+        values: ``(..., N, T, m)``, zero past each length.
+        lengths: ``(..., N)``.
+
+    Returns:
+        ``(..., N, T, m)`` with ``out[..., i, t, :] = values[..., i, T_i - 1 - t, :]`` for
+        ``t < T_i`` and zero after.
+    """
+    steps = values.shape[-2]
+    index = lengths.unsqueeze(-1) - 1 - torch.arange(steps, device=values.device)
+    inside = (index >= 0).unsqueeze(-1).to(values)
+    index = index.clamp(min=0).unsqueeze(-1).expand(*index.shape, values.shape[-1])
+    return values.gather(-2, index) * inside
 
 
 def _right_align(values: Tensor, lengths: Tensor, steps: int) -> Tensor:
@@ -368,6 +387,7 @@ def recurrent_kernel(
     frozen_layers: int = 0,
     initial_state: str = "zero",
     paired: bool = False,
+    bidirectional: bool = False,
     block_elements: int | None = None,
 ) -> Tensor:
     r"""The RNTK (or, with ``frozen_layers = num_layers``, the RNN-NNGP kernel) between sequences.
@@ -389,6 +409,9 @@ def recurrent_kernel(
             the NNGP kernel.
         initial_state: ``"zero"``, ``"per_input"`` (the paper's) or ``"shared"``.
         paired: Compute only ``K(x1_i, x2_i)``, giving ``(..., N)`` (needs ``N == N'``).
+        bidirectional: Add the kernel of the time-reversed sequences (SPEC section 4: two
+            independent stacks, readouts summed), which compares sequences aligned at their
+            first elements.
         block_elements: Pairs per row block; default :math:`2^{20}`, or :math:`2^{18}` when
             gradients are needed (each block then replays one chunk of steps at a time).
 
@@ -396,6 +419,25 @@ def recurrent_kernel(
         ``(..., N, N')``, or ``(..., N)`` if ``paired``.
     """
     _check_options(nonlinearity, initial_state, num_layers, frozen_layers)
+    if bidirectional:
+        options = dict(
+            nonlinearity=nonlinearity,
+            num_layers=num_layers,
+            frozen_layers=frozen_layers,
+            initial_state=initial_state,
+            paired=paired,
+            block_elements=block_elements,
+        )
+        forward = recurrent_kernel(values1, lengths1, values2, lengths2, variances, **options)
+        reverse = recurrent_kernel(
+            reverse_sequences(values1, lengths1),
+            lengths1,
+            reverse_sequences(values2, lengths2),
+            lengths2,
+            variances,
+            **options,
+        )
+        return forward + reverse
     need_same = nonlinearity == "relu" or initial_state == "per_input"
     same = identical_rows(values1, lengths1, values2, lengths2, paired) if need_same else None
     options = dict(
@@ -443,12 +485,23 @@ def recurrent_kernel_diag(
     num_layers: int = 1,
     frozen_layers: int = 0,
     initial_state: str = "zero",
+    bidirectional: bool = False,
 ) -> Tensor:
     r"""``K(x_i, x_i)`` for each sequence: the self-term recursion alone, :math:`O(N T L)`.
 
     Args are as for :func:`recurrent_kernel`; returns ``(..., N)``.
     """
     _check_options(nonlinearity, initial_state, num_layers, frozen_layers)
+    if bidirectional:
+        options = dict(
+            nonlinearity=nonlinearity,
+            num_layers=num_layers,
+            frozen_layers=frozen_layers,
+            initial_state=initial_state,
+        )
+        return recurrent_kernel_diag(values, lengths, variances, **options) + (
+            recurrent_kernel_diag(reverse_sequences(values, lengths), lengths, variances, **options)
+        )
     return _kernel_block(
         values,
         lengths,

@@ -76,6 +76,7 @@ class _RecurrentKernel(Kernel):
         initial_state: str = "zero",
         variable_length: bool = True,
         *,
+        bidirectional: bool = False,
         frozen_layers: int = 0,
         recurrent_var_prior: Prior | None = None,
         recurrent_var_constraint: Interval | None = None,
@@ -110,6 +111,7 @@ class _RecurrentKernel(Kernel):
         self.initial_state = initial_state
         self.variable_length = variable_length
         self.frozen_layers = int(frozen_layers)
+        self.bidirectional = bool(bidirectional)
         priors = {
             "recurrent_var": (recurrent_var_prior, recurrent_var_constraint),
             "input_var": (input_var_prior, input_var_constraint),
@@ -177,6 +179,7 @@ class _RecurrentKernel(Kernel):
             num_layers=self.num_layers,
             frozen_layers=self.frozen_layers,
             initial_state=self.initial_state,
+            bidirectional=self.bidirectional,
         )
         variances = self._variances(x1.dtype)
         if diag and (x1 is x2 or (x1.shape == x2.shape and torch.equal(x1, x2))):
@@ -216,6 +219,9 @@ class RNTKKernel(_RecurrentKernel):
             states correlated only for identical inputs) or ``"shared"`` (one initial state for
             all inputs). The latter two add the hyperparameter ``init_var``.
         variable_length: Whether inputs carry the length column (SPEC section 5).
+        bidirectional: Add the kernel of the time-reversed sequences (a bidirectional RNN,
+            SPEC section 4): sequences are then also compared aligned at their first elements.
+            Twice the cost.
         frozen_layers: The NTK of a network whose first ``frozen_layers`` layers are not trained;
             ``num_layers`` gives the NNGP kernel.
         recurrent_var_prior, input_var_prior, bias_var_prior, init_var_prior: Optional priors.
@@ -243,7 +249,7 @@ class RNNGPKernel(_RecurrentKernel):
 
     :math:`K(x, x') = V[S^{L}(T, T')]` with :math:`S` the pre-activation covariance recursion of
     :class:`RNTKKernel` (the RNTK of a network with every layer frozen). Arguments as for
-    :class:`RNTKKernel`, without ``frozen_layers``.
+    :class:`RNTKKernel` (``bidirectional`` as a keyword), without ``frozen_layers``.
 
     Example:
         >>> import torch

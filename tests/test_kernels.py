@@ -451,3 +451,54 @@ class TestRNTKKernelBase(_SequenceKernelTestCase, unittest.TestCase):
 
 class TestRNNGPKernelBase(_SequenceKernelTestCase, unittest.TestCase):
     kernel_class = RNNGPKernel
+
+
+@pytest.mark.parametrize("nonlinearity", ["relu", "erf"])
+@pytest.mark.parametrize(
+    "variant",
+    [
+        {"bidirectional": True},
+        {"frozen_layers": 1},
+        {"frozen_layers": 1, "bidirectional": True, "initial_state": "per_input"},
+    ],
+    ids=["bidirectional", "frozen1", "frozen1-bidirectional-h0"],
+)
+def test_variants_match_reference_loop(variant, nonlinearity, device):
+    """Bidirectional (reversed sequences aligned at their starts) and frozen-layer NTKs."""
+    hyper = dict(recurrent_var=1.7, input_var=0.8, bias_var=0.05)
+    if variant.get("initial_state"):
+        hyper["init_var"] = 0.3
+    seqs1, _ = random_batch([4, 1, 6], m=2, seed=12)
+    seqs2, _ = random_batch([2, 6], m=2, seed=13)
+    seqs2.append(seqs1[0].clone())
+    x1, x2 = encode_sequences(seqs1).to(device), encode_sequences(seqs2).to(device)
+    kernel = make_kernel(
+        "ntk",
+        device,
+        torch.float64,
+        input_dim=2,
+        num_layers=2,
+        nonlinearity=nonlinearity,
+        **variant,
+        **hyper,
+    )
+    expected = reference_gram(
+        seqs1, seqs2, num_layers=2, nonlinearity=nonlinearity, **variant, **hyper
+    )
+    expected_self = reference_gram(
+        seqs1, seqs1, num_layers=2, nonlinearity=nonlinearity, **variant, **hyper
+    )
+    with torch.no_grad():
+        torch.testing.assert_close(kernel(x1, x2).to_dense().cpu(), expected, rtol=1e-8, atol=0)
+        torch.testing.assert_close(
+            kernel(x1, diag=True).cpu(), expected_self.diagonal(), rtol=1e-8, atol=0
+        )
+
+
+def test_all_layers_frozen_is_the_nngp_kernel(device):
+    _, x = random_batch([3, 5, 2, 5], m=2, seed=14)
+    x = x.to(device)
+    frozen = RNTKKernel(input_dim=2, num_layers=2, frozen_layers=2).to(device, torch.float64)
+    nngp = RNNGPKernel(input_dim=2, num_layers=2).to(device, torch.float64)
+    with torch.no_grad():
+        torch.testing.assert_close(frozen(x).to_dense(), nngp(x).to_dense(), rtol=0, atol=0)

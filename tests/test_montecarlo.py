@@ -59,3 +59,27 @@ def test_finite_width_network_matches_kernels(nonlinearity, num_layers):
 @pytest.mark.parametrize("num_layers", [1, 2])
 def test_finite_width_network_matches_kernels_wide(nonlinearity, num_layers):
     check([2, 6, 4, 5, 3, 6], num_layers, nonlinearity, width=2048, seeds=6, tol=0.06)
+
+
+@pytest.mark.parametrize("nonlinearity", ["relu", "erf"])
+@pytest.mark.parametrize(
+    "variant", [{"bidirectional": True}, {"frozen_layers": 1}], ids=["bidirectional", "frozen1"]
+)
+def test_finite_width_variants(variant, nonlinearity):
+    """The bidirectional network (two stacks, one on the reversed sequence) and the NTK with the
+    first layer's gradients left out, against the kernels."""
+    seqs = random_sequences([1, 2, 3, 3], m=3, seed=21)
+    kernel = RNTKKernel(input_dim=3, num_layers=2, nonlinearity=nonlinearity, **variant).double()
+    kernel.initialize(**HYPER)
+    with torch.no_grad():
+        ntk = kernel(encode_sequences(seqs)).to_dense()
+    emp_ntk, _ = mean_empirical_kernels(
+        seqs,
+        seeds=range(16),
+        width=512,
+        num_layers=2,
+        nonlinearity=nonlinearity,
+        **variant,
+        **HYPER,
+    )
+    assert scale_relative_error(emp_ntk, ntk) < 0.08
