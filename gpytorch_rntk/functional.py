@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
+from functools import partial
 from typing import NamedTuple
 
 import torch
@@ -24,6 +25,7 @@ __all__ = [
     "NONLINEARITIES",
     "INITIAL_STATES",
     "RecurrentVariances",
+    "check_options",
     "erf_dual",
     "identical_rows",
     "recurrent_kernel",
@@ -360,7 +362,10 @@ def _pair_variances(variances: RecurrentVariances) -> RecurrentVariances:
     )
 
 
-def _check_options(nonlinearity: str, initial_state: str, num_layers: int, frozen_layers: int):
+def check_options(
+    nonlinearity: str, initial_state: str, num_layers: int, frozen_layers: int = 0
+) -> None:
+    """Raise a ``ValueError`` naming the first option that is not understood."""
     if nonlinearity not in NONLINEARITIES:
         raise ValueError(
             f"Unknown nonlinearity {nonlinearity!r}; choose one of {sorted(NONLINEARITIES)}."
@@ -369,10 +374,23 @@ def _check_options(nonlinearity: str, initial_state: str, num_layers: int, froze
         raise ValueError(
             f"Unknown initial_state {initial_state!r}; choose one of {list(INITIAL_STATES)}."
         )
-    if num_layers < 1:
-        raise ValueError(f"num_layers must be at least 1, got {num_layers}.")
+    if int(num_layers) != num_layers or num_layers < 1:
+        raise ValueError(f"num_layers must be a positive integer, got {num_layers!r}.")
     if not 0 <= frozen_layers <= num_layers:
-        raise ValueError(f"frozen_layers must be in [0, num_layers], got {frozen_layers}.")
+        raise ValueError(
+            f"frozen_layers must be in [0, num_layers={num_layers}], got {frozen_layers}."
+        )
+
+
+def _plus_reversed(kernel_fn: Callable[..., Tensor], *sequences: Tensor) -> Tensor:
+    """``kernel_fn(*sequences)`` plus the same on every sequence reversed within its length.
+
+    ``sequences`` alternates values and lengths, as the kernel functions take them.
+    """
+    reversed_sequences = []
+    for values, lengths in zip(sequences[::2], sequences[1::2], strict=True):
+        reversed_sequences += [reverse_sequences(values, lengths), lengths]
+    return kernel_fn(*sequences) + kernel_fn(*reversed_sequences)
 
 
 def recurrent_kernel(
@@ -418,26 +436,24 @@ def recurrent_kernel(
     Returns:
         ``(..., N, N')``, or ``(..., N)`` if ``paired``.
     """
-    _check_options(nonlinearity, initial_state, num_layers, frozen_layers)
+    check_options(nonlinearity, initial_state, num_layers, frozen_layers)
     if bidirectional:
-        options = dict(
-            nonlinearity=nonlinearity,
-            num_layers=num_layers,
-            frozen_layers=frozen_layers,
-            initial_state=initial_state,
-            paired=paired,
-            block_elements=block_elements,
-        )
-        forward = recurrent_kernel(values1, lengths1, values2, lengths2, variances, **options)
-        reverse = recurrent_kernel(
-            reverse_sequences(values1, lengths1),
+        return _plus_reversed(
+            partial(
+                recurrent_kernel,
+                variances=variances,
+                nonlinearity=nonlinearity,
+                num_layers=num_layers,
+                frozen_layers=frozen_layers,
+                initial_state=initial_state,
+                paired=paired,
+                block_elements=block_elements,
+            ),
+            values1,
             lengths1,
-            reverse_sequences(values2, lengths2),
+            values2,
             lengths2,
-            variances,
-            **options,
         )
-        return forward + reverse
     need_same = nonlinearity == "relu" or initial_state == "per_input"
     same = identical_rows(values1, lengths1, values2, lengths2, paired) if need_same else None
     options = dict(
@@ -491,16 +507,19 @@ def recurrent_kernel_diag(
 
     Args are as for :func:`recurrent_kernel`; returns ``(..., N)``.
     """
-    _check_options(nonlinearity, initial_state, num_layers, frozen_layers)
+    check_options(nonlinearity, initial_state, num_layers, frozen_layers)
     if bidirectional:
-        options = dict(
-            nonlinearity=nonlinearity,
-            num_layers=num_layers,
-            frozen_layers=frozen_layers,
-            initial_state=initial_state,
-        )
-        return recurrent_kernel_diag(values, lengths, variances, **options) + (
-            recurrent_kernel_diag(reverse_sequences(values, lengths), lengths, variances, **options)
+        return _plus_reversed(
+            partial(
+                recurrent_kernel_diag,
+                variances=variances,
+                nonlinearity=nonlinearity,
+                num_layers=num_layers,
+                frozen_layers=frozen_layers,
+                initial_state=initial_state,
+            ),
+            values,
+            lengths,
         )
     return _kernel_block(
         values,

@@ -11,9 +11,8 @@ from gpytorch.priors import Prior
 from torch import Tensor
 
 from .functional import (
-    INITIAL_STATES,
-    NONLINEARITIES,
     RecurrentVariances,
+    check_options,
     recurrent_kernel,
     recurrent_kernel_diag,
 )
@@ -88,22 +87,9 @@ class _RecurrentKernel(Kernel):
         init_var_constraint: Interval | None = None,
         **kwargs,
     ) -> None:
-        if nonlinearity not in NONLINEARITIES:
-            raise ValueError(
-                f"Unknown nonlinearity {nonlinearity!r}; choose one of {sorted(NONLINEARITIES)}."
-            )
-        if initial_state not in INITIAL_STATES:
-            raise ValueError(
-                f"Unknown initial_state {initial_state!r}; choose one of {list(INITIAL_STATES)}."
-            )
         if int(input_dim) != input_dim or input_dim < 1:
             raise ValueError(f"input_dim must be a positive integer, got {input_dim!r}.")
-        if int(num_layers) != num_layers or num_layers < 1:
-            raise ValueError(f"num_layers must be a positive integer, got {num_layers!r}.")
-        if not 0 <= frozen_layers <= num_layers:
-            raise ValueError(
-                f"frozen_layers must be in [0, num_layers={num_layers}], got {frozen_layers}."
-            )
+        check_options(nonlinearity, initial_state, num_layers, frozen_layers)
         super().__init__(**kwargs)
         self.input_dim = int(input_dim)
         self.num_layers = int(num_layers)

@@ -1,0 +1,331 @@
+r"""Bayesian optimisation over sequences with BoTorch.
+
+A sequence enters BoTorch as one row of the layout of SPEC section 5: column 0 holds the length,
+then the steps, right-padded with zeros (``D = 1 + T_max * m``), or only the steps for fixed-length
+problems (``D = T * m``). The kernels round and clamp the length and ignore every value past it,
+so BoTorch's optimisers may write anything there. This module adds only what BoTorch lacks:
+
+* :func:`sequence_gp`: a :class:`~botorch.models.SingleTaskGP` with a recurrent kernel and no
+  input transform (a per-column transform would break the layout);
+* :func:`sequence_bounds`: the ``2 x D`` bounds of the layout for the optimisers;
+* :func:`canonicalize_sequences`: integer lengths and zeros past them, as a
+  ``post_processing_func``;
+* :func:`optimize_acqf_variable_length`: the length as a discrete design variable together with
+  continuous step values.
+
+Three design modes, and what to call:
+
+* **Fixed length, continuous steps.** ``optimize_acqf(acq, sequence_bounds(T, m, lo, hi,
+  variable_length=False), q, ...)`` with a ``variable_length=False`` kernel (or the variable-length
+  layout with ``fixed_features={0: T}``). The kernel is differentiable in the step values, so
+  L-BFGS-B and gradient-based acquisition optimisation work unchanged.
+* **A pool of given sequences.** BoTorch's
+  :func:`~botorch.optim.optimize.optimize_acqf_discrete` already evaluates the pool in chunks of
+  ``max_batch_size`` rows, each a ``(chunk, 1, D)`` batch against the training set. GPyTorch
+  concatenates the training inputs to every batch, so the memory of one chunk grows as
+  ``max_batch_size * n_train * D``: about 1.5 kB per (candidate, training sequence) pair at
+  ``T = 30``, i.e. keep ``max_batch_size * n_train`` near :math:`2^{15}`-:math:`2^{16}`
+  (``max_batch_size=256`` for 100-200 training sequences). Do not pass ``X_avoid`` for large
+  pools: BoTorch compares every pool row with every avoided row at once (an
+  ``n_avoid x pool x D`` tensor); drop the evaluated rows from the pool by index instead.
+* **Variable length.** :func:`optimize_acqf_variable_length`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+from botorch.acquisition import AcquisitionFunction
+from botorch.models import SingleTaskGP
+from botorch.optim import optimize_acqf_mixed, optimize_acqf_mixed_alternating
+from gpytorch.kernels import ScaleKernel
+from torch import Tensor
+
+from .kernels import RNNGPKernel, RNTKKernel
+from .layout import split_layout
+
+__all__ = [
+    "canonicalize_sequences",
+    "optimize_acqf_variable_length",
+    "sequence_bounds",
+    "sequence_gp",
+]
+
+_KERNELS = {"rntk": RNTKKernel, "nngp": RNNGPKernel}
+
+
+def sequence_gp(
+    train_x: Tensor,
+    train_y: Tensor,
+    input_dim: int,
+    kernel: str = "rntk",
+    *,
+    train_yvar: Tensor | None = None,
+    **kernel_kwargs,
+) -> SingleTaskGP:
+    r"""A :class:`~botorch.models.SingleTaskGP` on sequences with a recurrent kernel.
+
+    The covariance is ``ScaleKernel(RNTKKernel(input_dim, **kernel_kwargs))`` (or
+    :class:`~gpytorch_rntk.RNNGPKernel`), the outcomes are standardised (BoTorch's default
+    :class:`~botorch.models.transforms.outcome.Standardize`) and there is deliberately **no input
+    transform**. :class:`~botorch.models.transforms.input.Normalize` rescales every column on its
+    own: the length column would no longer hold the length (the kernel rounds it to an integer), the
+    zero padding would move away from zero, and the same value would be scaled differently at
+    different time steps although the recurrent network shares its weights across time. The
+    kernel's ``input_var`` already learns the scale of the step values; if they need rescaling,
+    apply one affine map to all steps of all sequences before encoding.
+
+    With several outcomes (``train_y`` of shape ``(..., n, k)``, ``k > 1``) each outcome gets its
+    own kernel hyperparameters (kernel ``batch_shape`` extended by ``k``), as BoTorch does for its
+    default kernel.
+
+    Args:
+        train_x: ``(..., n, D)`` training sequences in the layout of SPEC section 5
+            (see :func:`~gpytorch_rntk.encode_sequences`).
+        train_y: ``(..., n, k)`` observations.
+        input_dim: The step dimension ``m``.
+        kernel: ``"rntk"`` (:class:`~gpytorch_rntk.RNTKKernel`) or ``"nngp"``
+            (:class:`~gpytorch_rntk.RNNGPKernel`).
+        train_yvar: Optional ``(..., n, k)`` observation noise variances (a fixed-noise model).
+        **kernel_kwargs: Passed to the kernel: ``num_layers``, ``nonlinearity``,
+            ``variable_length`` (``False`` for the fixed-length layout), priors, ...
+
+    Returns:
+        An unfitted model; fit it with :func:`botorch.fit.fit_gpytorch_mll`.
+
+    Example:
+        >>> import torch
+        >>> from botorch.fit import fit_gpytorch_mll
+        >>> from gpytorch.mlls import ExactMarginalLogLikelihood
+        >>> from gpytorch_rntk import encode_sequences
+        >>> seqs = [torch.randn(t, 1, dtype=torch.float64) for t in (3, 5, 4, 2, 5, 3)]
+        >>> train_x = encode_sequences(seqs)
+        >>> train_y = torch.stack([s[-1] for s in seqs])
+        >>> model = sequence_gp(train_x, train_y, input_dim=1)
+        >>> _ = fit_gpytorch_mll(ExactMarginalLogLikelihood(model.likelihood, model))
+        >>> model.posterior(train_x[:2]).mean.shape
+        torch.Size([2, 1])
+    """
+    if kernel not in _KERNELS:
+        raise ValueError(f"Unknown kernel {kernel!r}; choose one of {sorted(_KERNELS)}.")
+    batch_shape = train_x.shape[:-2]
+    if train_y.dim() >= 2 and train_y.shape[-1] > 1:
+        batch_shape = batch_shape + train_y.shape[-1:]
+    kernel_kwargs.setdefault("batch_shape", batch_shape)
+    covar_module = ScaleKernel(
+        _KERNELS[kernel](input_dim, **kernel_kwargs), batch_shape=kernel_kwargs["batch_shape"]
+    )
+    return SingleTaskGP(
+        train_x, train_y, train_Yvar=train_yvar, covar_module=covar_module, input_transform=None
+    )
+
+
+def sequence_bounds(
+    max_len: int,
+    input_dim: int,
+    lower: float | Tensor,
+    upper: float | Tensor,
+    min_len: int = 1,
+    variable_length: bool = True,
+    *,
+    dtype: torch.dtype | None = None,
+    device: torch.device | str | None = None,
+) -> Tensor:
+    r"""Bounds for BoTorch's optimisers in the sequence layout.
+
+    Args:
+        max_len: ``T_max`` (the padded length), or ``T`` for the fixed-length layout.
+        input_dim: The step dimension ``m``.
+        lower: Lower bound of the step values: a scalar, a tensor of shape ``(m,)`` (per
+            channel), ``(max_len, m)`` (per step and channel) or, when ``m = 1``, ``(max_len,)``.
+        upper: Upper bound, shaped as ``lower``.
+        min_len: The shortest allowed length (variable-length layout only).
+        variable_length: Prepend the length column with bounds ``[min_len, max_len]``.
+        dtype: Defaults to ``lower``'s dtype if it is a floating tensor, else the default dtype.
+        device: Defaults to ``lower``'s device if it is a tensor.
+
+    Returns:
+        A ``(2, D)`` tensor, ``D = 1 + max_len * input_dim`` (or ``max_len * input_dim``).
+
+    Example:
+        >>> sequence_bounds(3, 1, -1.0, torch.tensor([1.0, 2.0, 3.0]), min_len=2)
+        tensor([[ 2., -1., -1., -1.],
+                [ 3.,  1.,  2.,  3.]])
+    """
+    if int(max_len) != max_len or max_len < 1:
+        raise ValueError(f"max_len must be a positive integer, got {max_len!r}.")
+    if not variable_length:
+        min_len = max_len
+    if int(min_len) != min_len or not 1 <= min_len <= max_len:
+        raise ValueError(f"min_len must be an integer in [1, max_len={max_len}], got {min_len!r}.")
+    like = lower if isinstance(lower, Tensor) else upper if isinstance(upper, Tensor) else None
+    if dtype is None:
+        floating = like is not None and like.is_floating_point()
+        dtype = like.dtype if floating else torch.get_default_dtype()
+    if device is None and like is not None:
+        device = like.device
+
+    def per_step(bound: float | Tensor, name: str) -> Tensor:
+        bound = torch.as_tensor(bound, dtype=dtype, device=device)
+        if input_dim == 1 and bound.dim() == 1 and bound.shape[0] == max_len:
+            bound = bound.unsqueeze(-1)
+        try:
+            return bound.expand(max_len, input_dim)
+        except RuntimeError:
+            raise ValueError(
+                f"{name} of shape {tuple(bound.shape)} does not broadcast to "
+                f"(max_len, input_dim) = ({max_len}, {input_dim})."
+            ) from None
+
+    lo, hi = per_step(lower, "lower").reshape(-1), per_step(upper, "upper").reshape(-1)
+    if (lo > hi).any():
+        raise ValueError("Every lower bound must be at most the matching upper bound.")
+    bounds = torch.stack([lo, hi])
+    if variable_length:
+        lengths = torch.tensor([[min_len], [max_len]], dtype=dtype, device=bounds.device)
+        bounds = torch.cat([lengths, bounds], dim=-1)
+    return bounds
+
+
+def canonicalize_sequences(x: Tensor, input_dim: int) -> Tensor:
+    r"""The canonical encoding of variable-length rows: integer lengths, zeros past them.
+
+    The kernels read a row the same way before and after (they round and clamp the length to
+    ``[1, T_max]`` and ignore the values past it), but an optimiser returns whatever it left in
+    those places. Use this as ``post_processing_func`` of BoTorch's optimisers, or on candidates
+    before storing them with the training data.
+
+    Args:
+        x: ``(..., N, 1 + T_max * input_dim)`` sequences in the variable-length layout.
+        input_dim: The step dimension ``m``.
+
+    Returns:
+        A tensor of the same shape whose rows equal :func:`~gpytorch_rntk.encode_sequences` of
+        the sequences they encode.
+
+    Example:
+        >>> canonicalize_sequences(torch.tensor([[1.6, 0.3, 0.7, 0.9]]), input_dim=1)
+        tensor([[2.0000, 0.3000, 0.7000, 0.0000]])
+    """
+    values, lengths = split_layout(x, input_dim, variable_length=True)
+    return torch.cat([lengths.unsqueeze(-1).to(values), values.flatten(-2)], dim=-1)
+
+
+def _length_fixed_features(lengths: Sequence[int], max_len: int, input_dim: int) -> list[dict]:
+    """One ``fixed_features`` dict per length: the length column and zeros past the length."""
+    return [
+        {0: float(t), **{col: 0.0 for col in range(1 + t * input_dim, 1 + max_len * input_dim)}}
+        for t in lengths
+    ]
+
+
+def optimize_acqf_variable_length(
+    acq_function: AcquisitionFunction,
+    bounds: Tensor,
+    input_dim: int,
+    q: int = 1,
+    lengths: Sequence[int] | None = None,
+    *,
+    method: str = "alternating",
+    num_restarts: int = 8,
+    raw_samples: int = 256,
+    options: dict | None = None,
+    **kwargs,
+) -> tuple[Tensor, Tensor | None]:
+    r"""Optimise an acquisition function over sequence lengths and step values together.
+
+    The length (column 0) is a discrete variable taking the values ``lengths``, the step values
+    are continuous within ``bounds``. Two strategies, both BoTorch's own optimisers:
+
+    * ``"alternating"``: :func:`~botorch.optim.optimize_mixed.optimize_acqf_mixed_alternating`,
+      local search over the length (one step longer or shorter) alternating with L-BFGS-B over
+      the step values. Its cost hardly depends on the number of lengths. This wrapper sets
+      ``max_discrete_values`` so that the length is never relaxed to a continuous variable
+      (BoTorch relaxes discrete variables with more than 20 values, and the kernel's rounding makes
+      the relaxed length's gradient zero, so it would never move).
+    * ``"enumerate"``: :func:`~botorch.optim.optimize.optimize_acqf_mixed` with one fixed-feature
+      set per length, which also fixes the steps past the length to zero: an exhaustive, and
+      ``len(lengths)`` times more costly, search that optimises only the active steps.
+
+    Either way the returned candidates are canonical (:func:`canonicalize_sequences`): integer
+    lengths in ``lengths`` and zeros past them, ready to append to the training data. For ``q > 1``
+    both build the batch greedily, one candidate at a time.
+
+    Args:
+        acq_function: The acquisition function, on ``(b, q, 1 + T_max * input_dim)`` inputs.
+        bounds: ``(2, 1 + T_max * input_dim)`` bounds, e.g. from :func:`sequence_bounds`. The
+            length column's bounds are replaced by ``[min(lengths), max(lengths)]``.
+        input_dim: The step dimension ``m``.
+        q: The number of candidates.
+        lengths: The allowed lengths; default every integer within the length column's bounds.
+        method: ``"alternating"`` or ``"enumerate"``.
+        num_restarts: Optimiser restarts (per length for ``"enumerate"``).
+        raw_samples: Raw samples for the initial conditions (per length for ``"enumerate"``).
+        options: Options of the underlying optimiser.
+        **kwargs: Further arguments of the underlying optimiser (e.g. ``fixed_features`` for
+            ``"alternating"``, ``inequality_constraints``).
+
+    Returns:
+        ``(candidates, acq_value)``: ``(q, D)`` canonical candidates and their acquisition value.
+
+    Example:
+        >>> from botorch.acquisition import LogExpectedImprovement
+        >>> from gpytorch_rntk import encode_sequences
+        >>> seqs = [torch.rand(t, dtype=torch.float64) for t in (2, 4, 3, 4, 1)]
+        >>> train_y = torch.stack([s.sum() for s in seqs]).unsqueeze(-1)
+        >>> model = sequence_gp(encode_sequences(seqs), train_y, input_dim=1)
+        >>> acqf = LogExpectedImprovement(model, best_f=model.train_targets.max())
+        >>> x, _ = optimize_acqf_variable_length(
+        ...     acqf, sequence_bounds(4, 1, 0.0, 1.0, min_len=2), 1, num_restarts=2, raw_samples=16
+        ... )
+        >>> x.shape, x[0, 0] in (2.0, 3.0, 4.0)
+        (torch.Size([1, 5]), True)
+    """
+    width = bounds.shape[-1]
+    if bounds.dim() != 2 or bounds.shape[0] != 2:
+        raise ValueError(f"bounds must have shape (2, D), got {tuple(bounds.shape)}.")
+    if (width - 1) % input_dim != 0 or width < 1 + input_dim:
+        raise ValueError(
+            f"bounds of width {width} do not fit the variable-length layout 1 + T_max * "
+            f"input_dim with input_dim={input_dim}."
+        )
+    max_len = (width - 1) // input_dim
+    if lengths is None:
+        low, high = bounds[:, 0].tolist()
+        lengths = range(max(1, round(low)), min(max_len, round(high)) + 1)
+    lengths = sorted({int(t) for t in lengths})
+    if not lengths or lengths[0] < 1 or lengths[-1] > max_len:
+        raise ValueError(f"lengths must be a non-empty set of integers in [1, {max_len}].")
+    bounds = bounds.clone()
+    bounds[:, 0] = torch.tensor([lengths[0], lengths[-1]]).to(bounds)
+
+    def canonical(x: Tensor) -> Tensor:
+        return canonicalize_sequences(x, input_dim)
+
+    if method == "alternating":
+        options = {"max_discrete_values": len(lengths), **(options or {})}
+        return optimize_acqf_mixed_alternating(
+            acq_function,
+            bounds,
+            discrete_dims={0: [float(t) for t in lengths]},
+            options=options,
+            q=q,
+            num_restarts=num_restarts,
+            raw_samples=raw_samples,
+            post_processing_func=canonical,
+            **kwargs,
+        )
+    if method == "enumerate":
+        return optimize_acqf_mixed(
+            acq_function,
+            bounds,
+            q=q,
+            num_restarts=num_restarts,
+            raw_samples=raw_samples,
+            fixed_features_list=_length_fixed_features(lengths, max_len, input_dim),
+            options=options,
+            post_processing_func=canonical,
+            **kwargs,
+        )
+    raise ValueError(f"Unknown method {method!r}; choose 'alternating' or 'enumerate'.")
