@@ -387,9 +387,14 @@ def _plus_reversed(kernel_fn: Callable[..., Tensor], *sequences: Tensor) -> Tens
 
     ``sequences`` alternates values and lengths, as the kernel functions take them.
     """
-    reversed_sequences = []
-    for values, lengths in zip(sequences[::2], sequences[1::2], strict=True):
-        reversed_sequences += [reverse_sequences(values, lengths), lengths]
+    reversed_sequences = list(sequences)
+    for k in range(0, len(sequences), 2):
+        same_as_first = k > 0 and sequences[k] is sequences[0] and sequences[k + 1] is sequences[1]
+        reversed_sequences[k] = (
+            reversed_sequences[0]  # keep K(x, x) recognisable as symmetric
+            if same_as_first
+            else reverse_sequences(sequences[k], sequences[k + 1])
+        )
     return kernel_fn(*sequences) + kernel_fn(*reversed_sequences)
 
 
@@ -477,18 +482,25 @@ def recurrent_kernel(
         *(v.shape[:-2] for v in variances if isinstance(v, Tensor) and v.dim() >= 2),
     )
     rows = max(1, block_elements // max(1, math.prod(batch) * n2))
-    blocks = [
-        _kernel_block(
+    symmetric = values1 is values2 and lengths1 is lengths2
+    if symmetric:  # K(x, x): compute the blocks on and above the diagonal, mirror the rest
+        rows = min(rows, max(16, -(-n1 // 4)))
+    blocks = []
+    for i in range(0, n1, rows):
+        cols = slice(i if symmetric else 0, None)
+        block = _kernel_block(
             values1[..., i : i + rows, :, :],
             lengths1[..., i : i + rows],
-            values2,
-            lengths2,
-            None if same is None else same[..., i : i + rows, :],
+            values2[..., cols, :, :],
+            lengths2[..., cols],
+            None if same is None else same[..., i : i + rows, cols],
             variances,
             **options,
         )
-        for i in range(0, n1, rows)
-    ]
+        if symmetric:  # the columns left of the diagonal block are earlier blocks' rows
+            mirrored = [b[..., :, i : i + rows].transpose(-1, -2) for b in blocks]
+            block = torch.cat([*mirrored, block], dim=-1)
+        blocks.append(block)
     return torch.cat(blocks, dim=-2) if len(blocks) > 1 else blocks[0]
 
 

@@ -168,9 +168,12 @@ class _RecurrentKernel(Kernel):
             bidirectional=self.bidirectional,
         )
         variances = self._variances(x1.dtype)
-        if diag and (x1 is x2 or (x1.shape == x2.shape and torch.equal(x1, x2))):
-            return recurrent_kernel_diag(values1, lengths1, variances, **options)
-        values2, lengths2 = split_layout(x2, self.input_dim, self.variable_length)
+        if x1 is x2 or (x1.shape == x2.shape and torch.equal(x1, x2)):
+            if diag:
+                return recurrent_kernel_diag(values1, lengths1, variances, **options)
+            values2, lengths2 = values1, lengths1  # lets the Gram be computed as symmetric
+        else:
+            values2, lengths2 = split_layout(x2, self.input_dim, self.variable_length)
         return recurrent_kernel(
             values1, lengths1, values2, lengths2, variances, paired=diag, **options
         )

@@ -278,6 +278,13 @@ def test_row_blocks_equal_one_block(device):
         values, lengths, values, lengths, variances, num_layers=2, block_elements=8
     )
     torch.testing.assert_close(blocked, one, rtol=1e-14, atol=0)  # blocks take other mask paths
+    # K(x, x) computes the blocks on and above the diagonal and mirrors them; a copy of x as the
+    # second argument takes the general path through every block.
+    general = recurrent_kernel(
+        values, lengths, values.clone(), lengths.clone(), variances, num_layers=2, block_elements=8
+    )
+    torch.testing.assert_close(blocked, general, rtol=1e-14, atol=0)
+    torch.testing.assert_close(blocked, blocked.transpose(-1, -2), rtol=0, atol=0)
 
 
 @pytest.mark.parametrize("kind", ["ntk", "nngp"])
