@@ -36,6 +36,10 @@ __all__ = [
 
 INITIAL_STATES = ("zero", "per_input", "shared")
 
+# Scans of at most this many pair-steps-layers keep all their steps for autograd (~200 MiB in
+# float64 at the limit) instead of replaying chunks in the backward pass.
+_PLAIN_AUTOGRAD_PAIR_STEPS = 2**20
+
 Mask = Tensor | bool
 
 
@@ -336,11 +340,13 @@ def _kernel_block(
         frozen_layers,
         (shortest, longest),
     )
-    if not checkpointed:
+    # Plain autograd keeps every step of the scan alive (a few dozen pair states per step and
+    # layer). Small scans afford that and run 3-4x faster so; larger ones keep only the state at
+    # the boundaries of chunks of about sqrt(T) steps and replay each chunk in the backward pass.
+    pair_steps = sides[0].shorter.numel() * longest * num_layers
+    if not checkpointed or pair_steps <= _PLAIN_AUTOGRAD_PAIR_STEPS:
         state = _scan(range(longest, 0, -1), state, *scan_args)
     else:
-        # Plain autograd would keep every step of the scan alive; keep only the state at the
-        # boundaries of chunks of about sqrt(T) steps and replay each chunk in the backward pass.
         chunk = max(1, math.isqrt(longest))
         for top in range(longest, 0, -chunk):
             steps = range(top, max(top - chunk, 0), -1)

@@ -308,8 +308,13 @@ def test_symmetric_positive_semidefinite(kind, nonlinearity, device):
 @pytest.mark.parametrize("nonlinearity", ["relu", "erf"])
 @pytest.mark.parametrize("initial_state", ["zero", "per_input"])
 @pytest.mark.parametrize("frozen_layers", [0, 2])
-def test_gradcheck_hyperparameters_and_inputs(nonlinearity, initial_state, frozen_layers):
-    """float64 gradcheck through the scan (checkpointed) for every variance and both inputs."""
+def test_gradcheck_hyperparameters_and_inputs(
+    nonlinearity, initial_state, frozen_layers, monkeypatch
+):
+    """float64 gradcheck through the checkpointed scan for every variance and both inputs."""
+    import gpytorch_rntk.functional as F
+
+    monkeypatch.setattr(F, "_PLAIN_AUTOGRAD_PAIR_STEPS", 0)  # replay chunks even when small
     _, x1 = random_batch([3, 2, 3], m=2, seed=8)
     _, x2 = random_batch([1, 3], m=2, seed=9, max_len=3)
     (v1, l1), (v2, l2) = split_layout(x1, 2), split_layout(x2, 2)
@@ -370,7 +375,7 @@ def test_gradients_finite_on_identical_duplicated_and_zero_inputs(
         assert p.grad is not None and torch.isfinite(p.grad).all(), name
 
 
-def test_checkpointed_gradient_equals_plain_autograd():
+def test_checkpointed_gradient_equals_plain_autograd(monkeypatch):
     """The chunked replay in backward gives the gradient of the unchunked scan."""
     import gpytorch_rntk.functional as F
 
@@ -378,18 +383,13 @@ def test_checkpointed_gradient_equals_plain_autograd():
     kernel = RNTKKernel(input_dim=1, num_layers=2).double()
     weights = torch.randn(5, 5, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
 
-    def grads():
+    def grads(plain_limit):
+        monkeypatch.setattr(F, "_PLAIN_AUTOGRAD_PAIR_STEPS", plain_limit)
         kernel.zero_grad()
         (kernel(x).to_dense() * weights).sum().backward()
         return [p.grad.clone() for p in kernel.parameters()]
 
-    chunked = grads()
-    original = F.checkpoint
-    F.checkpoint = lambda fn, *args, use_reentrant: fn(*args)
-    try:
-        plain = grads()
-    finally:
-        F.checkpoint = original
+    chunked, plain = grads(0), grads(2**62)
     for a, b in zip(chunked, plain, strict=True):
         torch.testing.assert_close(a, b, rtol=1e-12, atol=0)
 
