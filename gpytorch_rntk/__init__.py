@@ -1,6 +1,7 @@
 """Recurrent Neural Tangent Kernel and RNN-NNGP kernels for GPyTorch and BoTorch."""
 
 from .functional import recurrent_kernel, recurrent_kernel_diag
+from .gram import gram_matrix
 from .kernels import RNNGPKernel, RNTKKernel
 from .layout import decode_sequences, encode_sequences
 
@@ -11,6 +12,7 @@ __all__ = [
     "RNTKKernel",
     "decode_sequences",
     "encode_sequences",
+    "gram_matrix",
     "recurrent_kernel",
     "recurrent_kernel_diag",
 ]

@@ -7,12 +7,14 @@ import doctest
 import pytest
 
 import gpytorch_rntk.functional
+import gpytorch_rntk.gram
 import gpytorch_rntk.kernels
 import gpytorch_rntk.layout
 
 
 @pytest.mark.parametrize(
-    "module", [gpytorch_rntk.kernels, gpytorch_rntk.layout, gpytorch_rntk.functional]
+    "module",
+    [gpytorch_rntk.kernels, gpytorch_rntk.layout, gpytorch_rntk.functional, gpytorch_rntk.gram],
 )
 def test_docstring_examples(module):
     result = doctest.testmod(module, optionflags=doctest.NORMALIZE_WHITESPACE)

@@ -1,0 +1,72 @@
+"""Gram matrices in one call, for kernel methods outside GPyTorch (SVMs, kernel ridge)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from .kernels import RNNGPKernel, RNTKKernel
+from .layout import encode_sequences
+
+__all__ = ["gram_matrix"]
+
+_KERNELS = {"ntk": RNTKKernel, "nngp": RNNGPKernel}
+
+
+def gram_matrix(
+    seqs1: Sequence[np.ndarray | Tensor],
+    seqs2: Sequence[np.ndarray | Tensor] | None = None,
+    *,
+    kernel: str = "ntk",
+    recurrent_var: float | None = None,
+    input_var: float | None = None,
+    bias_var: float | None = None,
+    init_var: float | None = None,
+    **kernel_options,
+) -> np.ndarray:
+    r"""The RNTK or RNN-NNGP Gram matrix between two lists of sequences, as a NumPy array.
+
+    Sequences are ``(T_i, m)`` arrays (or 1-D for ``m = 1``) of any lengths; the computation runs
+    in float64 without gradients.
+
+    Args:
+        seqs1: ``N`` sequences.
+        seqs2: ``N'`` sequences; ``None`` for ``seqs1`` itself (the symmetric training Gram).
+        kernel: ``"ntk"`` (:class:`~gpytorch_rntk.RNTKKernel`) or ``"nngp"``
+            (:class:`~gpytorch_rntk.RNNGPKernel`).
+        recurrent_var, input_var, bias_var, init_var: The variances; ``None`` keeps the
+            kernel's default.
+        **kernel_options: ``num_layers``, ``nonlinearity``, ``initial_state``,
+            ``bidirectional`` (and ``frozen_layers`` for ``"ntk"``).
+
+    Returns:
+        An ``(N, N')`` float64 array.
+
+    Example:
+        >>> import numpy as np
+        >>> from sklearn.svm import SVC
+        >>> rng = np.random.default_rng(0)
+        >>> train = [rng.normal(size=(t, 2)) for t in (5, 8, 6, 7)]
+        >>> labels = [0, 1, 0, 1]
+        >>> svm = SVC(kernel="precomputed").fit(gram_matrix(train), labels)
+        >>> test = [rng.normal(size=(4, 2))]
+        >>> svm.predict(gram_matrix(test, train)).shape
+        (1,)
+    """
+    if kernel not in _KERNELS:
+        raise ValueError(f"Unknown kernel {kernel!r}; choose 'ntk' or 'nngp'.")
+    both = list(seqs1) + ([] if seqs2 is None else list(seqs2))
+    x = encode_sequences([torch.as_tensor(s, dtype=torch.float64) for s in both])
+    input_dim = (x.shape[-1] - 1) // int(x[:, 0].max())
+    module = _KERNELS[kernel](input_dim=input_dim, **kernel_options).double()
+    variances = dict(
+        recurrent_var=recurrent_var, input_var=input_var, bias_var=bias_var, init_var=init_var
+    )
+    module.initialize(**{k: v for k, v in variances.items() if v is not None})
+    x1, x2 = x[: len(seqs1)], x[len(seqs1) :]
+    with torch.no_grad():
+        gram = module.forward(x1, x1 if seqs2 is None else x2)
+    return gram.numpy()
