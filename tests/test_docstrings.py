@@ -10,11 +10,18 @@ import gpytorch_rntk.functional
 import gpytorch_rntk.gram
 import gpytorch_rntk.kernels
 import gpytorch_rntk.layout
+import gpytorch_rntk.models
 
 
 @pytest.mark.parametrize(
     "module",
-    [gpytorch_rntk.kernels, gpytorch_rntk.layout, gpytorch_rntk.functional, gpytorch_rntk.gram],
+    [
+        gpytorch_rntk.kernels,
+        gpytorch_rntk.layout,
+        gpytorch_rntk.functional,
+        gpytorch_rntk.gram,
+        gpytorch_rntk.models,
+    ],
 )
 def test_docstring_examples(module):
     result = doctest.testmod(module, optionflags=doctest.NORMALIZE_WHITESPACE)

@@ -1,0 +1,91 @@
+"""Variational GPs whose inducing points are sequences."""
+
+from __future__ import annotations
+
+import gpytorch
+import torch
+from torch import Tensor
+
+from .kernels import RNNGPKernel, RNTKKernel
+from .layout import split_layout
+
+__all__ = ["SequenceVariationalGP", "inducing_sequences"]
+
+
+def inducing_sequences(train_x: Tensor, num_inducing: int) -> Tensor:
+    r"""Initial inducing sequences: training sequences spread evenly over the lengths.
+
+    Rows of ``train_x`` (variable-length layout, length in column 0) are sorted by length and
+    ``num_inducing`` of them taken at evenly spaced ranks, so short and long sequences are both
+    represented.
+
+    Args:
+        train_x: ``(N, 1 + T_max m)`` training sequences.
+        num_inducing: ``M <= N``.
+
+    Returns:
+        An ``(M, 1 + T_max m)`` copy.
+    """
+    if not 0 < num_inducing <= train_x.shape[-2]:
+        raise ValueError(
+            f"num_inducing must be in [1, {train_x.shape[-2]}] (the number of training rows), "
+            f"got {num_inducing}."
+        )
+    order = torch.argsort(train_x[:, 0], stable=True)
+    ranks = torch.linspace(0, len(order) - 1, num_inducing).round().long()
+    return train_x[order[ranks]].detach().clone()
+
+
+def _freeze_length_column(grad: Tensor) -> Tensor:
+    grad = grad.clone()
+    grad[..., 0] = 0
+    return grad
+
+
+class SequenceVariationalGP(gpytorch.models.ApproximateGP):
+    r"""SVGP (Hensman et al., 2015) with an RNTK or RNN-NNGP kernel and inducing sequences.
+
+    The inducing sequences' step values are learned; their lengths (column 0) are not: their
+    gradient is zeroed, so a gradient-based optimiser leaves them where
+    :func:`inducing_sequences` put them. The ELBO needs only ``M x M`` and ``M x B`` kernel
+    blocks and the diagonal of the mini-batch (:math:`O(B T L)`), so mini-batch training is
+    memory-flat in the data set size.
+
+    Args:
+        inducing_points: ``(M, 1 + T_max m)`` initial inducing sequences.
+        input_dim: The step dimension ``m``.
+        kernel: ``"ntk"`` or ``"nngp"``.
+        **kernel_options: Passed to :class:`~gpytorch_rntk.RNTKKernel` /
+            :class:`~gpytorch_rntk.RNNGPKernel` (``num_layers``, ``nonlinearity``, ...).
+
+    Example:
+        >>> import torch
+        >>> from gpytorch_rntk import encode_sequences
+        >>> x = encode_sequences([torch.randn(t, 1) for t in (3, 5, 4, 6)])
+        >>> model = SequenceVariationalGP(inducing_sequences(x, 2), input_dim=1)
+        >>> model(x).mean.shape
+        torch.Size([4])
+    """
+
+    def __init__(
+        self, inducing_points: Tensor, input_dim: int, kernel: str = "ntk", **kernel_options
+    ) -> None:
+        kernels = {"ntk": RNTKKernel, "nngp": RNNGPKernel}
+        if kernel not in kernels:
+            raise ValueError(f"Unknown kernel {kernel!r}; choose 'ntk' or 'nngp'.")
+        base_kernel = kernels[kernel](input_dim=input_dim, **kernel_options)
+        split_layout(inducing_points, input_dim, base_kernel.variable_length)  # validates width
+        distribution = gpytorch.variational.CholeskyVariationalDistribution(
+            inducing_points.shape[-2]
+        )
+        strategy = gpytorch.variational.VariationalStrategy(
+            self, inducing_points, distribution, learn_inducing_locations=True
+        )
+        super().__init__(strategy)
+        if base_kernel.variable_length:
+            self.variational_strategy.inducing_points.register_hook(_freeze_length_column)
+        self.mean_module = gpytorch.means.ConstantMean()
+        self.covar_module = gpytorch.kernels.ScaleKernel(base_kernel)
+
+    def forward(self, x: Tensor) -> gpytorch.distributions.MultivariateNormal:
+        return gpytorch.distributions.MultivariateNormal(self.mean_module(x), self.covar_module(x))
