@@ -30,7 +30,7 @@ def measure(n: int, t: int, plain: bool) -> dict:
     from gpytorch_rntk import RNTKKernel
 
     if plain:  # plain autograd through every step
-        F.checkpoint = lambda fn, *args, use_reentrant: fn(*args)
+        F._PLAIN_AUTOGRAD_PAIR_STEPS = 2**62
     torch.manual_seed(0)
     lengths = torch.randint(t // 4, t + 1, (n,))
     steps = torch.randn(n, t, dtype=torch.float64) * (torch.arange(t) < lengths[:, None])

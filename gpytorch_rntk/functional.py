@@ -19,7 +19,7 @@ from typing import NamedTuple
 
 import torch
 from torch import Tensor
-from torch.utils.checkpoint import checkpoint
+from torch.autograd.function import once_differentiable
 
 __all__ = [
     "NONLINEARITIES",
@@ -191,7 +191,9 @@ class _Side(NamedTuple):
 
     shorter: Tensor  # the pair is active while min(T, T') >= r
     longer: Tensor  # both start at r iff min(T, T') == max(T, T') == r
-    init: Tensor | None  # P(0, 0) when both start together; None for no initial state
+    # P(0, 0) = init_var * init when both start together: True (always), a bool mask (per
+    # pair) or None (no initial state)
+    init: Tensor | bool | None
 
 
 def _step_masks(sides: list[_Side], r: int, shortest: int, longest: int) -> list[tuple[Mask, ...]]:
@@ -218,30 +220,35 @@ def _step_masks(sides: list[_Side], r: int, shortest: int, longest: int) -> list
 def _scan(
     remaining: range,
     state: list[list[tuple[Tensor, Tensor, Tensor | None]]],
-    data_terms: Callable[[int], list[Tensor]],
+    aligned: tuple[Tensor, ...],
+    variances: RecurrentVariances,
     sides: list[_Side],
     same: Mask | None,
-    variances: RecurrentVariances,
     dual: Callable[..., tuple[Tensor, Tensor]],
     frozen_layers: int,
     length_range: tuple[int, int],
+    paired: bool,
 ) -> list[list[tuple[Tensor, Tensor, Tensor | None]]]:
     r"""Advance every layer of the triple through the steps ``remaining`` (counting down).
 
     ``state[l][k] = (V, V', Th)`` of layer ``l`` and side ``k`` at the last step taken. With a
-    single side the pairs are self pairs (``K(x_i, x_i)``).
+    single side the pairs are self pairs (``K(x_i, x_i)``). ``aligned`` holds the right-aligned
+    step values of the first (and second) input.
     """
-    sw2, su2, sb2, _ = variances
-    state = list(state)  # checkpoint replays this function on the same arguments
+    sw2, su2, sb2, init_var = variances
+    state = list(state)  # a replay in the backward pass runs this on the same arguments
     for r in remaining:
         masks = _step_masks(sides, r, *length_range)
-        inputs = data_terms(r)  # the first layer's input covariances, then V of the layer below
+        inputs = _data_terms(aligned, r, paired)  # then V of the layer below
         below = None  # (V, V', Th) of the layer below at this step
         for layer in range(len(state)):
             pre = []
             for k, (side, (active, cont, start)) in enumerate(zip(sides, masks, strict=True)):
                 v_prev, vd_prev, th_prev = state[layer][k]
-                boundary = 0.0 if side.init is None else _where(start, side.init, 0.0)
+                boundary = 0.0
+                if side.init is not None and start is not False:
+                    init = init_var if side.init is True else init_var * side.init.to(sw2)
+                    boundary = _where(start, init, 0.0)
                 s = sw2 * _where(cont, v_prev, boundary) + su2 * inputs[k] + sb2
                 s = _where(active, s, 1.0)  # inactive sequences: a finite positive placeholder
                 th = None
@@ -260,45 +267,91 @@ def _scan(
     return state
 
 
-def _sides_and_data(
-    values1: Tensor,
+def _sides(
     lengths1: Tensor,
-    values2: Tensor | None,
     lengths2: Tensor | None,
-    steps: int,
-    init_cross: Tensor | None,
-    init_self: Tensor | None,
+    init_cross: Tensor | bool | None,
+    init_self: bool | None,
     paired: bool,
-) -> tuple[list[_Side], Callable[[int], list[Tensor]]]:
-    """The triple's sides and the first layer's data terms ``<x_t, x'_t'> / m`` at each step."""
-    m = values1.shape[-1]
-    a1 = _right_align(values1, lengths1, steps)
-    if values2 is None:  # self pairs only
-
-        def self_terms(r: int) -> list[Tensor]:
-            return [a1[..., steps - r, :].square().sum(-1) / m]
-
-        return [_Side(lengths1, lengths1, init_self)], self_terms
-    a2 = _right_align(values2, lengths2, steps)
+) -> list[_Side]:
+    """The triple's sides: cross pairs, then the self terms of each input (one side if no x2)."""
+    if lengths2 is None:  # self pairs only
+        return [_Side(lengths1, lengths1, init_self)]
     if not paired:
         lengths1, lengths2 = lengths1.unsqueeze(-1), lengths2.unsqueeze(-2)
-    sides = [
+    return [
         _Side(torch.minimum(lengths1, lengths2), torch.maximum(lengths1, lengths2), init_cross),
         _Side(lengths1, lengths1, init_self),
         _Side(lengths2, lengths2, init_self),
     ]
 
-    def pair_terms(r: int) -> list[Tensor]:
-        x, y = a1[..., steps - r, :], a2[..., steps - r, :]
-        if paired:
-            return [(x * y).sum(-1) / m, x.square().sum(-1) / m, y.square().sum(-1) / m]
-        return [
-            x @ y.transpose(-1, -2) / m,
-            x.square().sum(-1, keepdim=True) / m,
-            y.square().sum(-1).unsqueeze(-2) / m,
-        ]
 
-    return sides, pair_terms
+def _data_terms(aligned: tuple[Tensor, ...], r: int, paired: bool) -> list[Tensor]:
+    """The first layer's input covariances ``<x_t, x'_t'> / m`` of each side, ``r`` steps before
+    the readout."""
+    steps, m = aligned[0].shape[-2:]
+    x = aligned[0][..., steps - r, :]
+    if len(aligned) == 1:
+        return [x.square().sum(-1) / m]
+    y = aligned[1][..., steps - r, :]
+    if paired:
+        return [(x * y).sum(-1) / m, x.square().sum(-1) / m, y.square().sum(-1) / m]
+    return [
+        x @ y.transpose(-1, -2) / m,
+        x.square().sum(-1, keepdim=True) / m,
+        y.square().sum(-1).unsqueeze(-2) / m,
+    ]
+
+
+class _ReplayedScan(torch.autograd.Function):
+    """A chunk of the scan that stores nothing but its inputs and replays itself in backward.
+
+    The forward runs without building a graph, so neither the steps' tensors nor the graph's
+    many small objects stay alive between the chunks (the latter fragment the CPU heap badly).
+    The backward recomputes the chunk with autograd on and differentiates it with
+    :func:`torch.autograd.grad`, which keeps an outer ``torch.autograd.grad`` working.
+    """
+
+    @staticmethod
+    def forward(ctx, run: Callable[..., tuple[Tensor, ...]], *inputs: Tensor):
+        ctx.run = run
+        ctx.save_for_backward(*inputs)
+        with torch.no_grad():
+            return run(*inputs)
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, *grad_outputs: Tensor):
+        needs = ctx.needs_input_grad[1:]
+        inputs = [
+            t.detach().requires_grad_(n) for t, n in zip(ctx.saved_tensors, needs, strict=True)
+        ]
+        with torch.enable_grad():
+            outputs = ctx.run(*inputs)
+        used = [
+            (o, g)
+            for o, g in zip(outputs, grad_outputs, strict=True)
+            if g is not None and o.requires_grad
+        ]
+        wanted = [t for t in inputs if t.requires_grad]
+        grads = iter(
+            torch.autograd.grad(
+                [o for o, _ in used], wanted, [g for _, g in used], allow_unused=True
+            )
+        )
+        return (None, *(next(grads) if t.requires_grad else None for t in inputs))
+
+
+def _flatten_state(state: list) -> list[Tensor]:
+    return [t for layer in state for side in layer for t in side if t is not None]
+
+
+def _unflatten_state(flat: list[Tensor], like: list) -> list:
+    tensors = iter(flat)
+    return [
+        [tuple(None if t is None else next(tensors) for t in side) for side in layer]
+        for layer in like
+    ]
 
 
 def _kernel_block(
@@ -319,38 +372,43 @@ def _kernel_block(
     both = [lengths1] if lengths2 is None else [lengths1, lengths2]
     shortest = min(int(t.min()) for t in both)
     longest = max(int(t.max()) for t in both)
-    init_self = None if initial_state == "zero" else variances.init_var
-    init_cross = init_self
-    if initial_state == "per_input" and same is not None:  # only identical inputs share h0
-        init_cross = variances.init_var * same.to(values1.dtype)
-    sides, data_terms = _sides_and_data(
-        values1, lengths1, values2, lengths2, longest, init_cross, init_self, paired
+    init_self = None if initial_state == "zero" else True
+    init_cross = same if initial_state == "per_input" else init_self  # per_input: x = x' only
+    sides = _sides(lengths1, lengths2, init_cross, init_self, paired)
+    aligned = tuple(
+        _right_align(v, n, longest)
+        for v, n in ((values1, lengths1), (values2, lengths2))
+        if v is not None
     )
+    variances = RecurrentVariances(*(torch.as_tensor(v).to(values1) for v in variances))
     zero = values1.new_zeros(())
     state = [
         [(zero, zero, zero if layer >= frozen_layers else None)] * len(sides)
         for layer in range(num_layers)
     ]
-    scan_args = (
-        data_terms,
-        sides,
-        same,
-        variances,
-        NONLINEARITIES[nonlinearity],
-        frozen_layers,
-        (shortest, longest),
-    )
+    static = (sides, same, NONLINEARITIES[nonlinearity], frozen_layers, (shortest, longest), paired)
     # Plain autograd keeps every step of the scan alive (a few dozen pair states per step and
     # layer). Small scans afford that and run 3-4x faster so; larger ones keep only the state at
     # the boundaries of chunks of about sqrt(T) steps and replay each chunk in the backward pass.
     pair_steps = sides[0].shorter.numel() * longest * num_layers
     if not checkpointed or pair_steps <= _PLAIN_AUTOGRAD_PAIR_STEPS:
-        state = _scan(range(longest, 0, -1), state, *scan_args)
+        state = _scan(range(longest, 0, -1), state, aligned, variances, *static)
     else:
         chunk = max(1, math.isqrt(longest))
+        n_aligned = len(aligned)
         for top in range(longest, 0, -chunk):
             steps = range(top, max(top - chunk, 0), -1)
-            state = checkpoint(_scan, steps, state, *scan_args, use_reentrant=False)
+
+            def run(*inputs: Tensor, steps=steps, like=state) -> tuple[Tensor, ...]:
+                start = _unflatten_state(list(inputs[n_aligned + 4 :]), like)
+                aligned_, variances_ = (
+                    inputs[:n_aligned],
+                    RecurrentVariances(*inputs[n_aligned : n_aligned + 4]),
+                )
+                return tuple(_flatten_state(_scan(steps, start, aligned_, variances_, *static)))
+
+            flat = _ReplayedScan.apply(run, *aligned, *variances, *_flatten_state(state))
+            state = _unflatten_state(list(flat), state)
     v, vd, th = state[-1][0]
     return v if th is None else v + vd * th
 
