@@ -214,8 +214,8 @@ class RNTKKernel(_RecurrentKernel):
         frozen_layers: The NTK of a network whose first ``frozen_layers`` layers are not trained;
             ``num_layers`` gives the NNGP kernel.
         recurrent_var_prior, input_var_prior, bias_var_prior, init_var_prior: Optional priors.
-        recurrent_var_constraint, input_var_constraint, bias_var_constraint,
-            init_var_constraint: Constraints (default :class:`~gpytorch.constraints.Positive`).
+        recurrent_var_constraint, input_var_constraint, bias_var_constraint, init_var_constraint:
+            Constraints (default :class:`~gpytorch.constraints.Positive`).
         **kwargs: ``batch_shape``, ``active_dims`` and the other :class:`gpytorch.kernels.Kernel`
             arguments.
 
