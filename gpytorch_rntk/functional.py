@@ -354,6 +354,25 @@ def _unflatten_state(flat: list[Tensor], like: list) -> list:
     ]
 
 
+def _replayed_scan(
+    steps: range,
+    state: list,
+    aligned: tuple[Tensor, ...],
+    variances: RecurrentVariances,
+    static: tuple,
+) -> list:
+    """:func:`_scan` through :class:`_ReplayedScan`, which takes and returns flat tensors."""
+    n_aligned, n_variances = len(aligned), len(variances)
+
+    def run(*inputs: Tensor) -> tuple[Tensor, ...]:
+        start = _unflatten_state(list(inputs[n_aligned + n_variances :]), state)
+        variances_ = RecurrentVariances(*inputs[n_aligned : n_aligned + n_variances])
+        return tuple(_flatten_state(_scan(steps, start, inputs[:n_aligned], variances_, *static)))
+
+    flat = _ReplayedScan.apply(run, *aligned, *variances, *_flatten_state(state))
+    return _unflatten_state(list(flat), state)
+
+
 def _kernel_block(
     values1: Tensor,
     lengths1: Tensor,
@@ -395,20 +414,9 @@ def _kernel_block(
         state = _scan(range(longest, 0, -1), state, aligned, variances, *static)
     else:
         chunk = max(1, math.isqrt(longest))
-        n_aligned = len(aligned)
         for top in range(longest, 0, -chunk):
             steps = range(top, max(top - chunk, 0), -1)
-
-            def run(*inputs: Tensor, steps=steps, like=state) -> tuple[Tensor, ...]:
-                start = _unflatten_state(list(inputs[n_aligned + 4 :]), like)
-                aligned_, variances_ = (
-                    inputs[:n_aligned],
-                    RecurrentVariances(*inputs[n_aligned : n_aligned + 4]),
-                )
-                return tuple(_flatten_state(_scan(steps, start, aligned_, variances_, *static)))
-
-            flat = _ReplayedScan.apply(run, *aligned, *variances, *_flatten_state(state))
-            state = _unflatten_state(list(flat), state)
+            state = _replayed_scan(steps, state, aligned, variances, static)
     v, vd, th = state[-1][0]
     return v if th is None else v + vd * th
 
