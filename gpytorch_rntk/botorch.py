@@ -42,7 +42,7 @@ from botorch.optim import optimize_acqf_mixed, optimize_acqf_mixed_alternating
 from gpytorch.kernels import ScaleKernel
 from torch import Tensor
 
-from .kernels import RNNGPKernel, RNTKKernel
+from .kernels import kernel_class
 from .layout import split_layout
 
 __all__ = [
@@ -51,8 +51,6 @@ __all__ = [
     "sequence_bounds",
     "sequence_gp",
 ]
-
-_KERNELS = {"rntk": RNTKKernel, "nngp": RNNGPKernel}
 
 
 def sequence_gp(
@@ -107,14 +105,12 @@ def sequence_gp(
         >>> model.posterior(train_x[:2]).mean.shape
         torch.Size([2, 1])
     """
-    if kernel not in _KERNELS:
-        raise ValueError(f"Unknown kernel {kernel!r}; choose one of {sorted(_KERNELS)}.")
     batch_shape = train_x.shape[:-2]
     if train_y.dim() >= 2 and train_y.shape[-1] > 1:
         batch_shape = batch_shape + train_y.shape[-1:]
     kernel_kwargs.setdefault("batch_shape", batch_shape)
     covar_module = ScaleKernel(
-        _KERNELS[kernel](input_dim, **kernel_kwargs), batch_shape=kernel_kwargs["batch_shape"]
+        kernel_class(kernel)(input_dim, **kernel_kwargs), batch_shape=kernel_kwargs["batch_shape"]
     )
     return SingleTaskGP(
         train_x, train_y, train_Yvar=train_yvar, covar_module=covar_module, input_transform=None

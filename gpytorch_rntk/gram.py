@@ -8,19 +8,17 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from .kernels import RNNGPKernel, RNTKKernel
+from .kernels import kernel_class
 from .layout import encode_sequences
 
 __all__ = ["gram_matrix"]
-
-_KERNELS = {"ntk": RNTKKernel, "nngp": RNNGPKernel}
 
 
 def gram_matrix(
     seqs1: Sequence[np.ndarray | Tensor],
     seqs2: Sequence[np.ndarray | Tensor] | None = None,
     *,
-    kernel: str = "ntk",
+    kernel: str = "rntk",
     recurrent_var: float | None = None,
     input_var: float | None = None,
     bias_var: float | None = None,
@@ -35,12 +33,12 @@ def gram_matrix(
     Args:
         seqs1: ``N`` sequences.
         seqs2: ``N'`` sequences; ``None`` for ``seqs1`` itself (the symmetric training Gram).
-        kernel: ``"ntk"`` (:class:`~gpytorch_rntk.RNTKKernel`) or ``"nngp"``
+        kernel: ``"rntk"`` (:class:`~gpytorch_rntk.RNTKKernel`) or ``"nngp"``
             (:class:`~gpytorch_rntk.RNNGPKernel`).
         recurrent_var, input_var, bias_var, init_var: The variances; ``None`` keeps the
             kernel's default.
         **kernel_options: ``num_layers``, ``nonlinearity``, ``initial_state``,
-            ``bidirectional`` (and ``frozen_layers`` for ``"ntk"``).
+            ``bidirectional`` (and ``frozen_layers`` for ``"rntk"``).
 
     Returns:
         An ``(N, N')`` float64 array.
@@ -56,12 +54,10 @@ def gram_matrix(
         >>> svm.predict(gram_matrix(test, train)).shape
         (1,)
     """
-    if kernel not in _KERNELS:
-        raise ValueError(f"Unknown kernel {kernel!r}; choose 'ntk' or 'nngp'.")
     both = list(seqs1) + ([] if seqs2 is None else list(seqs2))
     x = encode_sequences([torch.as_tensor(s, dtype=torch.float64) for s in both])
     input_dim = (x.shape[-1] - 1) // int(x[:, 0].max())
-    module = _KERNELS[kernel](input_dim=input_dim, **kernel_options).double()
+    module = kernel_class(kernel)(input_dim=input_dim, **kernel_options).double()
     variances = dict(
         recurrent_var=recurrent_var, input_var=input_var, bias_var=bias_var, init_var=init_var
     )

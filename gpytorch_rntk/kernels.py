@@ -18,7 +18,7 @@ from .functional import (
 )
 from .layout import split_layout
 
-__all__ = ["RNNGPKernel", "RNTKKernel"]
+__all__ = ["RNNGPKernel", "RNTKKernel", "kernel_class"]
 
 # Defaults per nonlinearity. ReLU: recurrent_var = 2 weights every step equally and lets the
 # kernel grow linearly with length; 1.8 fades each older step by 10 % (a memory of about ten
@@ -266,3 +266,11 @@ class RNNGPKernel(_RecurrentKernel):
             frozen_layers=num_layers,
             **kwargs,
         )
+
+
+def kernel_class(name: str) -> type[RNTKKernel] | type[RNNGPKernel]:
+    """The class named ``"rntk"`` (:class:`RNTKKernel`) or ``"nngp"`` (:class:`RNNGPKernel`)."""
+    classes = {"rntk": RNTKKernel, "nngp": RNNGPKernel}
+    if name not in classes:
+        raise ValueError(f"Unknown kernel {name!r}; choose one of {sorted(classes)}.")
+    return classes[name]

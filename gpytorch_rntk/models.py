@@ -6,7 +6,7 @@ import gpytorch
 import torch
 from torch import Tensor
 
-from .kernels import RNNGPKernel, RNTKKernel
+from .kernels import kernel_class
 from .layout import split_layout
 
 __all__ = ["SequenceVariationalGP", "inducing_sequences"]
@@ -54,7 +54,7 @@ class SequenceVariationalGP(gpytorch.models.ApproximateGP):
     Args:
         inducing_points: ``(M, 1 + T_max m)`` initial inducing sequences.
         input_dim: The step dimension ``m``.
-        kernel: ``"ntk"`` or ``"nngp"``.
+        kernel: ``"rntk"`` or ``"nngp"``.
         **kernel_options: Passed to :class:`~gpytorch_rntk.RNTKKernel` /
             :class:`~gpytorch_rntk.RNNGPKernel` (``num_layers``, ``nonlinearity``, ...).
 
@@ -68,12 +68,9 @@ class SequenceVariationalGP(gpytorch.models.ApproximateGP):
     """
 
     def __init__(
-        self, inducing_points: Tensor, input_dim: int, kernel: str = "ntk", **kernel_options
+        self, inducing_points: Tensor, input_dim: int, kernel: str = "rntk", **kernel_options
     ) -> None:
-        kernels = {"ntk": RNTKKernel, "nngp": RNNGPKernel}
-        if kernel not in kernels:
-            raise ValueError(f"Unknown kernel {kernel!r}; choose 'ntk' or 'nngp'.")
-        base_kernel = kernels[kernel](input_dim=input_dim, **kernel_options)
+        base_kernel = kernel_class(kernel)(input_dim=input_dim, **kernel_options)
         split_layout(inducing_points, input_dim, base_kernel.variable_length)  # validates width
         distribution = gpytorch.variational.CholeskyVariationalDistribution(
             inducing_points.shape[-2]

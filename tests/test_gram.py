@@ -11,7 +11,7 @@ from reference import reference_gram
 from gpytorch_rntk import gram_matrix
 
 
-@pytest.mark.parametrize("kernel", ["ntk", "nngp"])
+@pytest.mark.parametrize("kernel", ["rntk", "nngp"])
 def test_gram_matrix_matches_reference(kernel):
     seqs1 = [s.numpy() for s in random_sequences([3, 5, 2], m=2, seed=30)]
     seqs2 = [s.numpy() for s in random_sequences([4, 1], m=2, seed=31)]
@@ -23,7 +23,7 @@ def test_gram_matrix_matches_reference(kernel):
         [torch.as_tensor(s) for s in seqs2],
         num_layers=2,
         nonlinearity="erf",
-        ntk=kernel == "ntk",
+        ntk=kernel == "rntk",
         **hyper,
     )
     np.testing.assert_allclose(gram, expected.numpy(), rtol=1e-8)
