@@ -17,8 +17,10 @@ Three design modes, and what to call:
 
 * **Fixed length, continuous steps.** ``optimize_acqf(acq, sequence_bounds(T, m, lo, hi,
   variable_length=False), q, ...)`` with a ``variable_length=False`` kernel (or the variable-length
-  layout with ``fixed_features={0: T}``). The kernel is differentiable in the step values, so
-  L-BFGS-B and gradient-based acquisition optimisation work unchanged.
+  layout with ``fixed_features={0: T}``). The kernel is differentiable in the step values except
+  where a candidate coincides with a training sequence (the ReLU RNTK's ``V'`` term has a kink
+  there, as ``arccos`` does at 1); gradient-based acquisition optimisation works, and L-BFGS-B may
+  occasionally stop early near such points.
 * **A pool of given sequences.** BoTorch's
   :func:`~botorch.optim.optimize.optimize_acqf_discrete` already evaluates the pool in chunks of
   ``max_batch_size`` rows, each a ``(chunk, 1, D)`` batch against the training set. GPyTorch

@@ -41,6 +41,17 @@ def _set_positive(module: Kernel, value: Tensor | float, name: str) -> None:
     module.initialize(**{f"raw_{name}": transformed})
 
 
+def _initial_value(module: Kernel, name: str, default: float) -> float:
+    """The default, unless the constraint has its own initial value or excludes the default."""
+    constraint = getattr(module, f"raw_{name}_constraint")
+    if constraint.initial_value is not None:
+        return constraint.initial_value.item()
+    lower, upper = float(constraint.lower_bound), float(constraint.upper_bound)
+    if lower < default < upper:
+        return default
+    return lower + 1.0 if upper == float("inf") else (lower + upper) / 2
+
+
 class _PositiveHyperparameter:
     """A GPyTorch-style constrained hyperparameter: ``kernel.<name>`` reads and writes the value,
     ``kernel.raw_<name>`` is the unconstrained parameter."""
@@ -125,7 +136,7 @@ class _RecurrentKernel(Kernel):
                 partial(_get_positive, name=name),
                 partial(_set_positive, name=name),
             )
-        _set_positive(self, default, name)
+        _set_positive(self, _initial_value(self, name, default), name)
 
     def _variances(self, dtype: torch.dtype) -> RecurrentVariances:
         return RecurrentVariances(

@@ -422,6 +422,26 @@ def test_bad_input_raises_clear_error(make, message):
             out.to_dense()
 
 
+def test_constraints_and_priors_like_gpytorch():
+    from gpytorch.constraints import GreaterThan, Interval
+    from gpytorch.priors import GammaPrior
+
+    kernel = RNTKKernel(
+        1,
+        bias_var_constraint=GreaterThan(1.0),
+        recurrent_var_prior=GammaPrior(2, 1),
+        input_var_constraint=Interval(0.2, 0.5),
+    )
+    assert kernel.bias_var.item() == pytest.approx(2.0)  # the default 0.1 is excluded: lower + 1
+    assert 0.2 < kernel.input_var.item() < 0.5
+    assert kernel.recurrent_var.item() == pytest.approx(1.8)
+    kernel.initialize(bias_var=3.0, recurrent_var=1.2)
+    assert kernel.bias_var.item() == pytest.approx(3.0)
+    assert kernel.recurrent_var.item() == pytest.approx(1.2)
+    assert [name for name, *_ in kernel.named_priors()] == ["recurrent_var_prior"]
+    assert torch.isfinite(kernel.recurrent_var_prior.log_prob(kernel.recurrent_var)).all()
+
+
 def test_last_dim_is_batch_raises():
     with pytest.raises(NotImplementedError, match="last_dim_is_batch"):
         RNTKKernel(1).forward(torch.ones(2, 3), torch.ones(2, 3), last_dim_is_batch=True)
