@@ -386,7 +386,7 @@ def _kernel_block(
     frozen_layers: int,
     initial_state: str,
     paired: bool,
-    checkpointed: bool,
+    needs_grad: bool,
 ) -> Tensor:
     both = [lengths1] if lengths2 is None else [lengths1, lengths2]
     shortest = min(int(t.min()) for t in both)
@@ -410,7 +410,7 @@ def _kernel_block(
     # layer). Small scans afford that and run 3-4x faster so; larger ones keep only the state at
     # the boundaries of chunks of about sqrt(T) steps and replay each chunk in the backward pass.
     pair_steps = sides[0].shorter.numel() * longest * num_layers
-    if not checkpointed or pair_steps <= _PLAIN_AUTOGRAD_PAIR_STEPS:
+    if not needs_grad or pair_steps <= _PLAIN_AUTOGRAD_PAIR_STEPS:
         state = _scan(range(longest, 0, -1), state, aligned, variances, *static)
     else:
         chunk = max(1, math.isqrt(longest))
@@ -539,10 +539,10 @@ def recurrent_kernel(
         frozen_layers=frozen_layers,
         initial_state=initial_state,
         paired=paired,
-        checkpointed=_needs_grad(values1, values2, *variances),
+        needs_grad=_needs_grad(values1, values2, *variances),
     )
     if block_elements is None:
-        block_elements = 2**18 if options["checkpointed"] else 2**20
+        block_elements = 2**18 if options["needs_grad"] else 2**20
     if paired:
         return _kernel_block(
             values1, lengths1, values2, lengths2, same, _pair_variances(variances), **options
@@ -617,5 +617,5 @@ def recurrent_kernel_diag(
         frozen_layers=frozen_layers,
         initial_state=initial_state,
         paired=True,
-        checkpointed=_needs_grad(values, *variances),
+        needs_grad=_needs_grad(values, *variances),
     )
