@@ -138,12 +138,13 @@ class _RecurrentKernel(Kernel):
             )
         _set_positive(self, _initial_value(self, name, default), name)
 
-    def _variances(self, dtype: torch.dtype) -> RecurrentVariances:
+    def _variances(self) -> RecurrentVariances:
+        # The scan casts them to the inputs' dtype and device.
         return RecurrentVariances(
-            self.recurrent_var.to(dtype),
-            self.input_var.to(dtype),
-            self.bias_var.to(dtype),
-            0.0 if self.initial_state == "zero" else self.init_var.to(dtype),
+            self.recurrent_var,
+            self.input_var,
+            self.bias_var,
+            0.0 if self.initial_state == "zero" else self.init_var,
         )
 
     def forward(
@@ -178,7 +179,7 @@ class _RecurrentKernel(Kernel):
             initial_state=self.initial_state,
             bidirectional=self.bidirectional,
         )
-        variances = self._variances(x1.dtype)
+        variances = self._variances()
         if x1 is x2 or (x1.shape == x2.shape and torch.equal(x1, x2)):
             if diag:
                 return recurrent_kernel_diag(values1, lengths1, variances, **options)
