@@ -1,0 +1,567 @@
+"""Test accuracy of exact GP classifiers with the RNTK and RNN-NNGP kernels on UCR/UEA data sets.
+
+Data: the UCR/UEA train/test splits that ship inside aeon's wheel (GunPoint, ItalyPowerDemand,
+ArrowHead, BasicMotions, JapaneseVowels, OSULeaf), read from the ``.ts`` files on disk, so nothing
+is downloaded. PLAID is not in aeon's wheel; it is in sktime's, which is searched too when sktime
+is installed (it is not a dependency), and ``--data-dir`` adds folders laid out like the archive
+(``<dir>/<Name>/<Name>_TRAIN.ts``). A data set found nowhere gets a row marked as unavailable.
+JapaneseVowels (7-29 frames) and PLAID (100-1344 steps) have sequences of different lengths.
+
+Normalisation (``--normalise``): ``series`` z-normalises every series and channel on its own
+(the UCR convention, removing offset and amplitude); ``channel`` standardises each channel with
+the mean and standard deviation of all training steps; ``auto`` (the default) takes ``series``
+for univariate sets and ``channel`` for multivariate ones, whose channels' levels and amplitudes
+carry class information (the per-frame cepstrum of a speaker in JapaneseVowels, the motion
+intensity in BasicMotions).
+
+Methods (``--variants``, comma-separated):
+
+* ``rntk`` / ``nngp``: an exact GP with ``ScaleKernel(RNTKKernel)`` / ``ScaleKernel(RNNGPKernel)``
+  on the sequences as they are (variable-length layout), ``num_layers=1``, ReLU. Suffixes pick
+  the variant: ``-mean`` (average-pooling readout, ``readout="mean"``) or ``-last`` (the default,
+  or what ``--readout`` says), ``-bi`` (bidirectional) or ``-uni`` (the default, or
+  ``--bidirectional``).
+* ``rbf``: an exact GP with ``ScaleKernel(RBFKernel)`` on the right-zero-padded vectors (no length
+  column), lengthscale started at the median pairwise distance.
+* ``1nn``: 1-nearest neighbour, Euclidean distance on the same padded vectors.
+
+Every GP is a Dirichlet classifier (Milios et al., NeurIPS 2018; GPyTorch's
+``DirichletClassificationLikelihood`` with learned extra noise, one constant mean per class,
+all classes sharing the kernel), its hyperparameters fitted by maximising the exact marginal
+likelihood of the training split only with Adam (``--iters``, ``--lr``); a test sequence gets the
+class of the largest posterior mean. ``all`` runs rntk/nngp x last/mean x uni/bi, rbf and 1nn.
+The published accuracies of 1-NN with full-window DTW (UCR archive) are printed alongside where
+known.
+
+    python benchmarks/classification.py                         # the five default sets
+    python benchmarks/classification.py --variants all --datasets OSULeaf --max-train 100
+    python benchmarks/classification.py --smoke --datasets ItalyPowerDemand   # seconds
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import math
+import os
+import sys
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import gpytorch
+import numpy as np
+import torch
+from linear_operator.utils.cholesky import psd_safe_cholesky
+
+from gpytorch_rntk import RNNGPKernel, RNTKKernel, encode_sequences
+from gpytorch_rntk.demo import SequenceGP, fit, init_outputscale, make_likelihood
+
+DTYPE = torch.float64
+
+# Published test accuracy of 1-NN with full-window DTW (UCR archive, Dau et al. 2019).
+PUBLISHED_DTW = {"GunPoint": 0.907, "ItalyPowerDemand": 0.950, "ArrowHead": 0.703}
+ALL_DATASETS = (
+    "GunPoint",
+    "ItalyPowerDemand",
+    "ArrowHead",
+    "BasicMotions",
+    "JapaneseVowels",
+    "OSULeaf",
+    "PLAID",
+)
+DEFAULT_DATASETS = ALL_DATASETS[:5]
+WHERE_BUNDLED = {"PLAID": "in sktime's wheel (sktime/datasets/data/PLAID), not in aeon's"}
+DEFAULT_VARIANTS = "rntk,rbf,1nn"
+BASELINE_LABELS = {"rbf": "RBF GP", "1nn": "1-NN ED"}
+
+
+# --------------------------------------------------------------------------------------------
+# Data
+# --------------------------------------------------------------------------------------------
+
+
+def bundled_data_dirs() -> list[Path]:
+    """The folders of UCR/UEA ``.ts`` files shipped in the aeon and sktime wheels (if installed).
+
+    Located without importing the packages (sktime is slow to import and may be absent).
+    """
+    dirs = []
+    for package in ("aeon", "sktime"):
+        spec = importlib.util.find_spec(package)
+        if spec is not None and spec.submodule_search_locations:
+            path = Path(next(iter(spec.submodule_search_locations))) / "datasets" / "data"
+            if path.is_dir():
+                dirs.append(path)
+    return dirs
+
+
+def find_dataset(name: str, data_dirs: Sequence[Path]) -> Path | None:
+    """The first ``<dir>/<name>`` folder holding both ``<name>_TRAIN.ts`` and ``<name>_TEST.ts``."""
+    for folder in data_dirs:
+        if all((folder / name / f"{name}_{split}.ts").is_file() for split in ("TRAIN", "TEST")):
+            return folder / name
+    return None
+
+
+@dataclass
+class Dataset:
+    """A train/test split: lists of ``(T_i, m)`` float64 arrays and integer labels."""
+
+    name: str
+    train: list[np.ndarray]
+    train_y: np.ndarray
+    test: list[np.ndarray]
+    test_y: np.ndarray
+
+    @property
+    def num_classes(self) -> int:
+        return int(max(self.train_y.max(), self.test_y.max())) + 1
+
+    @property
+    def channels(self) -> int:
+        return self.train[0].shape[1]
+
+
+def load_dataset(name: str, folder: Path) -> Dataset:
+    """Read a data set's ``.ts`` files; labels become ``0 .. C-1`` in sorted order."""
+    from aeon.datasets import load_from_ts_file  # aeon: optional (demo extra)
+
+    splits = {}
+    for split in ("TRAIN", "TEST"):
+        X, y = load_from_ts_file(str(folder / f"{name}_{split}.ts"))
+        # aeon stores a series channels-first, (m, T_i); the package wants (T_i, m).
+        splits[split] = ([np.asarray(x, dtype=np.float64).T for x in X], np.asarray(y))
+    classes = np.unique(np.concatenate([splits["TRAIN"][1], splits["TEST"][1]]))
+    (train, train_y), (test, test_y) = splits["TRAIN"], splits["TEST"]
+    return Dataset(
+        name, train, np.searchsorted(classes, train_y), test, np.searchsorted(classes, test_y)
+    )
+
+
+def normalise(data: Dataset, how: str) -> str:
+    """Normalise ``data`` in place (see the module docstring); returns the rule applied."""
+    if how == "auto":
+        how = "series" if data.channels == 1 else "channel"
+    if how == "series":
+
+        def znorm(s: np.ndarray) -> np.ndarray:
+            std = s.std(axis=0)
+            return (s - s.mean(axis=0)) / np.where(std > 0, std, 1.0)
+
+        data.train = [znorm(s) for s in data.train]
+        data.test = [znorm(s) for s in data.test]
+    elif how == "channel":
+        steps = np.concatenate(data.train, axis=0)
+        mean, std = steps.mean(axis=0), steps.std(axis=0)
+        std = np.where(std > 0, std, 1.0)
+        data.train = [(s - mean) / std for s in data.train]
+        data.test = [(s - mean) / std for s in data.test]
+    elif how != "none":
+        raise ValueError(f"Unknown normalisation {how!r}.")
+    return how
+
+
+def stratified_subset(labels: np.ndarray, n: int | None, rng: np.random.Generator) -> np.ndarray:
+    """Indices of ``n`` examples keeping the class proportions (every class at least once)."""
+    if n is None or n >= len(labels):
+        return np.arange(len(labels))
+    classes, counts = np.unique(labels, return_counts=True)
+    share = counts * n / len(labels)
+    quota = np.maximum(1, np.floor(share)).astype(int)
+    while quota.sum() > n:  # the places given to rare classes come from the largest ones
+        quota[np.argmax(quota)] -= 1
+    # Hand the remaining places to the classes with the largest fractional remainders.
+    for c in np.argsort(quota - share)[: n - quota.sum()]:
+        quota[c] += 1
+    keep = [
+        rng.choice(np.flatnonzero(labels == c), min(q, k), replace=False)
+        for c, q, k in zip(classes, quota, counts, strict=True)
+    ]
+    return np.sort(np.concatenate(keep))
+
+
+def subsample(data: Dataset, max_train: int | None, max_test: int | None, seed: int) -> None:
+    rng = np.random.default_rng(seed)
+    train = stratified_subset(data.train_y, max_train, rng)
+    test = stratified_subset(data.test_y, max_test, rng)
+    data.train, data.train_y = [data.train[i] for i in train], data.train_y[train]
+    data.test, data.test_y = [data.test[i] for i in test], data.test_y[test]
+
+
+# --------------------------------------------------------------------------------------------
+# Methods
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class KernelVariant:
+    """One RNTK / RNN-NNGP configuration."""
+
+    kernel: str  # "rntk" or "nngp"
+    readout: str  # "last" or "mean"
+    bidirectional: bool
+
+    @property
+    def label(self) -> str:
+        words = [self.kernel.upper()]
+        if self.readout == "mean":
+            words.append("mean")
+        if self.bidirectional:
+            words.append("bi")
+        return " ".join(words)
+
+    def build(self, input_dim: int) -> gpytorch.kernels.Kernel:
+        cls = RNTKKernel if self.kernel == "rntk" else RNNGPKernel
+        options = {"bidirectional": self.bidirectional}
+        if self.readout != "last":
+            options["readout"] = self.readout
+        kernel = cls(input_dim=input_dim, **options)
+        if getattr(kernel, "readout", "last") != self.readout:
+            raise NotImplementedError(f"{cls.__name__} has no readout={self.readout!r}")
+        return kernel
+
+
+def readout_supported(readout: str) -> bool:
+    """Whether this version of the kernels has ``readout=<readout>``."""
+    try:
+        KernelVariant("rntk", readout, False).build(1)
+    except (TypeError, ValueError, NotImplementedError):
+        return False
+    return True
+
+
+def parse_variants(spec: str, readout: str, bidirectional: bool) -> list[KernelVariant | str]:
+    """``"rntk,rntk-mean-bi,rbf,1nn"`` or ``"all"`` -> kernel variants and baseline names."""
+    if spec == "all":
+        return [
+            KernelVariant(kernel, r, bi)
+            for kernel in ("rntk", "nngp")
+            for r in ("last", "mean")
+            for bi in (False, True)
+        ] + ["rbf", "1nn"]
+    methods: list[KernelVariant | str] = []
+    for name in spec.split(","):
+        name = name.strip().lower()
+        if name in BASELINE_LABELS:
+            methods.append(name)
+            continue
+        kernel, *suffixes = name.split("-")
+        unknown = set(suffixes) - {"last", "mean", "bi", "uni"}
+        if kernel not in ("rntk", "nngp") or unknown:
+            raise ValueError(
+                f"Unknown method {name!r}: use rntk or nngp with optional -last/-mean and "
+                f"-uni/-bi suffixes, {', '.join(BASELINE_LABELS)}, or all."
+            )
+        r = "mean" if "mean" in suffixes else "last" if "last" in suffixes else readout
+        bi = "bi" in suffixes or (bidirectional and "uni" not in suffixes)
+        methods.append(KernelVariant(kernel, r, bi))
+    return methods
+
+
+def method_label(method: KernelVariant | str) -> str:
+    return method.label if isinstance(method, KernelVariant) else BASELINE_LABELS[method]
+
+
+def posterior_mean(model: SequenceGP, train_x: torch.Tensor, test_x: torch.Tensor) -> torch.Tensor:
+    """The ``(C, M)`` posterior mean of each class's latent GP at the test inputs.
+
+    Computed from the training marginal and the test-train block only: GPyTorch's own
+    prediction would also evaluate the test-test kernel block, which is not needed for the mean
+    and costs as much as the training kernel on test sets like ItalyPowerDemand's 1029 series.
+    """
+    model.train()  # the forward pass on the training inputs, not the prediction path
+    with torch.no_grad():
+        prior = model(train_x)
+        marginal = model.likelihood(prior)  # K + the per-class Dirichlet noise
+        chol = psd_safe_cholesky(marginal.covariance_matrix)
+        residual = (model.train_targets - prior.mean).unsqueeze(-1)
+        weights = torch.cholesky_solve(residual, chol)  # (C, N, 1)
+        cross = model.covar_module(test_x, train_x).to_dense()  # (M, N)
+        mean = model.mean_module(test_x) + (cross @ weights).squeeze(-1)
+    model.eval()
+    return mean
+
+
+def gp_accuracy(
+    base_kernel: gpytorch.kernels.Kernel,
+    train_x: torch.Tensor,
+    train_y: torch.Tensor,
+    test_x: torch.Tensor,
+    test_y: torch.Tensor,
+    iters: int,
+    lr: float,
+    desc: str,
+) -> tuple[float, float]:
+    """Fit a Dirichlet GP classifier on the training split; test accuracy and the final loss."""
+    likelihood, targets = make_likelihood(train_y, classification=True)
+    kernel = gpytorch.kernels.ScaleKernel(base_kernel)
+    model = SequenceGP(train_x, targets, likelihood, kernel).to(DTYPE)
+    if isinstance(base_kernel, gpytorch.kernels.RBFKernel):
+        # Median heuristic: the default lengthscale is far below the distances between
+        # long standardised vectors, where every correlation would be ~0.
+        base_kernel.lengthscale = torch.pdist(train_x).median().clamp_min(1e-3)
+    init_outputscale(kernel, train_x)
+    losses = fit(model, train_x, iters, lr, desc=desc)
+    mean = posterior_mean(model, train_x, test_x)
+    accuracy = (mean.argmax(dim=0) == test_y).double().mean().item()
+    return accuracy, losses[-1] if losses else math.nan
+
+
+def one_nn_accuracy(
+    train_x: torch.Tensor, train_y: torch.Tensor, test_x: torch.Tensor, test_y: torch.Tensor
+) -> float:
+    nearest = torch.cdist(test_x, train_x).argmin(dim=1)
+    return (train_y[nearest] == test_y).double().mean().item()
+
+
+# --------------------------------------------------------------------------------------------
+# The benchmark
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass
+class Row:
+    """One data set's line of the table."""
+
+    name: str
+    available: bool
+    note: str = ""
+    n_train: str = ""
+    n_test: str = ""
+    lengths: str = ""
+    channels: int = 0
+    classes: int = 0
+    normalisation: str = ""
+    accuracy: dict[str, float] | None = None  # NaN: the method failed
+    seconds: dict[str, float] | None = None
+
+
+def length_range(seqs: Sequence[np.ndarray]) -> str:
+    lengths = [len(s) for s in seqs]
+    lo, hi = min(lengths), max(lengths)
+    return str(lo) if lo == hi else f"{lo}-{hi}"
+
+
+def subset_size(used: int, full: int) -> str:
+    return str(used) if used == full else f"{used} of {full}"
+
+
+def run_dataset(name: str, methods: list[KernelVariant | str], args: argparse.Namespace) -> Row:
+    folder = find_dataset(name, args.data_dirs)
+    if folder is None:
+        searched = ", ".join(str(d) for d in args.data_dirs) or "nowhere"
+        print(f"{name}: not available offline (searched {searched})", flush=True)
+        return Row(name, available=False, note=f"not found in {searched}")
+    data = load_dataset(name, folder)
+    full_train, full_test = len(data.train), len(data.test)
+    subsample(data, args.max_train, args.max_test, args.seed)
+    rule = normalise(data, args.normalise)
+    row = Row(
+        name,
+        available=True,
+        n_train=subset_size(len(data.train), full_train),
+        n_test=subset_size(len(data.test), full_test),
+        lengths=length_range(data.train + data.test),
+        channels=data.channels,
+        classes=data.num_classes,
+        normalisation=rule,
+        accuracy={},
+        seconds={},
+    )
+    print(
+        f"{name}: {row.n_train} train / {row.n_test} test, T = {row.lengths}, "
+        f"m = {row.channels}, {row.classes} classes, normalisation: {rule}",
+        flush=True,
+    )
+    # One width D for train and test; the baselines see the padded steps without the length.
+    encoded = encode_sequences([torch.from_numpy(s) for s in data.train + data.test]).to(DTYPE)
+    train_x, test_x = encoded[: len(data.train)], encoded[len(data.train) :]
+    train_y, test_y = torch.from_numpy(data.train_y), torch.from_numpy(data.test_y)
+    for method in methods:
+        label = method_label(method)
+        torch.manual_seed(args.seed)
+        start = time.perf_counter()
+        detail = ""
+        try:
+            if method == "1nn":
+                accuracy = one_nn_accuracy(train_x[:, 1:], train_y, test_x[:, 1:], test_y)
+            elif method == "rbf":
+                accuracy, loss = gp_accuracy(
+                    gpytorch.kernels.RBFKernel(),
+                    *(train_x[:, 1:], train_y, test_x[:, 1:], test_y),
+                    args.iters,
+                    args.lr,
+                    f"{name} {label}",
+                )
+                detail = f"final loss {loss:.3f}"
+            else:
+                kernel = method.build(data.channels)
+                accuracy, loss = gp_accuracy(
+                    kernel, train_x, train_y, test_x, test_y, args.iters, args.lr, f"{name} {label}"
+                )
+                hypers = ", ".join(
+                    f"{p} {getattr(kernel, p).item():.3g}"
+                    for p in ("recurrent_var", "input_var", "bias_var")
+                )
+                detail = f"final loss {loss:.3f}; {hypers}"
+        except Exception as error:  # one failed fit (e.g. a non-PSD matrix) must not end the run
+            accuracy = math.nan
+            detail = f"FAILED: {type(error).__name__}: {error}"
+        row.seconds[label] = time.perf_counter() - start
+        row.accuracy[label] = accuracy
+        print(
+            f"  {label:<14} accuracy {accuracy:.3f}  ({row.seconds[label]:.1f} s)  {detail}",
+            flush=True,
+        )
+    return row
+
+
+def markdown_table(rows: list[Row], labels: list[str], with_times: bool = True) -> str:
+    """The accuracy table (and a table of seconds per method)."""
+
+    def fmt(value: float | None) -> str:
+        if value is None:
+            return "n/a"
+        return "failed" if math.isnan(value) else f"{value:.3f}"
+
+    header = ["data set", "N train", "N test", "T", "m", "classes", *labels, "1-NN DTW (published)"]
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for r in rows:
+        dtw = fmt(PUBLISHED_DTW.get(r.name))
+        if not r.available:
+            cells = [f"{r.name} (not available offline)", *["–"] * (5 + len(labels)), dtw]
+        else:
+            accuracy = r.accuracy or {}
+            cells = [
+                r.name,
+                r.n_train,
+                r.n_test,
+                r.lengths,
+                str(r.channels),
+                str(r.classes),
+                *(fmt(accuracy.get(label)) for label in labels),
+                dtw,
+            ]
+        lines.append("| " + " | ".join(cells) + " |")
+    text = "\n".join(lines)
+    for r in rows:
+        if not r.available:
+            where = WHERE_BUNDLED.get(r.name, "not in aeon's wheel")
+            text += f"\n\n{r.name}: {r.note} ({where}; add a folder with --data-dir)."
+    if with_times:
+        time_header = ["data set", *labels]
+        time_lines = ["| " + " | ".join(time_header) + " |", "|" + "---|" * len(time_header)]
+        for r in rows:
+            if r.available:
+                seconds = r.seconds or {}
+                cells = [f"{seconds[label]:.1f}" if label in seconds else "" for label in labels]
+                time_lines.append("| " + " | ".join([r.name, *cells]) + " |")
+        text += "\n\nSeconds per method (hyperparameter fit and test predictions):\n\n"
+        text += "\n".join(time_lines)
+    return text
+
+
+def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        description=__doc__.splitlines()[0],
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    parser.add_argument(
+        "--datasets",
+        default=",".join(DEFAULT_DATASETS),
+        help=f"comma-separated, or 'all' ({', '.join(ALL_DATASETS)})",
+    )
+    parser.add_argument(
+        "--variants",
+        default=DEFAULT_VARIANTS,
+        help="comma-separated methods: rntk/nngp[-last|-mean][-uni|-bi], rbf, 1nn; or 'all'",
+    )
+    parser.add_argument("--readout", choices=("last", "mean"), default="last")
+    parser.add_argument("--bidirectional", action="store_true", help="default to -bi kernels")
+    parser.add_argument(
+        "--normalise", choices=("auto", "series", "channel", "none"), default="auto"
+    )
+    parser.add_argument("--iters", type=int, default=None, help="Adam steps (default 50, smoke 3)")
+    parser.add_argument("--lr", type=float, default=0.1)
+    parser.add_argument("--max-train", type=int, default=None, help="stratified subsample")
+    parser.add_argument("--max-test", type=int, default=None, help="stratified subsample")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--threads", type=int, default=1, help="torch intra-op threads")
+    parser.add_argument(
+        "--data-dir",
+        action="append",
+        type=Path,
+        default=[],
+        help="extra folder of <Name>/<Name>_TRAIN.ts files, searched first (repeatable)",
+    )
+    parser.add_argument("--output", type=Path, default=Path("outputs/classification.md"))
+    parser.add_argument(
+        "--smoke",
+        action="store_true",
+        default=bool(os.environ.get("SMOKE_TEST")),
+        help="20 training / 60 test series and 3 Adam steps (also set by SMOKE_TEST)",
+    )
+    args = parser.parse_args(argv)
+    if args.smoke:
+        args.max_train = min(args.max_train or 20, 20)
+        args.max_test = min(args.max_test or 60, 60)
+    if args.iters is None:
+        args.iters = 3 if args.smoke else 50
+    args.data_dirs = [*args.data_dir, *bundled_data_dirs()]
+    return args
+
+
+def main(argv: Sequence[str] | None = None) -> dict:
+    """Run the benchmark; returns the table, the accuracies per data set and the output path."""
+    args = parse_args(argv)
+    torch.set_num_threads(args.threads)
+    datasets = ALL_DATASETS if args.datasets == "all" else args.datasets.split(",")
+    methods = parse_variants(args.variants, args.readout, args.bidirectional)
+    skipped = [
+        m
+        for m in methods
+        if isinstance(m, KernelVariant) and m.readout != "last" and not readout_supported(m.readout)
+    ]
+    if skipped:
+        print(
+            "Skipping " + ", ".join(m.label for m in skipped) + ": this version of the kernels "
+            "has no readout='mean' argument.",
+            flush=True,
+        )
+        methods = [m for m in methods if m not in skipped]
+    labels = [method_label(m) for m in methods]
+    start = time.perf_counter()
+    rows = [run_dataset(name.strip(), methods, args) for name in datasets]
+    wall = time.perf_counter() - start
+
+    command = "python benchmarks/classification.py " + " ".join(
+        sys.argv[1:] if argv is None else argv
+    )
+    rules = sorted({r.normalisation for r in rows if r.available})
+    text = (
+        f"{markdown_table(rows, labels)}\n\n"
+        f"Command: `{command.strip()}` ({args.iters} Adam steps, lr {args.lr}, seed {args.seed}, "
+        f"normalisation {args.normalise}: {', '.join(rules) or '-'}); "
+        f"wall time {wall:.0f} s with {args.threads} thread(s).\n"
+    )
+    if skipped:
+        not_run = ", ".join(m.label for m in skipped)
+        text += f"Not run (the kernels have no readout='mean' yet): {not_run}.\n"
+    print("\n" + text)
+    args.output.parent.mkdir(parents=True, exist_ok=True)
+    args.output.write_text(text)
+    print(f"Table written to {args.output}")
+    return {
+        "table": text,
+        "labels": labels,
+        "accuracy": {r.name: r.accuracy for r in rows if r.available},
+        "unavailable": [r.name for r in rows if not r.available],
+        "output": str(args.output),
+        "seconds": wall,
+    }
+
+
+if __name__ == "__main__":
+    main()
