@@ -1,10 +1,11 @@
 """Test accuracy of exact GP classifiers with the RNTK and RNN-NNGP kernels on UCR/UEA data sets.
 
 Data: the UCR/UEA train/test splits that ship inside aeon's wheel (GunPoint, ItalyPowerDemand,
-ArrowHead, BasicMotions, JapaneseVowels, OSULeaf), read from the ``.ts`` files on disk, so nothing
-is downloaded. PLAID is not in aeon's wheel; it is in sktime's, which is searched too when sktime
-is installed (it is not a dependency), and ``--data-dir`` adds folders laid out like the archive
-(``<dir>/<Name>/<Name>_TRAIN.ts``). A data set found nowhere gets a row marked as unavailable.
+ArrowHead, BasicMotions, JapaneseVowels, OSULeaf), read from the ``.ts`` files on disk, so
+nothing is downloaded (aeon itself is never imported). PLAID is not in aeon's wheel; it is in
+sktime's, which is searched too when sktime is installed (it is not a dependency), and
+``--data-dir`` adds folders laid out like the archive (``<dir>/<Name>/<Name>_TRAIN.ts``). A data
+set found nowhere gets a row marked as unavailable.
 JapaneseVowels (7-29 frames) and PLAID (100-1344 steps) have sequences of different lengths.
 
 Normalisation (``--normalise``): ``series`` z-normalises every series and channel on its own
@@ -125,17 +126,39 @@ class Dataset:
         return self.train[0].shape[1]
 
 
+def read_ts(path: Path) -> tuple[list[np.ndarray], np.ndarray]:
+    """Read a classification ``.ts`` file of the UCR/UEA archive (the format aeon writes).
+
+    One case per line after ``@data``: the channels separated by ``:``, each a comma-separated
+    series, then the class label. Series may differ in length between cases (not between the
+    channels of one case). Returns ``(T_i, m)`` float64 arrays and the labels as strings.
+    Without aeon, so the benchmark runs wherever torch and gpytorch do.
+    """
+    seqs, labels = [], []
+    in_data = False
+    for line in path.read_text().splitlines():
+        line = line.strip()
+        if not line or line.startswith("#"):
+            continue
+        if not in_data:
+            if line.lower().startswith("@timestamps") and line.lower().endswith("true"):
+                raise NotImplementedError(f"{path}: time-stamped .ts files are not supported.")
+            in_data = line.lower().startswith("@data")
+            continue
+        *channels, label = line.split(":")
+        if "?" in line:
+            raise ValueError(f"{path}: missing values ('?') are not supported.")
+        seqs.append(np.stack([np.array(c.split(","), dtype=np.float64) for c in channels], 1))
+        labels.append(label.strip())
+    return seqs, np.asarray(labels)
+
+
 def load_dataset(name: str, folder: Path) -> Dataset:
     """Read a data set's ``.ts`` files; labels become ``0 .. C-1`` in sorted order."""
-    from aeon.datasets import load_from_ts_file  # aeon: optional (demo extra)
-
-    splits = {}
-    for split in ("TRAIN", "TEST"):
-        X, y = load_from_ts_file(str(folder / f"{name}_{split}.ts"))
-        # aeon stores a series channels-first, (m, T_i); the package wants (T_i, m).
-        splits[split] = ([np.asarray(x, dtype=np.float64).T for x in X], np.asarray(y))
-    classes = np.unique(np.concatenate([splits["TRAIN"][1], splits["TEST"][1]]))
-    (train, train_y), (test, test_y) = splits["TRAIN"], splits["TEST"]
+    (train, train_y), (test, test_y) = (
+        read_ts(folder / f"{name}_{split}.ts") for split in ("TRAIN", "TEST")
+    )
+    classes = np.unique(np.concatenate([train_y, test_y]))
     return Dataset(
         name, train, np.searchsorted(classes, train_y), test, np.searchsorted(classes, test_y)
     )

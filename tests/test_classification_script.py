@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-pytest.importorskip("aeon")
+aeon_datasets = pytest.importorskip("aeon.datasets")  # ships the data sets' .ts files
 
 SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "classification.py"
 
@@ -79,3 +79,18 @@ def test_stratified_subset_keeps_every_class(classification):
     keep = classification.stratified_subset(labels, 10, np.random.default_rng(0))
     assert len(keep) == 10 and len(set(keep)) == 10
     assert set(labels[keep]) == {0, 1, 2}
+
+
+def test_read_ts_matches_aeon(classification):
+    import numpy as np
+
+    # Equal-length univariate and variable-length multivariate (12 channels, 7-29 frames).
+    for name in ("ItalyPowerDemand", "JapaneseVowels"):
+        folder = classification.find_dataset(name, classification.bundled_data_dirs())
+        path = folder / f"{name}_TRAIN.ts"
+        seqs, labels = classification.read_ts(path)
+        expected, expected_labels = aeon_datasets.load_from_ts_file(str(path))
+        assert len(seqs) == len(expected)
+        for ours, theirs in zip(seqs, expected, strict=True):
+            np.testing.assert_array_equal(ours, np.asarray(theirs, dtype=np.float64).T)
+        np.testing.assert_array_equal(labels, np.asarray(expected_labels).astype(str))
