@@ -55,6 +55,10 @@ class SequenceVariationalGP(gpytorch.models.ApproximateGP):
         inducing_points: ``(M, 1 + T_max m)`` initial inducing sequences.
         input_dim: The step dimension ``m``.
         kernel: ``"rntk"`` or ``"nngp"``.
+        variational_distribution: The class of :math:`q(u)`; pass
+            ``gpytorch.variational.NaturalVariationalDistribution`` to train it with
+            ``gpytorch.optim.NGD`` (natural gradients, which converge in far fewer steps) and
+            the rest (``model.hyperparameters()``, inducing sequences included) with Adam.
         **kernel_options: Passed to :class:`~gpytorch_rntk.RNTKKernel` /
             :class:`~gpytorch_rntk.RNNGPKernel` (``num_layers``, ``nonlinearity``, ...).
 
@@ -68,13 +72,18 @@ class SequenceVariationalGP(gpytorch.models.ApproximateGP):
     """
 
     def __init__(
-        self, inducing_points: Tensor, input_dim: int, kernel: str = "rntk", **kernel_options
+        self,
+        inducing_points: Tensor,
+        input_dim: int,
+        kernel: str = "rntk",
+        variational_distribution: type[
+            gpytorch.variational._VariationalDistribution
+        ] = gpytorch.variational.CholeskyVariationalDistribution,
+        **kernel_options,
     ) -> None:
         base_kernel = kernel_class(kernel)(input_dim=input_dim, **kernel_options)
         split_layout(inducing_points, input_dim, base_kernel.variable_length)  # validates width
-        distribution = gpytorch.variational.CholeskyVariationalDistribution(
-            inducing_points.shape[-2]
-        )
+        distribution = variational_distribution(inducing_points.shape[-2])
         strategy = gpytorch.variational.VariationalStrategy(
             self, inducing_points, distribution, learn_inducing_locations=True
         )
