@@ -1,0 +1,365 @@
+r"""The fused engine: the cross terms of the recursion with each pair's state kept on chip.
+
+The tensor path in :mod:`gpytorch_rntk.functional` applies one tensor operation per term of the
+recursion to whole ``N x N'`` matrices, so every step reads and writes a few dozen full matrices.
+Here the work is split in two:
+
+* the *self terms* :math:`S^l(t, t)` of every sequence (``O(N T L)``, plain tensor code), and
+* the *cross scan*, which walks each tile of pairs through all its steps and layers at once: a
+  Triton kernel on CUDA (state in registers, :mod:`gpytorch_rntk._triton`), and on other devices
+  a loop over chunks of steps compiled by :func:`torch.compile` (state in cache; eager if
+  compilation is unavailable).
+
+Rows and columns are sorted by length, so that a tile of pairs scans only the
+:math:`\min(T_i, T_j)` steps its longest pair needs: variable lengths cost what they are.
+Memory beyond the output is ``O(N T m + N T L)`` for the inputs and self terms, plus one tile's
+state. The engine computes values only (no autograd graph); :func:`recurrent_kernel` uses it when
+no gradient is needed.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+
+import torch
+from torch import Tensor
+
+from .functional import NONLINEARITIES, RecurrentVariances, _right_align, identical_rows
+
+__all__ = ["fused_available", "fused_kernel", "self_terms", "worth_fusing"]
+
+# Rows x columns of one tile of the compiled CPU scan (the state of one tile stays in cache),
+# and the steps unrolled in one compiled call.
+_TILE = (256, 1024)
+_UNROLL = 8
+INIT_MODES = {"zero": 0, "per_input": 1, "shared": 2}
+# Pair-steps above which ``engine="auto"`` fuses: a Triton kernel compiles in about a second, a
+# CPU loop in 10-30 s the first time in a process (then from the on-disk cache), about what
+# the tensor path spends on 2**28 pair-steps.
+_FUSE_PAIR_STEPS = {"triton": 2**22, "compiled": 2**28}
+
+
+def self_terms(
+    values: Tensor,
+    lengths: Tensor,
+    variances: RecurrentVariances,
+    *,
+    nonlinearity: str,
+    num_layers: int,
+    initial_state: str,
+    steps: int,
+) -> Tensor:
+    r"""The pre-activation variances :math:`S^l(t, t)` of each sequence (SPEC section 2).
+
+    Args:
+        values: ``(N, T, m)``, zero past each length.
+        lengths: ``(N,)``.
+        variances: Scalar variances.
+        steps: The clock to right-align on (at least ``T``).
+
+    Returns:
+        ``(L, steps, N)``: layer ``l``'s self term ``steps - u`` steps before the readout at
+        index ``u``, and 1 (a finite placeholder) before the sequence starts.
+    """
+    sw2, su2, sb2, init_var = variances
+    dual = NONLINEARITIES[nonlinearity]
+    data = _right_align(values, lengths, steps).square().mean(-1)  # (N, steps)
+    init = 0.0 if initial_state == "zero" else init_var
+    v_prev = [values.new_zeros(())] * num_layers
+    out = values.new_empty(num_layers, steps, values.shape[0])
+    for u in range(steps):
+        remaining = steps - u
+        below = data[:, u]
+        boundary = torch.where(lengths == remaining, init, 0.0)
+        for layer in range(num_layers):
+            s = sw2 * torch.where(lengths > remaining, v_prev[layer], boundary) + su2 * below + sb2
+            s = torch.where(lengths >= remaining, s, 1.0)
+            out[layer, u] = s
+            below = v_prev[layer] = dual(s, s, s, True)[0]
+    return out
+
+
+def _dual(s: Tensor, sa: Tensor, sb: Tensor, same: Tensor | None, relu: bool, eps: float):
+    """The cross dual of :mod:`functional`, written so that the compiler fuses it."""
+    if relu:
+        norm = sa.sqrt() * sb.sqrt()
+        cos = (s / norm).clamp(-1 + eps, 1 - eps)
+        vd = (math.pi - torch.arccos(cos)) * (0.5 / math.pi)
+        v = norm * (((1 - cos) * (1 + cos)).sqrt() * (0.5 / math.pi) + vd * cos)
+        if same is not None:
+            v = torch.where(same, 0.5 * s, v)
+            vd = torch.where(same, 0.5, vd)
+        return v, vd
+    prod = (1 + 2 * sa) * (1 + 2 * sb)
+    z = (2 * s / prod.sqrt()).clamp(-1 + eps, 1 - eps)
+    v = (2 / math.pi) * torch.arcsin(z)
+    vd = (4 / math.pi) / torch.maximum(prod - 4 * s * s, eps * prod).sqrt()
+    return v, vd
+
+
+def _cross_steps(
+    state: tuple[Tensor, ...],
+    xs: Tensor,
+    ys: Tensor,
+    sxs: Tensor,
+    sys_: Tensor,
+    lengths1: Tensor,
+    lengths2: Tensor,
+    ids1: Tensor,
+    ids2: Tensor,
+    top: Tensor,
+    variances: tuple[Tensor, ...],
+    relu: bool,
+    num_layers: int,
+    frozen_layers: int,
+    init_mode: int,
+    eps: float,
+) -> tuple[Tensor, ...]:
+    """``xs.shape[0]`` steps of the cross scan of one tile, ``top`` steps before the readout
+    at the first of them. ``state`` is ``(V, V', Th)`` per layer; ``sxs``: ``(K, L, n1, 1)``."""
+    sw2, su2, sb2, init_var = variances
+    same = ids1.unsqueeze(-1) == ids2.unsqueeze(-2)
+    shorter = torch.minimum(lengths1.unsqueeze(-1), lengths2.unsqueeze(-2))
+    state = list(state)
+    for k in range(xs.shape[0]):
+        remaining = top - k
+        cont = shorter > remaining
+        boundary = 0.0
+        if init_mode:
+            start = (lengths1.unsqueeze(-1) == remaining) & (lengths2.unsqueeze(-2) == remaining)
+            boundary = torch.where(start & same if init_mode == 1 else start, init_var, 0.0)
+        if xs.shape[-1] <= 16:  # elementwise, so the compiler fuses it into the step
+            below = (xs[k].unsqueeze(-2) * ys[k].unsqueeze(-3)).mean(-1)
+        else:
+            below = xs[k] @ ys[k].transpose(-1, -2) / xs.shape[-1]
+        below_th = None
+        for layer in range(num_layers):
+            v, vd, th = state[3 * layer : 3 * layer + 3]
+            s = sw2 * torch.where(cont, v, boundary) + su2 * below + sb2
+            if layer >= frozen_layers:
+                th = s + sw2 * torch.where(cont, vd * th, 0.0)
+                if below_th is not None:
+                    th = th + su2 * below_th
+            v, vd = _dual(s, sxs[k, layer], sys_[k, layer], same if relu else None, relu, eps)
+            state[3 * layer : 3 * layer + 3] = v, vd, th
+            below, below_th = v, (vd * th if layer >= frozen_layers else None)
+    return tuple(state)
+
+
+_compiled_steps = None
+
+
+def _steps_function(device: torch.device):
+    """:func:`_cross_steps`, compiled once per process unless ``GPYTORCH_RNTK_COMPILE=0``."""
+    global _compiled_steps
+    if os.environ.get("GPYTORCH_RNTK_COMPILE", "1") == "0":
+        return _cross_steps
+    if _compiled_steps is None:
+        _compiled_steps = torch.compile(_cross_steps, dynamic=False)
+    return _compiled_steps
+
+
+def worth_fusing(values1: Tensor, lengths1: Tensor, values2: Tensor, lengths2: Tensor) -> bool:
+    """Whether the fused engine repays its compilation on this Gram matrix."""
+    backend = "triton" if fused_available(values1.device) else "compiled"
+    if backend == "compiled" and os.environ.get("GPYTORCH_RNTK_COMPILE", "1") == "0":
+        return False
+    steps = max(values1.shape[-2], values2.shape[-2])
+    return len(lengths1) * len(lengths2) * steps >= _FUSE_PAIR_STEPS[backend]
+
+
+def fused_available(device: torch.device) -> bool:
+    """Whether the Triton kernel can run on ``device`` (CUDA, or Triton's interpreter)."""
+    if device.type != "cuda" and os.environ.get("TRITON_INTERPRET") != "1":
+        return False
+    try:
+        from . import _triton  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def fused_kernel(
+    values1: Tensor,
+    lengths1: Tensor,
+    values2: Tensor,
+    lengths2: Tensor,
+    variances: RecurrentVariances,
+    *,
+    nonlinearity: str = "relu",
+    num_layers: int = 1,
+    frozen_layers: int = 0,
+    initial_state: str = "zero",
+    backend: str = "auto",
+) -> Tensor:
+    r"""The last-step RNTK / NNGP Gram matrix ``(N, N')`` by the fused engine, without autograd.
+
+    Same arguments and result as :func:`~gpytorch_rntk.functional.recurrent_kernel` for
+    unbatched inputs and scalar variances. ``backend`` is ``"triton"``, ``"compiled"`` (the
+    chunked loop, compiled unless ``GPYTORCH_RNTK_COMPILE=0``) or ``"auto"`` (Triton where it
+    can run, else compiled).
+    """
+    if backend == "auto":
+        backend = "triton" if fused_available(values1.device) else "compiled"
+    symmetric = values1 is values2 and lengths1 is lengths2
+    with torch.no_grad():
+        variances = RecurrentVariances(
+            *(torch.as_tensor(v).to(values1).reshape(()) for v in variances)
+        )
+        lengths1, lengths2 = lengths1.long(), lengths2.long()
+        same = nonlinearity == "relu" or initial_state == "per_input"
+        ids1, ids2 = _row_ids(values1, lengths1, values2, lengths2, same, symmetric)
+        # Sort by length so that each tile scans only what its pairs need.
+        order1 = torch.argsort(lengths1, stable=True)
+        order2 = order1 if symmetric else torch.argsort(lengths2, stable=True)
+        steps = int(max(lengths1.max(), lengths2.max()))
+        sides = []
+        for values, lengths, ids, order in (
+            (values1, lengths1, ids1, order1),
+            (values2, lengths2, ids2, order2),
+        ):
+            values, lengths, ids = values[order], lengths[order], ids[order]
+            selves = self_terms(
+                values,
+                lengths,
+                variances,
+                nonlinearity=nonlinearity,
+                num_layers=num_layers,
+                initial_state=initial_state,
+                steps=steps,
+            )
+            sides.append((_right_align(values, lengths, steps), lengths, ids, selves))
+            if symmetric:
+                sides.append(sides[0])
+                break
+        options = dict(
+            nonlinearity=nonlinearity,
+            num_layers=num_layers,
+            frozen_layers=frozen_layers,
+            init_mode=INIT_MODES[initial_state],
+            symmetric=symmetric,
+        )
+        if backend == "triton":
+            from ._triton import triton_cross
+
+            out = triton_cross(*sides, variances, **options)
+        elif backend == "compiled":
+            out = _compiled_cross(*sides, variances, **options)
+        else:
+            raise ValueError(f"Unknown backend {backend!r}; choose 'auto', 'triton' or 'compiled'.")
+        if symmetric:  # the backends fill the upper triangle (and a little more): mirror it
+            _mirror_upper(out)
+        # Undo the sorting: out[order1[a], order2[b]] = sorted[a, b].
+        result = torch.empty_like(out)
+        result[order1.unsqueeze(-1), order2.unsqueeze(-2)] = out
+        return result
+
+
+def _row_ids(
+    values1: Tensor, lengths1: Tensor, values2: Tensor, lengths2: Tensor, same: bool, symmetric
+) -> tuple[Tensor, Tensor]:
+    """Integers equal exactly for identical sequences (-1 / -2 where no one cares)."""
+    if not same:
+        return torch.full_like(lengths1, -1), torch.full_like(lengths2, -2)
+    if symmetric:
+        ids = _unique_ids(values1, lengths1)
+        return ids, ids
+    ids = _unique_ids(
+        torch.cat([_pad_steps(values1, values2), _pad_steps(values2, values1)]),
+        torch.cat([lengths1, lengths2]),
+    )
+    return ids[: len(lengths1)], ids[len(lengths1) :]
+
+
+def _pad_steps(values: Tensor, other: Tensor) -> Tensor:
+    extra = max(0, other.shape[-2] - values.shape[-2])
+    return torch.nn.functional.pad(values, (0, 0, 0, extra))
+
+
+def _unique_ids(values: Tensor, lengths: Tensor) -> Tensor:
+    rows = torch.cat([lengths.unsqueeze(-1).to(values), values.flatten(-2)], dim=-1)
+    return torch.unique(rows, dim=0, return_inverse=True)[1]
+
+
+def _compiled_cross(
+    side1, side2, variances, *, nonlinearity, num_layers, frozen_layers, init_mode, symmetric
+) -> Tensor:
+    """The cross scan tile by tile through :func:`_cross_steps` (sorted inputs).
+
+    Every tile has the same shape (the inputs are padded with sequences of length 0), so the
+    compiled function is specialised once per configuration.
+    """
+    n1, n2 = len(side1[1]), len(side2[1])
+    rows, cols = min(_TILE[0], -(-n1 // 16) * 16), min(_TILE[1], -(-n2 // 64) * 64)
+    (x1, lengths1, ids1, selves1) = _pad_side(side1, -(-n1 // rows) * rows, -1)
+    (x2, lengths2, ids2, selves2) = _pad_side(side2, -(-n2 // cols) * cols, -2)
+    steps_fn = _steps_function(x1.device)
+    clock = x1.shape[-2]
+    eps = torch.finfo(x1.dtype).eps
+    out = x1.new_empty(n1, n2)
+    relu = nonlinearity == "relu"
+    for i in range(0, n1, rows):
+        for j in range(i // cols * cols if symmetric else 0, n2, cols):
+            # Lengths are sorted: the tile's longest pair needs min(max T_i, max T_j) steps,
+            # rounded up to whole chunks (steps before a pair starts are harmless).
+            need = min(int(lengths1[i : i + rows].max()), int(lengths2[j : j + cols].max()))
+            top = -(-need // _UNROLL) * _UNROLL
+            state = tuple(x1.new_zeros(rows, cols) for _ in range(3 * num_layers))
+            for start in range(clock - top, clock, _UNROLL):
+                u = slice(max(start, 0), start + _UNROLL)
+                pad = max(0, -start)  # steps before the clock began: zero data, placeholder 1
+                state = steps_fn(
+                    state,
+                    _pad_front(x1[i : i + rows, u].transpose(0, 1), pad, 0.0),
+                    _pad_front(x2[j : j + cols, u].transpose(0, 1), pad, 0.0),
+                    _pad_front(selves1[:, u, i : i + rows].transpose(0, 1), pad, 1.0)[..., None],
+                    _pad_front(selves2[:, u, j : j + cols].transpose(0, 1), pad, 1.0)[..., None, :],
+                    lengths1[i : i + rows].clone(),
+                    lengths2[j : j + cols].clone(),
+                    ids1[i : i + rows].clone(),
+                    ids2[j : j + cols].clone(),
+                    torch.tensor(clock - start, device=x1.device),
+                    tuple(variances),
+                    relu,
+                    num_layers,
+                    frozen_layers,
+                    init_mode,
+                    eps,
+                )
+            v, vd, th = state[-3:]
+            block = v if frozen_layers == num_layers else v + vd * th
+            out[i : i + rows, j : j + cols] = block[: n1 - i, : n2 - j]
+    return out
+
+
+def _pad_side(side, n: int, dummy_id: int):
+    """Pad a sorted side to ``n`` sequences of length 0 (never active)."""
+    values, lengths, ids, selves = side
+    extra = n - len(lengths)
+    if extra == 0:
+        return side
+    return (
+        torch.nn.functional.pad(values, (0, 0, 0, 0, 0, extra)),
+        torch.nn.functional.pad(lengths, (0, extra)),
+        torch.nn.functional.pad(ids, (0, extra), value=dummy_id),
+        torch.nn.functional.pad(selves, (0, extra), value=1.0),
+    )
+
+
+def _mirror_upper(out: Tensor, rows: int = 1024) -> None:
+    """Copy the upper triangle onto the lower one in place, a block of rows at a time."""
+    for i in range(rows, out.shape[0], rows):
+        out[i : i + rows, :i] = out[:i, i : i + rows].transpose(0, 1)
+    for i in range(0, out.shape[0], rows):  # the diagonal blocks
+        block = out[i : i + rows, i : i + rows]
+        block.copy_(block.triu() + block.triu(1).transpose(0, 1))
+
+
+def _pad_front(t: Tensor, pad: int, value: float) -> Tensor:
+    """``pad`` steps of ``value`` before ``t``, in a fresh tensor with the standard strides
+    (the compiled function is specialised on them)."""
+    out = t.new_empty(pad + t.shape[0], *t.shape[1:])
+    out[:pad] = value
+    out[pad:] = t
+    return out

@@ -1,0 +1,152 @@
+"""The fused engine (:mod:`gpytorch_rntk.fused`) against the tensor path and SPEC's golden values.
+
+The Triton kernel runs on CUDA where there is one and under Triton's interpreter otherwise (set
+before the kernel module is first imported), so CI without a GPU checks the same kernel source.
+The compiled CPU loop is checked eagerly over many configurations (``GPYTORCH_RNTK_COMPILE=0``)
+and compiled for real once.
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+
+import pytest
+import torch
+
+if not torch.cuda.is_available():
+    os.environ.setdefault("TRITON_INTERPRET", "1")
+
+from gpytorch_rntk.functional import RecurrentVariances, recurrent_kernel  # noqa: E402
+from gpytorch_rntk.fused import fused_available, fused_kernel  # noqa: E402
+
+triton = pytest.importorskip("triton")
+
+G2_X = [[0.5, -0.2, 0.1, 0.3], [-0.4, 0.4, 0.2, -0.1], [0.1, 0.1, -0.6, 0.2]]
+G2_L1_RNTK = [
+    [0.2724876771, 0.0665002389, 0.0826285475],
+    [0.0665002389, 0.2674883963, 0.0569493751],
+    [0.0826285475, 0.0569493751, 0.2262443659],
+]
+G2_L2_NNGP = [
+    [0.0454669579, 0.0357974164, 0.0347560472],
+    [0.0357974164, 0.0451545478, 0.0331677376],
+    [0.0347560472, 0.0331677376, 0.0392176651],
+]
+
+
+def _batch(n: int, steps: int, m: int, seed: int, dtype, device):
+    gen = torch.Generator().manual_seed(seed)
+    lengths = torch.randint(1, steps + 1, (n,), generator=gen)
+    values = torch.randn(n, steps, m, generator=gen, dtype=dtype)
+    values = values * (torch.arange(steps) < lengths.unsqueeze(-1)).unsqueeze(-1)
+    return values.to(device), lengths.to(device)
+
+
+def _pair_sets(dtype, device, n1=23, n2=17):
+    """Two variable-length sets whose first three sequences coincide (exact self pairs)."""
+    x1, l1 = _batch(n1, 7, 2, 0, dtype, device)
+    x2, l2 = _batch(n2, 6, 2, 1, dtype, device)
+    l2[:3] = l1[:3].clamp(max=6)
+    x2[:3] = x1[:3, :6] * (torch.arange(6, device=device) < l2[:3, None]).unsqueeze(-1)
+    return x1, l1, x2, l2
+
+
+def _variances(dtype, device):
+    return RecurrentVariances(
+        *(torch.tensor(v, dtype=dtype, device=device) for v in (1.7, 0.9, 0.2, 0.4))
+    )
+
+
+def _tolerance(dtype) -> float:
+    return 1e-12 if dtype == torch.float64 else 2e-5
+
+
+def _scale_error(a: torch.Tensor, b: torch.Tensor) -> float:
+    return ((a - b).abs().max() / b.abs().max()).item()
+
+
+def _check(backend, dtype, device, symmetric, **options):
+    x1, l1, x2, l2 = _pair_sets(dtype, device)
+    if symmetric:
+        x2, l2 = x1, l1
+    variances = _variances(dtype, device)
+    expected = recurrent_kernel(x1, l1, x2, l2, variances, engine="tensor", **options)
+    got = fused_kernel(x1, l1, x2, l2, variances, backend=backend, **options)
+    assert got.shape == expected.shape
+    assert _scale_error(got, expected) < _tolerance(dtype)
+    if symmetric:
+        assert torch.equal(got, got.T)
+
+
+CONFIGS = [
+    dict(nonlinearity=nl, num_layers=layers, frozen_layers=frozen, initial_state=init)
+    for nl, layers, init in itertools.product(
+        ["relu", "erf"], [1, 2, 3], ["zero", "per_input", "shared"]
+    )
+    for frozen in range(layers + 1)
+]
+
+
+@pytest.mark.parametrize("symmetric", [False, True], ids=["cross", "symmetric"])
+def test_compiled_loop_matches_tensor_path(dtype, device, symmetric, monkeypatch):
+    monkeypatch.setenv("GPYTORCH_RNTK_COMPILE", "0")  # the same loop, eagerly, every variant
+    for options in CONFIGS:
+        _check("compiled", dtype, device, symmetric, **options)
+
+
+def test_compiled_loop_compiles(dtype):
+    """One configuration through torch.compile for real (the CPU engine's production path)."""
+    _check("compiled", dtype, torch.device("cpu"), False, nonlinearity="relu", num_layers=2)
+
+
+TRITON_CONFIGS = [
+    dict(nonlinearity="relu", num_layers=1),
+    dict(nonlinearity="relu", num_layers=2, initial_state="per_input"),
+    dict(nonlinearity="erf", num_layers=2, frozen_layers=1, initial_state="shared"),
+    dict(nonlinearity="relu", num_layers=3, frozen_layers=3),
+]
+
+
+@pytest.mark.parametrize("options", TRITON_CONFIGS, ids=lambda o: "-".join(map(str, o.values())))
+@pytest.mark.parametrize("symmetric", [False, True], ids=["cross", "symmetric"])
+def test_triton_kernel_matches_tensor_path(dtype, device, symmetric, options):
+    if not fused_available(device):
+        pytest.skip("Triton cannot run on this device")
+    _check("triton", dtype, device, symmetric, **options)
+
+
+@pytest.mark.parametrize("backend", ["triton", "compiled"])
+def test_golden_g2(backend, device, monkeypatch):
+    """SPEC section 6, G2 (s_w = 1.4142 literally), through the fused engine."""
+    monkeypatch.setenv("GPYTORCH_RNTK_COMPILE", "0")
+    if backend == "triton" and not fused_available(device):
+        pytest.skip("Triton cannot run on this device")
+    x = torch.tensor(G2_X, dtype=torch.float64, device=device).unsqueeze(-1)
+    lengths = torch.full((3,), 4, device=device)
+    variances = RecurrentVariances(
+        *(torch.tensor(v, dtype=torch.float64, device=device) for v in (1.4142**2, 0.25, 0.01))
+    )
+    rntk = fused_kernel(x, lengths, x, lengths, variances, backend=backend)
+    nngp = fused_kernel(
+        x, lengths, x, lengths, variances, backend=backend, num_layers=2, frozen_layers=2
+    )
+    expected = torch.tensor(G2_L1_RNTK, dtype=torch.float64, device=device)
+    torch.testing.assert_close(rntk, expected, rtol=0, atol=1e-10)
+    expected = torch.tensor(G2_L2_NNGP, dtype=torch.float64, device=device)
+    torch.testing.assert_close(nngp, expected, rtol=0, atol=1e-10)
+
+
+def test_engine_dispatch(monkeypatch):
+    monkeypatch.setenv("GPYTORCH_RNTK_COMPILE", "0")
+    x, lengths = _batch(6, 5, 1, 0, torch.float64, "cpu")
+    variances = _variances(torch.float64, "cpu")
+    fused = recurrent_kernel(x, lengths, x, lengths, variances, engine="fused")
+    tensor = recurrent_kernel(x, lengths, x, lengths, variances, engine="tensor")
+    torch.testing.assert_close(fused, tensor, rtol=1e-12, atol=0)
+    with pytest.raises(ValueError, match="Unknown engine"):
+        recurrent_kernel(x, lengths, x, lengths, variances, engine="cuda")
+    with pytest.raises(ValueError, match="without gradients"):
+        recurrent_kernel(x.requires_grad_(), lengths, x, lengths, variances, engine="fused")
+    with pytest.raises(ValueError, match="last readout"):
+        recurrent_kernel(x, lengths, x, lengths, variances, engine="fused", readout="mean")
