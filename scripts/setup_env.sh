@@ -13,7 +13,7 @@
 _rntk_setup() {
     local root pins stamp_file stamp
     root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)" || return 1
-    pins=(torch==2.13.0 gpytorch==1.15.2 botorch==0.18.1 linear-operator==0.6.1)
+    pins=(torch==2.13.0 gpytorch==1.15.2 botorch==0.18.1 linear-operator==0.6.1 triton==3.6.0)
 
     if [ ! -x "$root/.venv/bin/python" ]; then
         echo "setup_env: creating $root/.venv" >&2
