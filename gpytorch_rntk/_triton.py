@@ -71,7 +71,7 @@ def _layer(v, vd, th, below, below_th, sa, sb, cont, boundary, same, sw2, su2, s
 
 @triton.jit
 def _cross_kernel(
-    X, Y, SX, SY, LX, LY, IX, IY, P, OUT,
+    X, Y, SX, SY, LX, LY, IX, IY, P, OUT, O1, O2,
     n1, n2, clock,
     M: tl.constexpr, L: tl.constexpr, FROZEN: tl.constexpr, RELU: tl.constexpr,
     INIT_MODE: tl.constexpr, SYMMETRIC: tl.constexpr,
@@ -79,7 +79,7 @@ def _cross_kernel(
 ):
     """X: (clock, M, n1) right-aligned values; SX: (L, clock, n1) self terms; LX lengths
     (sorted); IX ids of identical rows; P: (sw2, su2, sb2, init_var, pi, eps) in the working
-    dtype. OUT: (n1, n2)."""
+    dtype. OUT: (n1, n2), pair (a, b) of the sorted sets going to OUT[O1[a], O2[b]]."""
     pid_m = tl.program_id(0)
     pid_n = tl.program_id(1)
     sw2 = tl.load(P + 0)
@@ -103,7 +103,7 @@ def _cross_kernel(
     if SYMMETRIC:  # a tile wholly below the diagonal is mirrored from above it
         below_diagonal = (pid_n + 1) * BN <= pid_m * BM
         need = tl.where(below_diagonal, 0, need)
-        keep = keep & ((pid_n + 1) * BN > pid_m * BM)
+        keep = keep & (rows[:, None] <= cols[None, :])  # each unordered pair once
 
     zero = tl.zeros((BM, BN), dtype=OUT.dtype.element_ty)
     v1, vd1, th1 = zero, zero, zero
@@ -145,19 +145,25 @@ def _cross_kernel(
         out = v2 + vd2 * th2 if FROZEN < 2 else v2
     else:
         out = v3 + vd3 * th3 if FROZEN < 3 else v3
-    tl.store(OUT + rows[:, None] * n2 + cols[None, :], out, mask=keep)
+    a = tl.load(O1 + rows, mask=in_r, other=0).to(tl.int64)
+    b = tl.load(O2 + cols, mask=in_c, other=0).to(tl.int64)
+    tl.store(OUT + a[:, None] * n2 + b[None, :], out, mask=keep)
+    if SYMMETRIC:
+        tl.store(OUT + b[None, :] * n1 + a[:, None], out, mask=keep)
 
 
-def triton_cross(side1, side2, variances, *, nonlinearity, num_layers, frozen_layers,
-                 init_mode, symmetric, block=(32, 64)) -> Tensor:
+BLOCK = (32, 64)  # rows x columns of the tile of one program
+
+
+def triton_cross(side1, side2, variances, out, order1, order2, *, nonlinearity, num_layers,
+                 frozen_layers, init_mode, symmetric) -> None:
     """The cross scan of sorted, right-aligned inputs (see ``fused._compiled_cross``)."""
     if num_layers > MAX_LAYERS:
         raise ValueError(f"The Triton kernel handles up to {MAX_LAYERS} layers.")
     (x1, lengths1, ids1, selves1), (x2, lengths2, ids2, selves2) = side1, side2
     n1, n2 = len(lengths1), len(lengths2)
     clock, m = x1.shape[-2:]
-    out = x1.new_empty(n1, n2)
-    bm, bn = block
+    bm, bn = BLOCK
     grid = (triton.cdiv(n1, bm), triton.cdiv(n2, bn))
     params = torch.stack([*variances, *x1.new_tensor([math.pi, torch.finfo(x1.dtype).eps])])
     _cross_kernel[grid](
@@ -171,6 +177,8 @@ def triton_cross(side1, side2, variances, *, nonlinearity, num_layers, frozen_la
         ids2.to(torch.int32).contiguous(),
         params,
         out,
+        order1.contiguous(),
+        order2.contiguous(),
         n1,
         n2,
         clock,
@@ -184,4 +192,3 @@ def triton_cross(side1, side2, variances, *, nonlinearity, num_layers, frozen_la
         BN=bn,
         num_warps=4,
     )
-    return out

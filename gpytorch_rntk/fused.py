@@ -240,20 +240,18 @@ def fused_kernel(
             init_mode=INIT_MODES[initial_state],
             symmetric=symmetric,
         )
+        # Each backend writes pair (a, b) of the sorted sets to out[order1[a], order2[b]]
+        # (and, for K(x, x), computes a <= b only and writes both halves).
+        out = values1.new_empty(len(lengths1), len(lengths2))
         if backend == "triton":
             from ._triton import triton_cross
 
-            out = triton_cross(*sides, variances, **options)
+            triton_cross(*sides, variances, out, order1, order2, **options)
         elif backend == "compiled":
-            out = _compiled_cross(*sides, variances, **options)
+            _compiled_cross(*sides, variances, out, order1, order2, **options)
         else:
             raise ValueError(f"Unknown backend {backend!r}; choose 'auto', 'triton' or 'compiled'.")
-        if symmetric:  # the backends fill the upper triangle (and a little more): mirror it
-            _mirror_upper(out)
-        # Undo the sorting: out[order1[a], order2[b]] = sorted[a, b].
-        result = torch.empty_like(out)
-        result[order1.unsqueeze(-1), order2.unsqueeze(-2)] = out
-        return result
+        return out
 
 
 def _row_ids(
@@ -283,8 +281,19 @@ def _unique_ids(values: Tensor, lengths: Tensor) -> Tensor:
 
 
 def _compiled_cross(
-    side1, side2, variances, *, nonlinearity, num_layers, frozen_layers, init_mode, symmetric
-) -> Tensor:
+    side1,
+    side2,
+    variances,
+    out: Tensor,
+    order1: Tensor,
+    order2: Tensor,
+    *,
+    nonlinearity,
+    num_layers,
+    frozen_layers,
+    init_mode,
+    symmetric,
+) -> None:
     """The cross scan tile by tile through :func:`_cross_steps` (sorted inputs).
 
     Every tile has the same shape (the inputs are padded with sequences of length 0), so the
@@ -297,7 +306,6 @@ def _compiled_cross(
     steps_fn = _steps_function(x1.device)
     clock = x1.shape[-2]
     eps = torch.finfo(x1.dtype).eps
-    out = x1.new_empty(n1, n2)
     relu = nonlinearity == "relu"
     for i in range(0, n1, rows):
         for j in range(i // cols * cols if symmetric else 0, n2, cols):
@@ -328,9 +336,15 @@ def _compiled_cross(
                     eps,
                 )
             v, vd, th = state[-3:]
-            block = v if frozen_layers == num_layers else v + vd * th
-            out[i : i + rows, j : j + cols] = block[: n1 - i, : n2 - j]
-    return out
+            block = (v if frozen_layers == num_layers else v + vd * th)[: n1 - i, : n2 - j]
+            a = torch.arange(i, i + block.shape[0], device=out.device).unsqueeze(-1)
+            b = torch.arange(j, j + block.shape[1], device=out.device).unsqueeze(-2)
+            if symmetric:
+                a, b = torch.broadcast_tensors(a, b)
+                upper = a <= b
+                a, b, block = a[upper], b[upper], block[upper]
+                out[order2[b], order1[a]] = block
+            out[order1[a], order2[b]] = block
 
 
 def _pad_side(side, n: int, dummy_id: int):
@@ -345,15 +359,6 @@ def _pad_side(side, n: int, dummy_id: int):
         torch.nn.functional.pad(ids, (0, extra), value=dummy_id),
         torch.nn.functional.pad(selves, (0, extra), value=1.0),
     )
-
-
-def _mirror_upper(out: Tensor, rows: int = 1024) -> None:
-    """Copy the upper triangle onto the lower one in place, a block of rows at a time."""
-    for i in range(rows, out.shape[0], rows):
-        out[i : i + rows, :i] = out[:i, i : i + rows].transpose(0, 1)
-    for i in range(0, out.shape[0], rows):  # the diagonal blocks
-        block = out[i : i + rows, i : i + rows]
-        block.copy_(block.triu() + block.triu(1).transpose(0, 1))
 
 
 def _pad_front(t: Tensor, pad: int, value: float) -> Tensor:
