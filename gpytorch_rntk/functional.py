@@ -24,6 +24,7 @@ from torch.autograd.function import once_differentiable
 __all__ = [
     "NONLINEARITIES",
     "INITIAL_STATES",
+    "READOUTS",
     "RecurrentVariances",
     "check_options",
     "erf_dual",
@@ -35,10 +36,15 @@ __all__ = [
 ]
 
 INITIAL_STATES = ("zero", "per_input", "shared")
+READOUTS = ("last", "mean")
 
 # Scans of at most this many pair-steps-layers keep all their steps for autograd (~200 MiB in
 # float64 at the limit) instead of replaying chunks in the backward pass.
 _PLAIN_AUTOGRAD_PAIR_STEPS = 2**20
+
+# The mean readout runs several diagonals side by side, up to this many pair-cells per step: enough
+# to hide the per-operation overhead of small Gram blocks, small enough to stay in cache.
+_LANE_ELEMENTS = 2**16
 
 Mask = Tensor | bool
 
@@ -387,7 +393,25 @@ def _kernel_block(
     initial_state: str,
     paired: bool,
     needs_grad: bool,
+    readout: str = "last",
+    block_elements: int = 2**20,
 ) -> Tensor:
+    if readout == "mean":
+        return _mean_kernel_block(
+            values1,
+            lengths1,
+            values2,
+            lengths2,
+            same,
+            variances,
+            nonlinearity=nonlinearity,
+            num_layers=num_layers,
+            frozen_layers=frozen_layers,
+            initial_state=initial_state,
+            paired=paired,
+            needs_grad=needs_grad,
+            block_elements=block_elements,
+        )
     both = [lengths1] if lengths2 is None else [lengths1, lengths2]
     shortest = min(int(t.min()) for t in both)
     longest = max(int(t.max()) for t in both)
@@ -434,8 +458,349 @@ def _pair_variances(variances: RecurrentVariances) -> RecurrentVariances:
     )
 
 
+def _self_terms(
+    values: Tensor,
+    lengths: Tensor,
+    variances: RecurrentVariances,
+    dual: Callable[..., tuple[Tensor, Tensor]],
+    num_layers: int,
+    init: bool,
+) -> list[Tensor]:
+    """The self terms ``S^l(t, t)`` of each sequence at every step, counted from its start.
+
+    One ``(..., N, T)`` table per layer; past each length it holds 1, a finite positive
+    placeholder for the duals of pairs that are not active there. ``variances`` broadcast
+    against ``(..., N)``.
+    """
+    sw2, su2, sb2, init_var = variances
+    steps, m = values.shape[-2:]
+    data = values.square().sum(-1) / m
+    previous = [init_var if init else 0.0] * num_layers  # P^l(t-1, t-1) of the self pair
+    columns: list[list[Tensor]] = [[] for _ in range(num_layers)]
+    for t in range(steps):
+        below = data[..., t]
+        for layer in range(num_layers):
+            s = sw2 * previous[layer] + su2 * below + sb2
+            columns[layer].append(s)
+            below = previous[layer] = dual(s, s, s, True)[0]
+    inside = torch.arange(steps, device=values.device) < lengths.unsqueeze(-1)
+    return [torch.where(inside, torch.stack(c, -1), 1.0) for c in columns]
+
+
+class _Lanes(NamedTuple):
+    """Diagonals ``t' - t = d`` of the time grid packed into lanes that are scanned side by side.
+
+    A lane runs ``min(T1, T2)`` cells: one diagonal, or a long one followed by short ones, each
+    starting from the boundary of SPEC section 2. The diagonal ``d = 0``, the only one whose
+    boundary holds the initial state, has a lane of its own and starts at the first cell.
+    """
+
+    step1: Tensor  # (cells, G): the first input's step at each cell (its longest when idle)
+    step2: Tensor  # (cells, G): the second input's step
+    reach1: list[int]  # per cell: the largest step1, to skip length masks where all are inside
+    reach2: list[int]
+    keep: list[Tensor | None]  # per cell: (G,) 0 where a diagonal begins after another, else 1
+    origin: Tensor | None  # (G,) bool: the lane of d = 0, None if not in this group
+    weight: Tensor | None  # (G,) 2 where a diagonal d > 0 stands for d and -d, else None
+
+
+def _pack_diagonals(
+    longest1: int, longest2: int, symmetric: bool, lanes_per_group: int, device: torch.device
+) -> list[_Lanes]:
+    """Every diagonal of a ``longest1 x longest2`` grid (only ``d >= 0`` if ``symmetric``), longest
+    first, each lane topped up with the shortest that still fit: lanes of ``min(T1, T2)`` cells
+    cover the grid without gaps (a self grid leaves at most one lane half empty)."""
+    cells = min(longest1, longest2)
+    offsets = range(longest1) if symmetric else range(1 - longest1, longest2)
+
+    def length(d: int) -> int:
+        return min(longest1 - max(0, -d), longest2 - max(0, d))
+
+    order = sorted(offsets, key=length, reverse=True)
+    lanes, i, j = [], 0, len(order) - 1
+    while i <= j:
+        lane, room = [order[i]], cells - length(order[i])
+        i += 1
+        while i <= j and length(order[j]) <= room:
+            lane.append(order[j])
+            room -= length(order[j])
+            j -= 1
+        lanes.append(lane)
+    groups = []
+    for first in range(0, len(lanes), lanes_per_group):
+        group = lanes[first : first + lanes_per_group]
+        step1 = [[longest1] * len(group) for _ in range(cells)]
+        step2 = [[longest2] * len(group) for _ in range(cells)]
+        keep = [[1.0] * len(group) for _ in range(cells)]
+        for g, lane in enumerate(group):
+            k = 0
+            for d in lane:
+                keep[k][g] = 0.0 if k > 0 else 1.0
+                for c in range(length(d)):
+                    step1[k + c][g], step2[k + c][g] = max(0, -d) + c, max(0, d) + c
+                k += length(d)
+        origin = [lane[0] == 0 for lane in group]
+        groups.append(
+            _Lanes(
+                torch.tensor(step1, device=device),
+                torch.tensor(step2, device=device),
+                [max(s) for s in step1],
+                [max(s) for s in step2],
+                [None if min(k) == 1.0 else torch.tensor(k, device=device) for k in keep],
+                torch.tensor(origin, device=device) if any(origin) else None,
+                torch.tensor([1.0 if o else 2.0 for o in origin], device=device)
+                if symmetric
+                else None,
+            )
+        )
+    return groups
+
+
+class _DiagonalInputs(NamedTuple):
+    """What a scan over diagonals is differentiated with respect to (flattened for replays)."""
+
+    values1: Tensor  # (..., N, T1, m), batch dimensions made explicit
+    values2: Tensor
+    tables1: tuple[Tensor, ...]  # S^l(t, t) of the first input per layer, (..., N, T1)
+    tables2: tuple[Tensor, ...]
+    variances: RecurrentVariances
+
+    def flat(self) -> list[Tensor]:
+        return [self.values1, self.values2, *self.tables1, *self.tables2, *self.variances]
+
+    @classmethod
+    def unflat(cls, flat: list[Tensor] | tuple[Tensor, ...], num_layers: int) -> _DiagonalInputs:
+        tables = 2 + num_layers
+        return cls(
+            flat[0],
+            flat[1],
+            tuple(flat[2:tables]),
+            tuple(flat[tables : tables + num_layers]),
+            RecurrentVariances(*flat[tables + num_layers :]),
+        )
+
+
+class _DiagonalStatic(NamedTuple):
+    lengths1: Tensor  # (..., N)
+    lengths2: Tensor
+    shortest: tuple[int, int]
+    same: Tensor | None  # exact self pairs, on the lane of d = 0 only
+    cross_init: Tensor | bool | None  # P(0, 0) / init_var on d = 0 (None: no initial state)
+    dual: Callable[..., tuple[Tensor, Tensor]]
+    num_layers: int
+    frozen_layers: int
+    paired: bool
+    lane_shape: tuple[int, ...]  # (-1, 1, ..., 1): a (G,) vector against a lane state
+
+
+def _pair(a: Tensor, b: Tensor, paired: bool) -> tuple[Tensor, Tensor]:
+    return (a, b) if paired else (a.unsqueeze(-1), b.unsqueeze(-2))
+
+
+def _lane_start(variances: RecurrentVariances, lanes: _Lanes, static: _DiagonalStatic) -> list:
+    """``(P(0, 0), 0, 0)`` per layer: the initial state on the lane of ``d = 0``, else 0."""
+    zero = variances.recurrent_var.new_zeros(())
+    start = zero
+    if static.cross_init is not None and lanes.origin is not None:
+        start = variances.init_var * lanes.origin.view(static.lane_shape).to(zero)
+        if isinstance(static.cross_init, Tensor):
+            start = start * static.cross_init.to(zero)
+    return [
+        [(start, zero, zero if layer >= static.frozen_layers else None)]
+        for layer in range(static.num_layers)
+    ]
+
+
+def _diagonal_scan(
+    cells: range,
+    state: list,
+    total: Tensor,
+    inputs: _DiagonalInputs,
+    lanes: _Lanes,
+    static: _DiagonalStatic,
+) -> tuple[list, Tensor]:
+    r"""Advance a group of lanes through ``cells``, adding each cell's readout to ``total``.
+
+    ``state[l][0] = (V, V', Th)`` of layer ``l`` at the previous cell of each lane. Every
+    dependency stays on its diagonal, so all lanes start from their boundary and the pairs of
+    each lane are active while both steps are within their lengths (then stay inactive).
+    """
+    sw2, su2, sb2, _ = inputs.variances
+    lengths1, lengths2, (shortest1, shortest2), same, _, dual, _, frozen, paired, shape = static
+    m = inputs.values1.shape[-1]
+    state = list(state)  # a replay in the backward pass runs this on the same arguments
+    for k in cells:
+        at1 = lanes.step1[k].clamp(max=inputs.values1.shape[-2] - 1)
+        at2 = lanes.step2[k].clamp(max=inputs.values2.shape[-2] - 1)
+        x = inputs.values1.index_select(-2, at1).movedim(-2, 0)  # (G, ..., N, m)
+        y = inputs.values2.index_select(-2, at2).movedim(-2, 0)
+        below = (x * y).sum(-1) / m if paired else x @ y.transpose(-1, -2) / m
+        active: Mask = True
+        if lanes.reach1[k] >= shortest1 or lanes.reach2[k] >= shortest2:
+            side = shape if paired else shape[:-1]  # a (G,) vector against (G, ..., N)
+            inside1 = lanes.step1[k].view(side) < lengths1
+            inside2 = lanes.step2[k].view(side) < lengths2
+            active = torch.logical_and(*_pair(inside1, inside2, paired))
+        keep = None if lanes.keep[k] is None else lanes.keep[k].view(shape).to(total)
+        below_vd = below_th = None
+        for layer in range(len(state)):
+            v_prev, vd_prev, th_prev = state[layer][0]
+            if keep is not None:  # a diagonal begins: P = 0 and no recurrent Th term
+                v_prev = v_prev * keep
+                th_prev = None if th_prev is None else th_prev * keep
+            s = sw2 * v_prev + su2 * below + sb2
+            s = _where(active, s, 0.0)  # inactive pairs: a finite placeholder (k12 = 0)
+            th = None
+            if layer >= frozen:
+                th = s + sw2 * vd_prev * th_prev
+                if below_th is not None:
+                    th = th + su2 * below_vd * below_th
+                th = _where(active, th, 0.0)
+            selves = _pair(
+                inputs.tables1[layer].index_select(-1, at1).movedim(-1, 0),
+                inputs.tables2[layer].index_select(-1, at2).movedim(-1, 0),
+                paired,
+            )
+            v, vd = dual(s, *selves, same)
+            state[layer] = [(v, vd, th)]
+            below, below_vd, below_th = v, vd, th
+        readout = v if th is None else v + vd * th
+        total = total + _where(active, readout, 0.0)
+    return state, total
+
+
+def _mean_kernel_block(
+    values1: Tensor,
+    lengths1: Tensor,
+    values2: Tensor | None,
+    lengths2: Tensor | None,
+    same: Tensor | None,
+    variances: RecurrentVariances,
+    *,
+    nonlinearity: str,
+    num_layers: int,
+    frozen_layers: int,
+    initial_state: str,
+    paired: bool,
+    needs_grad: bool,
+    block_elements: int,
+) -> Tensor:
+    r"""The average-pooled kernel (SPEC section 4): the mean of the readout over all time pairs.
+
+    Each diagonal ``t' - t = d`` of the ``T x T'`` grid is a scan of its own from the boundary
+    of SPEC section 2 (start-aligned: no input is shifted, the diagonal just starts later in one
+    of them). Diagonals are packed into lanes of ``min(T, T')`` cells and as many lanes as fit
+    ``block_elements`` run side by side; the self terms of each input are tabulated once. With
+    ``values2 = None`` the pairs are self pairs, whose grid is symmetric: ``d >= 0`` counted
+    twice.
+    """
+    dual = NONLINEARITIES[nonlinearity]
+    self_pairs = values2 is None
+    if self_pairs:
+        values2, lengths2, same = values1, lengths1, True
+    variances = RecurrentVariances(*(torch.as_tensor(v).to(values1) for v in variances))
+    pair_dims = 1 if paired else 2
+    batch = torch.broadcast_shapes(
+        values1.shape[:-3], values2.shape[:-3], *(v.shape[:-pair_dims] for v in variances)
+    )
+
+    def lift(t: Tensor, core: int) -> Tensor:  # explicit batch dimensions, lanes go in front
+        return t.reshape((1,) * (len(batch) + core - t.dim()) + t.shape)
+
+    values1, values2 = lift(values1, 3), lift(values2, 3)
+    lengths1, lengths2 = lift(lengths1, 1), lift(lengths2, 1)
+    init = initial_state != "zero"
+    self_variances = variances if paired else _pair_variances(variances)
+    tables1 = tuple(
+        lift(t, 2) for t in _self_terms(values1, lengths1, self_variances, dual, num_layers, init)
+    )
+    tables2 = (
+        tables1
+        if self_pairs
+        else tuple(
+            lift(t, 2)
+            for t in _self_terms(values2, lengths2, self_variances, dual, num_layers, init)
+        )
+    )
+    inputs = _DiagonalInputs(values1, values2, tables1, tables2, variances)
+    longest = (int(lengths1.max()), int(lengths2.max()))
+    pairs = math.prod(batch) * values1.shape[-3] * (1 if paired else values2.shape[-3])
+    lane_elements = min(block_elements, _LANE_ELEMENTS)
+    groups = _pack_diagonals(
+        *longest, self_pairs, max(1, lane_elements // max(1, pairs)), values1.device
+    )
+    cross_init = None if not init else (same if initial_state == "per_input" else True)
+    static = _DiagonalStatic(
+        lengths1,
+        lengths2,
+        (int(lengths1.min()), int(lengths2.min())),
+        None,
+        cross_init,
+        dual,
+        num_layers,
+        frozen_layers,
+        paired,
+        (-1,) + (1,) * (len(batch) + pair_dims),
+    )
+    # As in _kernel_block: small scans keep every cell for autograd; larger ones replay each
+    # group of lanes in the backward pass, itself checkpointed every sqrt(cells) cells, so only
+    # one group's chunk boundaries are alive at a time.
+    plain = not needs_grad or pairs * longest[0] * longest[1] * num_layers <= (
+        _PLAIN_AUTOGRAD_PAIR_STEPS
+    )
+    cells = min(longest)
+    total = values1.new_zeros(())
+    for lanes in groups:
+        group_static = static
+        if lanes.origin is not None and same is not None:  # exact self pairs lie on d = 0
+            origin = lanes.origin.view(static.lane_shape)
+            group_static = static._replace(same=origin & same if same is not True else origin)
+
+        def lane_sum(
+            *flat: Tensor, lanes: _Lanes = lanes, static: _DiagonalStatic = group_static
+        ) -> tuple[Tensor]:
+            inputs_ = _DiagonalInputs.unflat(flat, num_layers)
+            start = _lane_start(inputs_.variances, lanes, static)
+            state, lane_total = start, flat[0].new_zeros(())
+            chunk = cells if plain else max(1, math.isqrt(cells))
+            for top in range(0, cells, chunk):
+                steps = range(top, min(top + chunk, cells))
+                if plain:
+                    state, lane_total = _diagonal_scan(
+                        steps, state, lane_total, inputs_, lanes, static
+                    )
+                    continue
+
+                def run(*args: Tensor, steps: range = steps) -> tuple[Tensor, ...]:
+                    n = len(flat)
+                    state_ = _unflatten_state(list(args[n:-1]), start)
+                    inputs__ = _DiagonalInputs.unflat(args[:n], num_layers)
+                    state_, total_ = _diagonal_scan(
+                        steps, state_, args[-1], inputs__, lanes, static
+                    )
+                    return (*_flatten_state(state_), total_)
+
+                out = _ReplayedScan.apply(run, *flat, *_flatten_state(state), lane_total)
+                state, lane_total = _unflatten_state(list(out[:-1]), start), out[-1]
+            if lanes.weight is not None:
+                lane_total = lane_total * lanes.weight.view(static.lane_shape).to(lane_total)
+            return (lane_total.sum(0),)
+
+        if plain:
+            (contribution,) = lane_sum(*inputs.flat())
+        else:
+            (contribution,) = _ReplayedScan.apply(lane_sum, *inputs.flat())
+        total = total + contribution
+    counts = torch.mul(*_pair(lengths1, lengths2, paired)).to(total)
+    return total / counts
+
+
 def check_options(
-    nonlinearity: str, initial_state: str, num_layers: int, frozen_layers: int = 0
+    nonlinearity: str,
+    initial_state: str,
+    num_layers: int,
+    frozen_layers: int = 0,
+    readout: str = "last",
 ) -> None:
     """Raise a ``ValueError`` naming the first option that is not understood."""
     if nonlinearity not in NONLINEARITIES:
@@ -452,6 +817,8 @@ def check_options(
         raise ValueError(
             f"frozen_layers must be in [0, num_layers={num_layers}], got {frozen_layers}."
         )
+    if readout not in READOUTS:
+        raise ValueError(f"Unknown readout {readout!r}; choose one of {list(READOUTS)}.")
 
 
 def _plus_reversed(kernel_fn: Callable[..., Tensor], *sequences: Tensor) -> Tensor:
@@ -483,6 +850,7 @@ def recurrent_kernel(
     initial_state: str = "zero",
     paired: bool = False,
     bidirectional: bool = False,
+    readout: str = "last",
     block_elements: int | None = None,
 ) -> Tensor:
     r"""The RNTK (or, with ``frozen_layers = num_layers``, the RNN-NNGP kernel) between sequences.
@@ -513,7 +881,7 @@ def recurrent_kernel(
     Returns:
         ``(..., N, N')``, or ``(..., N)`` if ``paired``.
     """
-    check_options(nonlinearity, initial_state, num_layers, frozen_layers)
+    check_options(nonlinearity, initial_state, num_layers, frozen_layers, readout)
     if bidirectional:
         return _plus_reversed(
             partial(
@@ -524,6 +892,7 @@ def recurrent_kernel(
                 frozen_layers=frozen_layers,
                 initial_state=initial_state,
                 paired=paired,
+                readout=readout,
                 block_elements=block_elements,
             ),
             values1,
@@ -540,9 +909,11 @@ def recurrent_kernel(
         initial_state=initial_state,
         paired=paired,
         needs_grad=_needs_grad(values1, values2, *variances),
+        readout=readout,
     )
     if block_elements is None:
         block_elements = 2**18 if options["needs_grad"] else 2**20
+    options["block_elements"] = block_elements
     if paired:
         return _kernel_block(
             values1, lengths1, values2, lengths2, same, _pair_variances(variances), **options
@@ -586,12 +957,17 @@ def recurrent_kernel_diag(
     frozen_layers: int = 0,
     initial_state: str = "zero",
     bidirectional: bool = False,
+    readout: str = "last",
 ) -> Tensor:
-    r"""``K(x_i, x_i)`` for each sequence: the self-term recursion alone, :math:`O(N T L)`.
+    r"""``K(x_i, x_i)`` for each sequence without an ``N x N`` matrix.
+
+    With ``readout="last"`` this is the self-term recursion alone, :math:`O(L\,T N)`; with
+    ``"mean"`` every diagonal of each sequence's grid with itself, :math:`O(L\,T^2 N)` (half of
+    it, by symmetry).
 
     Args are as for :func:`recurrent_kernel`; returns ``(..., N)``.
     """
-    check_options(nonlinearity, initial_state, num_layers, frozen_layers)
+    check_options(nonlinearity, initial_state, num_layers, frozen_layers, readout)
     if bidirectional:
         return _plus_reversed(
             partial(
@@ -601,6 +977,7 @@ def recurrent_kernel_diag(
                 num_layers=num_layers,
                 frozen_layers=frozen_layers,
                 initial_state=initial_state,
+                readout=readout,
             ),
             values,
             lengths,
@@ -618,4 +995,6 @@ def recurrent_kernel_diag(
         initial_state=initial_state,
         paired=True,
         needs_grad=_needs_grad(values, *variances),
+        readout=readout,
+        block_elements=2**18 if _needs_grad(values, *variances) else 2**20,
     )

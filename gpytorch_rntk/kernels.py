@@ -88,6 +88,7 @@ class _RecurrentKernel(Kernel):
         *,
         bidirectional: bool = False,
         frozen_layers: int = 0,
+        readout: str = "last",
         recurrent_var_prior: Prior | None = None,
         recurrent_var_constraint: Interval | None = None,
         input_var_prior: Prior | None = None,
@@ -100,7 +101,7 @@ class _RecurrentKernel(Kernel):
     ) -> None:
         if int(input_dim) != input_dim or input_dim < 1:
             raise ValueError(f"input_dim must be a positive integer, got {input_dim!r}.")
-        check_options(nonlinearity, initial_state, num_layers, frozen_layers)
+        check_options(nonlinearity, initial_state, num_layers, frozen_layers, readout)
         super().__init__(**kwargs)
         self.input_dim = int(input_dim)
         self.num_layers = int(num_layers)
@@ -109,6 +110,7 @@ class _RecurrentKernel(Kernel):
         self.variable_length = variable_length
         self.frozen_layers = int(frozen_layers)
         self.bidirectional = bool(bidirectional)
+        self.readout = readout
         priors = {
             "recurrent_var": (recurrent_var_prior, recurrent_var_constraint),
             "input_var": (input_var_prior, input_var_constraint),
@@ -138,6 +140,14 @@ class _RecurrentKernel(Kernel):
             )
         _set_positive(self, _initial_value(self, name, default), name)
 
+    def extra_repr(self) -> str:
+        return (
+            f"input_dim={self.input_dim}, num_layers={self.num_layers}, "
+            f"nonlinearity={self.nonlinearity!r}, initial_state={self.initial_state!r}, "
+            f"variable_length={self.variable_length}, bidirectional={self.bidirectional}, "
+            f"frozen_layers={self.frozen_layers}, readout={self.readout!r}"
+        )
+
     def _variances(self) -> RecurrentVariances:
         # The scan casts them to the inputs' dtype and device.
         return RecurrentVariances(
@@ -160,7 +170,8 @@ class _RecurrentKernel(Kernel):
         Args:
             x1: ``(..., N, D)`` sequences in the layout of SPEC section 5.
             x2: ``(..., N', D')`` sequences (``forward`` accepts another ``T_max``).
-            diag: Return only ``K(x1_i, x2_i)``, ``(..., N)``, in :math:`O(N T L)`.
+            diag: Return only ``K(x1_i, x2_i)``, ``(..., N)``, in :math:`O(L\,T N)`
+                (:math:`O(L\,T^2 N)` with ``readout="mean"``).
             last_dim_is_batch: Not supported (deprecated in GPyTorch); raises.
 
         Returns:
@@ -178,6 +189,7 @@ class _RecurrentKernel(Kernel):
             frozen_layers=self.frozen_layers,
             initial_state=self.initial_state,
             bidirectional=self.bidirectional,
+            readout=self.readout,
         )
         variances = self._variances()
         if x1 is x2 or (x1.shape == x2.shape and torch.equal(x1, x2)):
@@ -209,8 +221,17 @@ class RNTKKernel(_RecurrentKernel):
     weights all steps equally; smaller values fade old steps geometrically (factor
     ``recurrent_var / 2`` per step), larger ones let early steps dominate.
 
+    With ``readout="mean"`` the network is read out through average pooling over time,
+    :math:`f(x) = v^\top \frac{1}{T}\sum_t h^{L,t}(x) / \sqrt{n}`, and the kernel is the mean of
+    the readout over every time pair :math:`(t, t')`, each diagonal :math:`t' - t` starting from
+    the recursion's boundary (SPEC section 4):
+    :math:`\Theta_{avg}(x,x') = \frac{1}{T T'}\sum_{t,t'} V[S^{L}(t,t')]
+    + V'[S^{L}(t,t')]\,\Theta^{L}(t,t')`.
+
     Cost: :math:`O(L\,T N N')` elementwise work, :math:`O(L N N')` memory in row blocks;
-    ``diag=True`` costs :math:`O(L\,T N)`. Gradients are checkpointed over time.
+    ``diag=True`` costs :math:`O(L\,T N)`. ``readout="mean"`` costs :math:`O(L\,T T' N N')`
+    (:math:`O(L\,T^2 N)` for ``diag=True``) in the same memory. Gradients are checkpointed over
+    time.
 
     Args:
         input_dim: The step dimension ``m``.
@@ -225,6 +246,8 @@ class RNTKKernel(_RecurrentKernel):
             Twice the cost.
         frozen_layers: The NTK of a network whose first ``frozen_layers`` layers are not trained;
             ``num_layers`` gives the NNGP kernel.
+        readout: ``"last"`` (the paper's: the state at the last step) or ``"mean"`` (average
+            pooling of the last layer's states over time; exact, about ``T`` times the cost).
         recurrent_var_prior, input_var_prior, bias_var_prior, init_var_prior: Optional priors.
         recurrent_var_constraint, input_var_constraint, bias_var_constraint, init_var_constraint:
             Constraints (default :class:`~gpytorch.constraints.Positive`).
@@ -246,11 +269,13 @@ class RNTKKernel(_RecurrentKernel):
 
 
 class RNNGPKernel(_RecurrentKernel):
-    r"""The NNGP kernel of an infinitely wide Elman RNN read out at the last step.
+    r"""The NNGP kernel of an infinitely wide Elman RNN read out at the last step (or averaged).
 
     :math:`K(x, x') = V[S^{L}(T, T')]` with :math:`S` the pre-activation covariance recursion of
-    :class:`RNTKKernel` (the RNTK of a network with every layer frozen). Arguments as for
-    :class:`RNTKKernel` (``bidirectional`` as a keyword), without ``frozen_layers``.
+    :class:`RNTKKernel` (the RNTK of a network with every layer frozen); with
+    ``readout="mean"``, :math:`\frac{1}{T T'}\sum_{t,t'} V[S^{L}(t, t')]`. Arguments as for
+    :class:`RNTKKernel` (``bidirectional`` and ``readout`` as keywords), without
+    ``frozen_layers``.
 
     Example:
         >>> import torch

@@ -70,8 +70,10 @@ def _initial_cross(x: torch.Tensor, xp: torch.Tensor, init_var: float, initial_s
         return 0.0
     if initial_state == "per_input":  # paper convention: s_h^2 1[x = x'] (same length and values)
         return init_var if (x.shape == xp.shape and torch.equal(x, xp)) else 0.0
-    if initial_state == "shared":  # one initial state for all inputs: s_h^2 whenever T = T'
-        return init_var if x.shape[0] == xp.shape[0] else 0.0
+    if initial_state == "shared":  # one initial state for all inputs: s_h^2 for every pair.
+        # P(0, 0) enters only the cell (1, 1): with readout="last" that cell is on the aligned
+        # diagonal only when T = T'; with readout="mean" it is used for every pair.
+        return init_var
     raise ValueError(f"unknown initial_state {initial_state!r}")
 
 
@@ -177,7 +179,8 @@ def reference_kernel(
         bias_var: ``s_b^2``.
         init_var: ``s_h^2`` (ignored when ``initial_state == "zero"``).
         initial_state: ``"zero"`` (no initial-state term), ``"per_input"`` (paper convention,
-            ``P(0, 0) = s_h^2 1[x = x']``) or ``"shared"`` (``s_h^2`` whenever ``T = T'``).
+            ``P(0, 0) = s_h^2 1[x = x']``) or ``"shared"`` (``P(0, 0) = s_h^2``, which the last
+            readout uses only when ``T = T'``).
         ntk: Return the RNTK ``Th(x, x')`` if True, else the NNGP kernel ``K(x, x')``.
         frozen_layers: Number ``L_f`` of leading layers excluded from training (``0..L``).
         readout: ``"last"`` (last step) or ``"mean"`` (average pooling over all time pairs).
