@@ -837,6 +837,34 @@ def _plus_reversed(kernel_fn: Callable[..., Tensor], *sequences: Tensor) -> Tens
     return kernel_fn(*sequences) + kernel_fn(*reversed_sequences)
 
 
+ENGINES = ("auto", "tensor", "fused")
+
+
+def _use_fused(engine, values1, values2, lengths1, lengths2, variances, readout, paired) -> bool:
+    """Whether :func:`recurrent_kernel` hands the call to the fused engine."""
+    if engine not in ENGINES:
+        raise ValueError(f"Unknown engine {engine!r}; choose one of {list(ENGINES)}.")
+    if engine == "tensor":
+        return False
+    applies = (
+        readout == "last"
+        and not paired
+        and values1.dim() == values2.dim() == 3
+        and all(not isinstance(v, Tensor) or v.numel() == 1 for v in variances)
+        and not _needs_grad(values1, values2, *variances)
+    )
+    if engine == "fused":
+        if not applies:
+            raise ValueError(
+                "engine='fused' computes values only, for the last readout, unbatched inputs "
+                "and scalar variances, without 'paired' and without gradients."
+            )
+        return True
+    from .fused import worth_fusing
+
+    return applies and worth_fusing(values1, lengths1, values2, lengths2)
+
+
 def recurrent_kernel(
     values1: Tensor,
     lengths1: Tensor,
@@ -852,6 +880,7 @@ def recurrent_kernel(
     bidirectional: bool = False,
     readout: str = "last",
     block_elements: int | None = None,
+    engine: str = "auto",
 ) -> Tensor:
     r"""The RNTK (or, with ``frozen_layers = num_layers``, the RNN-NNGP kernel) between sequences.
 
@@ -859,6 +888,10 @@ def recurrent_kernel(
     elements. Cost :math:`O(L\,T_{max} N N')` elementwise work; memory :math:`O(L N N')` in row
     blocks of about ``block_elements`` pairs, never an ``N x N' x T`` tensor. When gradients are
     needed the scan is checkpointed in chunks of :math:`\sqrt{T}` steps.
+
+    ``readout="mean"`` (SPEC section 4) scans every diagonal :math:`t' - t` of the time grid from
+    its boundary instead: :math:`O(L\,T_{max}^2 N N')` work in the same memory, gradients
+    replaying groups of diagonals that are themselves checkpointed every :math:`\sqrt{T}` cells.
 
     Args:
         values1: ``(..., N, T1, m)`` step values, zero past each length.
@@ -875,8 +908,15 @@ def recurrent_kernel(
         bidirectional: Add the kernel of the time-reversed sequences (SPEC section 4: two
             independent stacks, readouts summed), which compares sequences aligned at their
             first elements.
+        readout: ``"last"`` (the state at the last step) or ``"mean"`` (average pooling over
+            time: the mean of the readout over all ``T1 x T2`` time pairs of each pair).
         block_elements: Pairs per row block; default :math:`2^{20}`, or :math:`2^{18}` when
             gradients are needed (each block then replays one chunk of steps at a time).
+        engine: ``"tensor"`` (this module's scan, the reference), ``"fused"``
+            (:mod:`gpytorch_rntk.fused`: a Triton kernel on CUDA, a compiled loop elsewhere;
+            values only, last readout, unbatched) or ``"auto"``: fused where it applies (no
+            gradient needed, last readout, unbatched, not ``paired``) and the problem is large
+            enough to repay compiling it (:func:`gpytorch_rntk.fused.worth_fusing`).
 
     Returns:
         ``(..., N, N')``, or ``(..., N)`` if ``paired``.
@@ -894,11 +934,26 @@ def recurrent_kernel(
                 paired=paired,
                 readout=readout,
                 block_elements=block_elements,
+                engine=engine,
             ),
             values1,
             lengths1,
             values2,
             lengths2,
+        )
+    if _use_fused(engine, values1, values2, lengths1, lengths2, variances, readout, paired):
+        from .fused import fused_kernel
+
+        return fused_kernel(
+            values1,
+            lengths1,
+            values2,
+            lengths2,
+            variances,
+            nonlinearity=nonlinearity,
+            num_layers=num_layers,
+            frozen_layers=frozen_layers,
+            initial_state=initial_state,
         )
     need_same = nonlinearity == "relu" or initial_state == "per_input"
     same = identical_rows(values1, lengths1, values2, lengths2, paired) if need_same else None
