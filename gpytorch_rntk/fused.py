@@ -25,7 +25,7 @@ import os
 import torch
 from torch import Tensor
 
-from .functional import NONLINEARITIES, RecurrentVariances, _right_align, identical_rows
+from .functional import NONLINEARITIES, RecurrentVariances, _right_align, _self_terms
 
 __all__ = ["fused_available", "fused_kernel", "self_terms", "worth_fusing"]
 
@@ -50,7 +50,7 @@ def self_terms(
     initial_state: str,
     steps: int,
 ) -> Tensor:
-    r"""The pre-activation variances :math:`S^l(t, t)` of each sequence (SPEC section 2).
+    r"""The pre-activation variances :math:`S^l(t, t)` of each sequence, right-aligned.
 
     Args:
         values: ``(N, T, m)``, zero past each length.
@@ -62,22 +62,17 @@ def self_terms(
         ``(L, steps, N)``: layer ``l``'s self term ``steps - u`` steps before the readout at
         index ``u``, and 1 (a finite placeholder) before the sequence starts.
     """
-    sw2, su2, sb2, init_var = variances
-    dual = NONLINEARITIES[nonlinearity]
-    data = _right_align(values, lengths, steps).square().mean(-1)  # (N, steps)
-    init = 0.0 if initial_state == "zero" else init_var
-    v_prev = [values.new_zeros(())] * num_layers
-    out = values.new_empty(num_layers, steps, values.shape[0])
-    for u in range(steps):
-        remaining = steps - u
-        below = data[:, u]
-        boundary = torch.where(lengths == remaining, init, 0.0)
-        for layer in range(num_layers):
-            s = sw2 * torch.where(lengths > remaining, v_prev[layer], boundary) + su2 * below + sb2
-            s = torch.where(lengths >= remaining, s, 1.0)
-            out[layer, u] = s
-            below = v_prev[layer] = dual(s, s, s, True)[0]
-    return out
+    tables = _self_terms(
+        values,
+        lengths,
+        variances,
+        NONLINEARITIES[nonlinearity],
+        num_layers,
+        init=initial_state != "zero",
+    )
+    aligned = _right_align(torch.stack(tables, -1), lengths, steps)  # (N, steps, L)
+    started = torch.arange(steps, device=values.device) >= steps - lengths.unsqueeze(-1)
+    return torch.where(started.unsqueeze(-1), aligned, 1.0).permute(2, 1, 0)
 
 
 def _dual(s: Tensor, sa: Tensor, sb: Tensor, same: Tensor | None, relu: bool, eps: float):
