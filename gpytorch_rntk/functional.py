@@ -348,6 +348,20 @@ class _ReplayedScan(torch.autograd.Function):
         return (None, *(next(grads) if t.requires_grad else None for t in inputs))
 
 
+def _recomputed(
+    compute: Callable[..., Tensor], values1: Tensor, values2: Tensor, variances: RecurrentVariances
+) -> Tensor:
+    """``compute(values1, values2, variances)`` keeping only its inputs for the backward pass,
+    which recomputes it (its own scan then checkpoints chunks of steps as usual)."""
+    variances = [torch.as_tensor(v).to(values1) for v in variances]
+
+    def run(*inputs: Tensor) -> tuple[Tensor]:
+        variances_ = RecurrentVariances(*inputs[2:])
+        return (compute(values1=inputs[0], values2=inputs[1], variances=variances_),)
+
+    return _ReplayedScan.apply(run, values1, values2, *variances)[0]
+
+
 def _flatten_state(state: list) -> list[Tensor]:
     return [t for layer in state for side in layer for t in side if t is not None]
 
@@ -986,15 +1000,18 @@ def recurrent_kernel(
     blocks = []
     for i in range(0, n1, rows):
         cols = slice(i if symmetric else 0, None)
-        block = _kernel_block(
-            values1[..., i : i + rows, :, :],
-            lengths1[..., i : i + rows],
-            values2[..., cols, :, :],
-            lengths2[..., cols],
-            None if same is None else same[..., i : i + rows, cols],
-            variances,
+        compute = partial(
+            _kernel_block,
+            lengths1=lengths1[..., i : i + rows],
+            lengths2=lengths2[..., cols],
+            same=None if same is None else same[..., i : i + rows, cols],
             **options,
         )
+        block_inputs = (values1[..., i : i + rows, :, :], values2[..., cols, :, :], variances)
+        if options["needs_grad"] and n1 > rows:
+            block = _recomputed(compute, *block_inputs)  # memory flat in the number of blocks
+        else:
+            block = compute(values1=block_inputs[0], values2=block_inputs[1], variances=variances)
         if symmetric:  # the columns left of the diagonal block are earlier blocks' rows
             mirrored = [b[..., :, i : i + rows].transpose(-1, -2) for b in blocks]
             block = torch.cat([*mirrored, block], dim=-1)

@@ -287,6 +287,41 @@ def test_row_blocks_equal_one_block(device):
     torch.testing.assert_close(blocked, blocked.transpose(-1, -2), rtol=0, atol=0)
 
 
+@pytest.mark.parametrize("symmetric", [True, False])
+def test_row_blocks_recomputed_in_backward_give_the_same_gradients(symmetric, device):
+    """With gradients, each row block keeps only its inputs and is recomputed in the backward
+    pass (memory flat in N); the gradients must be those of one block."""
+    _, x = random_batch([3, 7, 2, 5, 7, 1, 4], m=2, seed=8)
+    values, lengths = split_layout(x.to(device), 2)
+    weights = torch.randn(7, 7, dtype=torch.float64, generator=torch.Generator().manual_seed(1))
+
+    def gradients(block_elements):
+        v1 = values.clone().requires_grad_()
+        v2 = v1 if symmetric else values.clone().requires_grad_()
+        variances = [
+            torch.tensor(v, dtype=torch.float64, device=device, requires_grad=True)
+            for v in (1.9, 1.0, 0.1, 0.3)
+        ]
+        k = recurrent_kernel(
+            v1,
+            lengths,
+            v2,
+            lengths,
+            RecurrentVariances(*variances),
+            num_layers=2,
+            initial_state="shared",
+            block_elements=block_elements,
+        )
+        inputs = [v1, *variances] if symmetric else [v1, v2, *variances]
+        return k, torch.autograd.grad((k * weights.to(device)).sum(), inputs)
+
+    one, one_grads = gradients(None)
+    blocked, blocked_grads = gradients(8)
+    torch.testing.assert_close(blocked, one, rtol=1e-14, atol=0)
+    for a, b in zip(blocked_grads, one_grads, strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-14)
+
+
 @pytest.mark.parametrize("kind", ["ntk", "nngp"])
 @pytest.mark.parametrize("nonlinearity", ["relu", "erf"])
 def test_symmetric_positive_semidefinite(kind, nonlinearity, device):
