@@ -22,7 +22,7 @@ import sys
 import time
 
 
-def measure(n: int, t: int, plain: bool) -> dict:
+def measure(n: int, t: int, plain: bool, forward: bool = False) -> dict:
     import gpytorch
     import torch
 
@@ -58,7 +58,18 @@ def measure(n: int, t: int, plain: bool) -> dict:
     seconds = time.perf_counter() - start
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     grads_finite = all(torch.isfinite(p.grad).all().item() for p in model.parameters())
-    return {"seconds": seconds, "peak_mib": peak - baseline, "grads_finite": grads_finite}
+    result = {"seconds": seconds, "peak_mib": peak - baseline, "grads_finite": grads_finite}
+    if forward:  # the same Gram matrix without gradients, by each engine (after the above)
+        kernel = model.covar_module.base_kernel
+        for engine in ("tensor", "fused"):
+            kernel.engine = engine
+            with torch.no_grad():
+                if engine == "fused":  # the first call compiles: not timed
+                    kernel(x[:1024], x[:1024]).to_dense()
+                start = time.perf_counter()
+                kernel(x).to_dense()
+                result[f"forward_{engine}_s"] = time.perf_counter() - start
+    return result
 
 
 def run(n: int, t: int, plain: bool, mmap_threshold: bool) -> dict:

@@ -11,6 +11,7 @@ from gpytorch.priors import Prior
 from torch import Tensor
 
 from .functional import (
+    ENGINES,
     RecurrentVariances,
     check_options,
     recurrent_kernel,
@@ -89,6 +90,7 @@ class _RecurrentKernel(Kernel):
         bidirectional: bool = False,
         frozen_layers: int = 0,
         readout: str = "last",
+        engine: str = "auto",
         recurrent_var_prior: Prior | None = None,
         recurrent_var_constraint: Interval | None = None,
         input_var_prior: Prior | None = None,
@@ -102,6 +104,8 @@ class _RecurrentKernel(Kernel):
         if int(input_dim) != input_dim or input_dim < 1:
             raise ValueError(f"input_dim must be a positive integer, got {input_dim!r}.")
         check_options(nonlinearity, initial_state, num_layers, frozen_layers, readout)
+        if engine not in ENGINES:
+            raise ValueError(f"Unknown engine {engine!r}; choose one of {list(ENGINES)}.")
         super().__init__(**kwargs)
         self.input_dim = int(input_dim)
         self.num_layers = int(num_layers)
@@ -111,6 +115,7 @@ class _RecurrentKernel(Kernel):
         self.frozen_layers = int(frozen_layers)
         self.bidirectional = bool(bidirectional)
         self.readout = readout
+        self.engine = engine
         priors = {
             "recurrent_var": (recurrent_var_prior, recurrent_var_constraint),
             "input_var": (input_var_prior, input_var_constraint),
@@ -199,7 +204,14 @@ class _RecurrentKernel(Kernel):
         else:
             values2, lengths2 = split_layout(x2, self.input_dim, self.variable_length)
         return recurrent_kernel(
-            values1, lengths1, values2, lengths2, variances, paired=diag, **options
+            values1,
+            lengths1,
+            values2,
+            lengths2,
+            variances,
+            paired=diag,
+            engine=self.engine,
+            **options,
         )
 
 
@@ -248,6 +260,10 @@ class RNTKKernel(_RecurrentKernel):
             ``num_layers`` gives the NNGP kernel.
         readout: ``"last"`` (the paper's: the state at the last step) or ``"mean"`` (average
             pooling of the last layer's states over time; exact, about ``T`` times the cost).
+        engine: ``"auto"``, ``"tensor"`` or ``"fused"``: how Gram matrices are computed
+            (:func:`~gpytorch_rntk.functional.recurrent_kernel`). ``"auto"`` uses the fused
+            engine (:mod:`gpytorch_rntk.fused`) for large matrices without gradients, e.g.
+            predictions under ``torch.no_grad()``.
         recurrent_var_prior, input_var_prior, bias_var_prior, init_var_prior: Optional priors.
         recurrent_var_constraint, input_var_constraint, bias_var_constraint, init_var_constraint:
             Constraints (default :class:`~gpytorch.constraints.Positive`).

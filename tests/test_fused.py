@@ -17,7 +17,7 @@ import torch
 if not torch.cuda.is_available():
     os.environ.setdefault("TRITON_INTERPRET", "1")
 
-from gpytorch_rntk.functional import RecurrentVariances, recurrent_kernel  # noqa: E402
+from gpytorch_rntk.functional import ENGINES, RecurrentVariances, recurrent_kernel  # noqa: E402
 from gpytorch_rntk.fused import fused_available, fused_kernel  # noqa: E402
 
 triton = pytest.importorskip("triton")
@@ -150,3 +150,20 @@ def test_engine_dispatch(monkeypatch):
         recurrent_kernel(x.requires_grad_(), lengths, x, lengths, variances, engine="fused")
     with pytest.raises(ValueError, match="last readout"):
         recurrent_kernel(x, lengths, x, lengths, variances, engine="fused", readout="mean")
+
+
+def test_kernel_engine_option(monkeypatch):
+    """``RNTKKernel(engine=...)``: the fused engine gives the tensor path's predictions-time
+    Gram matrix; the option is validated."""
+    from gpytorch_rntk import RNTKKernel, encode_sequences
+
+    monkeypatch.setenv("GPYTORCH_RNTK_COMPILE", "0")
+    gen = torch.Generator().manual_seed(3)
+    x = encode_sequences([torch.randn(t, 2, generator=gen) for t in (3, 5, 2, 5, 4)]).double()
+    kernels = {e: RNTKKernel(input_dim=2, num_layers=2, engine=e).double() for e in ENGINES}
+    with torch.no_grad():
+        dense = {e: k(x, x[:3]).to_dense() for e, k in kernels.items()}
+    torch.testing.assert_close(dense["fused"], dense["tensor"], rtol=1e-12, atol=0)
+    torch.testing.assert_close(dense["auto"], dense["tensor"], rtol=0, atol=0)  # small: tensor
+    with pytest.raises(ValueError, match="Unknown engine"):
+        RNTKKernel(input_dim=2, engine="triton")
