@@ -9,6 +9,7 @@ smaller size shows what the checkpointing saves, as a ratio in the same run.
 
     python benchmarks/memory_mll.py                 # N = 1000, T = 150, float64 (issue 2)
     python benchmarks/memory_mll.py --n 300 --t 50  # quick
+    python benchmarks/memory_mll.py --n 5000 --t 100 --plain-n 200   # issue 5's 4 GiB case
 """
 
 from __future__ import annotations
@@ -72,13 +73,15 @@ def measure(n: int, t: int, plain: bool, forward: bool = False) -> dict:
     return result
 
 
-def run(n: int, t: int, plain: bool, mmap_threshold: bool) -> dict:
+def run(n: int, t: int, plain: bool, mmap_threshold: bool, forward: bool = False) -> dict:
     env = dict(os.environ)
     if mmap_threshold:
         env["MALLOC_MMAP_THRESHOLD_"] = "65536"
     cmd = [sys.executable, __file__, "--child", "--n", str(n), "--t", str(t)]
     if plain:
         cmd.append("--plain")
+    if forward:
+        cmd.append("--forward")
     out = subprocess.run(cmd, env=env, capture_output=True, text=True, check=True)
     return json.loads(out.stdout.strip().splitlines()[-1])
 
@@ -90,15 +93,17 @@ def main() -> None:
     parser.add_argument("--plain-n", type=int, default=300, help="size of the plain-autograd run")
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--plain", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--forward", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
-        print(json.dumps(measure(args.n, args.t, args.plain)))
+        print(json.dumps(measure(args.n, args.t, args.plain, args.forward)))
         return
     print(f"exact-GP MLL gradient, RNTK relu L=1, float64, lengths uniform in [T/4, T], T={args.t}")
     print(f"{'N':>6} {'scan':>12} {'malloc':>16} {'seconds':>8} {'peak MiB':>9}")
     for n, plain in ((args.plain_n, True), (args.plain_n, False), (args.n, False)):
         for mmap_threshold in (False, True):
-            r = run(n, args.t, plain, mmap_threshold)
+            last = n == args.n and not plain and mmap_threshold
+            r = run(n, args.t, plain, mmap_threshold, forward=last)
             assert r["grads_finite"], "non-finite gradient"
             label = "plain autograd" if plain else "checkpointed"
             malloc = "mmap>=64KiB" if mmap_threshold else "glibc default"
@@ -106,6 +111,13 @@ def main() -> None:
                 f"{n:>6} {label:>12} {malloc:>16} {r['seconds']:>8.1f} {r['peak_mib']:>9.0f}",
                 flush=True,
             )
+            if "forward_tensor_s" in r:
+                for engine in ("tensor", "fused"):
+                    f = r[f"forward_{engine}_s"]
+                    print(
+                        f"  forward K(x, x) by the {engine} engine (no gradient): {f:.1f} s; "
+                        f"MLL gradient / forward = {r['seconds'] / f:.1f}"
+                    )
 
 
 if __name__ == "__main__":
