@@ -14,7 +14,6 @@ import numpy as np
 import torch
 import triton
 import triton.language as tl
-from torch import Tensor
 from triton.language.extra.cuda import libdevice
 
 MAX_LAYERS = 3
@@ -58,8 +57,26 @@ def _dual(s, sa, sb, same, pi, eps, RELU: tl.constexpr):
 
 
 @triton.jit
-def _layer(v, vd, th, below, below_th, sa, sb, cont, boundary, same, sw2, su2, sb2, pi, eps,
-           TRAINED: tl.constexpr, BELOW_TRAINED: tl.constexpr, RELU: tl.constexpr):
+def _layer(
+    v,
+    vd,
+    th,
+    below,
+    below_th,
+    sa,
+    sb,
+    cont,
+    boundary,
+    same,
+    sw2,
+    su2,
+    sb2,
+    pi,
+    eps,
+    TRAINED: tl.constexpr,
+    BELOW_TRAINED: tl.constexpr,
+    RELU: tl.constexpr,
+):
     s = sw2 * tl.where(cont, v, boundary) + su2 * below + sb2
     if TRAINED:
         th = s + sw2 * tl.where(cont, vd * th, 0.0)
@@ -71,11 +88,29 @@ def _layer(v, vd, th, below, below_th, sa, sb, cont, boundary, same, sw2, su2, s
 
 @triton.jit
 def _cross_kernel(
-    X, Y, SX, SY, LX, LY, IX, IY, P, OUT, O1, O2,
-    n1, n2, clock,
-    M: tl.constexpr, L: tl.constexpr, FROZEN: tl.constexpr, RELU: tl.constexpr,
-    INIT_MODE: tl.constexpr, SYMMETRIC: tl.constexpr,
-    BM: tl.constexpr, BN: tl.constexpr,
+    X,
+    Y,
+    SX,
+    SY,
+    LX,
+    LY,
+    IX,
+    IY,
+    P,
+    OUT,
+    O1,
+    O2,
+    n1,
+    n2,
+    clock,
+    M: tl.constexpr,
+    L: tl.constexpr,
+    FROZEN: tl.constexpr,
+    RELU: tl.constexpr,
+    INIT_MODE: tl.constexpr,
+    SYMMETRIC: tl.constexpr,
+    BM: tl.constexpr,
+    BN: tl.constexpr,
 ):
     """X: (clock, M, n1) right-aligned values; SX: (L, clock, n1) self terms; LX lengths
     (sorted); IX ids of identical rows; P: (sw2, su2, sb2, init_var, pi, eps) in the working
@@ -94,9 +129,10 @@ def _cross_kernel(
     in_c = cols < n2
     tx = tl.load(LX + rows, mask=in_r, other=0)
     ty = tl.load(LY + cols, mask=in_c, other=0)
-    same = tl.load(IX + rows, mask=in_r, other=-1)[:, None] == tl.load(
-        IY + cols, mask=in_c, other=-2
-    )[None, :]
+    same = (
+        tl.load(IX + rows, mask=in_r, other=-1)[:, None]
+        == tl.load(IY + cols, mask=in_c, other=-2)[None, :]
+    )
     shorter = tl.minimum(tx[:, None], ty[None, :])
     need = tl.max(tl.max(shorter, axis=1), axis=0)  # steps the tile's longest pair needs
     keep = in_r[:, None] & in_c[None, :]
@@ -127,18 +163,72 @@ def _cross_kernel(
         below = below * (1.0 / M)
         sa = tl.load(SX + u * n1 + rows, mask=in_r, other=1.0)[:, None]
         sb = tl.load(SY + u * n2 + cols, mask=in_c, other=1.0)[None, :]
-        v1, vd1, th1 = _layer(v1, vd1, th1, below, zero, sa, sb, cont, boundary, same,
-                              sw2, su2, sb2, pi, eps, FROZEN < 1, False, RELU)
+        v1, vd1, th1 = _layer(
+            v1,
+            vd1,
+            th1,
+            below,
+            zero,
+            sa,
+            sb,
+            cont,
+            boundary,
+            same,
+            sw2,
+            su2,
+            sb2,
+            pi,
+            eps,
+            FROZEN < 1,
+            False,
+            RELU,
+        )
         if L >= 2:
             sa = tl.load(SX + (clock + u) * n1 + rows, mask=in_r, other=1.0)[:, None]
             sb = tl.load(SY + (clock + u) * n2 + cols, mask=in_c, other=1.0)[None, :]
-            v2, vd2, th2 = _layer(v2, vd2, th2, v1, vd1 * th1, sa, sb, cont, boundary, same,
-                                  sw2, su2, sb2, pi, eps, FROZEN < 2, FROZEN < 1, RELU)
+            v2, vd2, th2 = _layer(
+                v2,
+                vd2,
+                th2,
+                v1,
+                vd1 * th1,
+                sa,
+                sb,
+                cont,
+                boundary,
+                same,
+                sw2,
+                su2,
+                sb2,
+                pi,
+                eps,
+                FROZEN < 2,
+                FROZEN < 1,
+                RELU,
+            )
         if L >= 3:
             sa = tl.load(SX + (2 * clock + u) * n1 + rows, mask=in_r, other=1.0)[:, None]
             sb = tl.load(SY + (2 * clock + u) * n2 + cols, mask=in_c, other=1.0)[None, :]
-            v3, vd3, th3 = _layer(v3, vd3, th3, v2, vd2 * th2, sa, sb, cont, boundary, same,
-                                  sw2, su2, sb2, pi, eps, FROZEN < 3, FROZEN < 2, RELU)
+            v3, vd3, th3 = _layer(
+                v3,
+                vd3,
+                th3,
+                v2,
+                vd2 * th2,
+                sa,
+                sb,
+                cont,
+                boundary,
+                same,
+                sw2,
+                su2,
+                sb2,
+                pi,
+                eps,
+                FROZEN < 3,
+                FROZEN < 2,
+                RELU,
+            )
     if L == 1:
         out = v1 + vd1 * th1 if FROZEN < 1 else v1
     elif L == 2:
@@ -155,8 +245,20 @@ def _cross_kernel(
 BLOCK = (32, 64)  # rows x columns of the tile of one program
 
 
-def triton_cross(side1, side2, variances, out, order1, order2, *, nonlinearity, num_layers,
-                 frozen_layers, init_mode, symmetric) -> None:
+def triton_cross(
+    side1,
+    side2,
+    variances,
+    out,
+    order1,
+    order2,
+    *,
+    nonlinearity,
+    num_layers,
+    frozen_layers,
+    init_mode,
+    symmetric,
+) -> None:
     """The cross scan of sorted, right-aligned inputs (see ``fused._compiled_cross``)."""
     if num_layers > MAX_LAYERS:
         raise ValueError(f"The Triton kernel handles up to {MAX_LAYERS} layers.")
