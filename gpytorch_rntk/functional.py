@@ -860,18 +860,21 @@ def _use_fused(engine, values1, values2, lengths1, lengths2, variances, readout,
         raise ValueError(f"Unknown engine {engine!r}; choose one of {list(ENGINES)}.")
     if engine == "tensor":
         return False
+    # Gradients: for the variances only, by the compiled CPU loop in forward mode.
     applies = (
         readout == "last"
         and not paired
         and values1.dim() == values2.dim() == 3
         and all(not isinstance(v, Tensor) or v.numel() == 1 for v in variances)
-        and not _needs_grad(values1, values2, *variances)
+        and not _needs_grad(values1, values2)
+        and (values1.device.type == "cpu" or not _needs_grad(*variances))
     )
     if engine == "fused":
         if not applies:
             raise ValueError(
-                "engine='fused' computes values only, for the last readout, unbatched inputs "
-                "and scalar variances, without 'paired' and without gradients."
+                "engine='fused' computes the last readout for unbatched inputs and scalar "
+                "variances, without 'paired', and gradients for the variances only (on the CPU), "
+                "not for the sequences."
             )
         return True
     from .fused import worth_fusing
@@ -928,9 +931,9 @@ def recurrent_kernel(
             gradients are needed (each block then replays one chunk of steps at a time).
         engine: ``"tensor"`` (this module's scan, the reference), ``"fused"``
             (:mod:`gpytorch_rntk.fused`: a Triton kernel on CUDA, a compiled loop elsewhere;
-            values only, last readout, unbatched) or ``"auto"``: fused where it applies (no
-            gradient needed, last readout, unbatched, not ``paired``) and the problem is large
-            enough to repay compiling it (:func:`gpytorch_rntk.fused.worth_fusing`).
+            last readout, unbatched, gradients for the variances only and on the CPU only) or
+            ``"auto"``: fused where it applies and the problem is large enough to repay
+            compiling it (:func:`gpytorch_rntk.fused.worth_fusing`).
 
     Returns:
         ``(..., N, N')``, or ``(..., N)`` if ``paired``.

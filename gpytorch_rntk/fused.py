@@ -24,6 +24,7 @@ import os
 
 import torch
 from torch import Tensor
+from torch.autograd.function import once_differentiable
 
 from .functional import NONLINEARITIES, RecurrentVariances, _right_align, _self_terms
 
@@ -75,22 +76,49 @@ def self_terms(
     return torch.where(started.unsqueeze(-1), aligned, 1.0).permute(2, 1, 0)
 
 
-def _dual(s: Tensor, sa: Tensor, sb: Tensor, same: Tensor | None, relu: bool, eps: float):
-    """The cross dual of :mod:`functional`, written so that the compiler fuses it."""
+def _dual(s, sa, sb, same, relu: bool, eps: float, tangents=None):
+    """The cross dual of :mod:`functional`, written so that the compiler fuses it.
+
+    With ``tangents = (ds, dsa, dsb)`` (forward-mode directions stacked in a leading dimension)
+    it also returns ``dV`` and ``dV'``, the clamps' derivatives included (zero where clamped).
+    """
     if relu:
         norm = sa.sqrt() * sb.sqrt()
-        cos = (s / norm).clamp(-1 + eps, 1 - eps)
+        raw = s / norm
+        cos = raw.clamp(-1 + eps, 1 - eps)
+        sin = ((1 - cos) * (1 + cos)).sqrt()
         vd = (math.pi - torch.arccos(cos)) * (0.5 / math.pi)
-        v = norm * (((1 - cos) * (1 + cos)).sqrt() * (0.5 / math.pi) + vd * cos)
+        v = norm * (sin * (0.5 / math.pi) + vd * cos)
+        if tangents is not None:
+            ds, dsa, dsb = tangents
+            half_log = 0.5 * (dsa / sa + dsb / sb)  # d log(norm)
+            dcos_norm = torch.where(raw == cos, ds - s * half_log, 0.0)  # norm * d(cos)
+            dv = v * half_log + vd * dcos_norm
+            dvd = dcos_norm / (norm * sin) * (0.5 / math.pi)
         if same is not None:
             v = torch.where(same, 0.5 * s, v)
             vd = torch.where(same, 0.5, vd)
+            if tangents is not None:
+                dv = torch.where(same, 0.5 * ds, dv)
+                dvd = torch.where(same, 0.0, dvd)
+    else:
+        prod = (1 + 2 * sa) * (1 + 2 * sb)
+        raw = 2 * s / prod.sqrt()
+        z = raw.clamp(-1 + eps, 1 - eps)
+        v = (2 / math.pi) * torch.arcsin(z)
+        gap = prod - 4 * s * s
+        q = torch.maximum(gap, eps * prod)
+        vd = (4 / math.pi) / q.sqrt()
+        if tangents is not None:
+            ds, dsa, dsb = tangents
+            dlog_prod = 2 * dsa / (1 + 2 * sa) + 2 * dsb / (1 + 2 * sb)
+            dz = torch.where(raw == z, 2 * ds / prod.sqrt() - 0.5 * raw * dlog_prod, 0.0)
+            dv = (2 / math.pi) * dz / ((1 - z) * (1 + z)).sqrt()
+            dq = torch.where(gap == q, prod * dlog_prod - 8 * s * ds, eps * prod * dlog_prod)
+            dvd = -0.5 * vd * dq / q
+    if tangents is None:
         return v, vd
-    prod = (1 + 2 * sa) * (1 + 2 * sb)
-    z = (2 * s / prod.sqrt()).clamp(-1 + eps, 1 - eps)
-    v = (2 / math.pi) * torch.arcsin(z)
-    vd = (4 / math.pi) / torch.maximum(prod - 4 * s * s, eps * prod).sqrt()
-    return v, vd
+    return v, vd, dv, dvd
 
 
 def _cross_steps(
@@ -110,35 +138,72 @@ def _cross_steps(
     frozen_layers: int,
     init_mode: int,
     eps: float,
+    tangent_inputs: tuple[Tensor, ...] | None = None,
 ) -> tuple[Tensor, ...]:
     """``xs.shape[0]`` steps of the cross scan of one tile, ``top`` steps before the readout
-    at the first of them. ``state`` is ``(V, V', Th)`` per layer; ``sxs``: ``(K, L, n1, 1)``."""
+    at the first of them. ``state`` is ``(V, V', Th)`` per layer; ``sxs``: ``(K, L, n1, 1)``.
+
+    Forward mode: with ``tangent_inputs = (dsxs, dsys, units)`` (the self terms' derivatives
+    ``(K, L, P, n1, 1)``, ``(K, L, P, 1, n2)`` along ``P`` directions in variance space, and
+    ``units``: ``(4, P, 1, 1)``, each variance's component of each direction) the state also
+    carries ``(dV, dV', dTh)`` per layer, each ``(P, n1, n2)``.
+    """
     sw2, su2, sb2, init_var = variances
     same = ids1.unsqueeze(-1) == ids2.unsqueeze(-2)
     shorter = torch.minimum(lengths1.unsqueeze(-1), lengths2.unsqueeze(-2))
     state = list(state)
+    forward_mode = tangent_inputs is not None
+    if forward_mode:
+        dsxs, dsys, units = tangent_inputs
+        d_sw2, d_su2, d_sb2, d_init = units
     for k in range(xs.shape[0]):
         remaining = top - k
         cont = shorter > remaining
-        boundary = 0.0
+        boundary = d_boundary = 0.0
         if init_mode:
             start = (lengths1.unsqueeze(-1) == remaining) & (lengths2.unsqueeze(-2) == remaining)
-            boundary = torch.where(start & same if init_mode == 1 else start, init_var, 0.0)
+            start = start & same if init_mode == 1 else start
+            boundary = torch.where(start, init_var, 0.0)
+            if forward_mode:
+                d_boundary = torch.where(start, d_init, 0.0)
         if xs.shape[-1] <= 16:  # elementwise, so the compiler fuses it into the step
             below = (xs[k].unsqueeze(-2) * ys[k].unsqueeze(-3)).mean(-1)
         else:
             below = xs[k] @ ys[k].transpose(-1, -2) / xs.shape[-1]
-        below_th = None
+        below_th = d_below = d_below_th = None
         for layer in range(num_layers):
-            v, vd, th = state[3 * layer : 3 * layer + 3]
-            s = sw2 * torch.where(cont, v, boundary) + su2 * below + sb2
+            if forward_mode:
+                v, vd, th, dv, dvd, dth = state[6 * layer : 6 * layer + 6]
+            else:
+                v, vd, th = state[3 * layer : 3 * layer + 3]
+            previous = torch.where(cont, v, boundary)
+            s = sw2 * previous + su2 * below + sb2
+            if forward_mode:
+                ds = sw2 * torch.where(cont, dv, d_boundary) + d_sw2 * previous + d_su2 * below
+                ds = ds + d_sb2 + (0.0 if d_below is None else su2 * d_below)
             if layer >= frozen_layers:
-                th = s + sw2 * torch.where(cont, vd * th, 0.0)
+                recurrent = torch.where(cont, vd * th, 0.0)
+                if forward_mode:
+                    d_recurrent = torch.where(cont, dvd * th + vd * dth, 0.0)
+                th = s + sw2 * recurrent
+                if forward_mode:
+                    dth = ds + sw2 * d_recurrent + d_sw2 * recurrent
                 if below_th is not None:
                     th = th + su2 * below_th
-            v, vd = _dual(s, sxs[k, layer], sys_[k, layer], same if relu else None, relu, eps)
-            state[3 * layer : 3 * layer + 3] = v, vd, th
+                    if forward_mode:
+                        dth = dth + su2 * d_below_th + d_su2 * below_th
+            selves = (sxs[k, layer], sys_[k, layer])
+            if forward_mode:
+                tangents = (ds, dsxs[k, layer], dsys[k, layer])
+                v, vd, dv, dvd = _dual(s, *selves, same if relu else None, relu, eps, tangents)
+                state[6 * layer : 6 * layer + 6] = v, vd, th, dv, dvd, dth
+            else:
+                v, vd = _dual(s, *selves, same if relu else None, relu, eps)
+                state[3 * layer : 3 * layer + 3] = v, vd, th
             below, below_th = v, (vd * th if layer >= frozen_layers else None)
+            if forward_mode:
+                d_below = dv
+                d_below_th = dvd * th + vd * dth if layer >= frozen_layers else None
     return tuple(state)
 
 
@@ -188,65 +253,148 @@ def fused_kernel(
     initial_state: str = "zero",
     backend: str = "auto",
 ) -> Tensor:
-    r"""The last-step RNTK / NNGP Gram matrix ``(N, N')`` by the fused engine, without autograd.
+    r"""The last-step RNTK / NNGP Gram matrix ``(N, N')`` by the fused engine.
 
     Same arguments and result as :func:`~gpytorch_rntk.functional.recurrent_kernel` for
     unbatched inputs and scalar variances. ``backend`` is ``"triton"``, ``"compiled"`` (the
     chunked loop, compiled unless ``GPYTORCH_RNTK_COMPILE=0``) or ``"auto"`` (Triton where it
     can run, else compiled).
+
+    Gradients: for the variances only (the sequences must not require gradients), by the
+    compiled loop in forward mode: the backward pass runs the scan once more carrying the
+    derivatives of every pair's state along each variance that needs a gradient, and
+    contracts them with the incoming gradient tile by tile, so nothing of the forward scan is
+    stored.
     """
     if backend == "auto":
         backend = "triton" if fused_available(values1.device) else "compiled"
-    symmetric = values1 is values2 and lengths1 is lengths2
+    if backend not in ("triton", "compiled"):
+        raise ValueError(f"Unknown backend {backend!r}; choose 'auto', 'triton' or 'compiled'.")
+    if values1.requires_grad or values2.requires_grad:
+        raise ValueError("The fused engine gives no gradients for the sequences.")
+    setup = dict(
+        nonlinearity=nonlinearity,
+        num_layers=num_layers,
+        frozen_layers=frozen_layers,
+        initial_state=initial_state,
+        symmetric=values1 is values2 and lengths1 is lengths2,
+    )
+    variances = [torch.as_tensor(v).to(values1).reshape(()) for v in variances]
+    if torch.is_grad_enabled() and any(v.requires_grad for v in variances):
+        return _FusedGram.apply(setup, values1, lengths1, values2, lengths2, *variances)
     with torch.no_grad():
-        variances = RecurrentVariances(
-            *(torch.as_tensor(v).to(values1).reshape(()) for v in variances)
-        )
-        lengths1, lengths2 = lengths1.long(), lengths2.long()
-        same = nonlinearity == "relu" or initial_state == "per_input"
-        ids1, ids2 = _row_ids(values1, lengths1, values2, lengths2, same, symmetric)
-        # Sort by length so that each tile scans only what its pairs need.
-        order1 = torch.argsort(lengths1, stable=True)
-        order2 = order1 if symmetric else torch.argsort(lengths2, stable=True)
-        steps = int(max(lengths1.max(), lengths2.max()))
-        sides = []
-        for values, lengths, ids, order in (
-            (values1, lengths1, ids1, order1),
-            (values2, lengths2, ids2, order2),
-        ):
-            values, lengths, ids = values[order], lengths[order], ids[order]
-            selves = self_terms(
-                values,
-                lengths,
-                variances,
-                nonlinearity=nonlinearity,
-                num_layers=num_layers,
-                initial_state=initial_state,
-                steps=steps,
-            )
-            sides.append((_right_align(values, lengths, steps), lengths, ids, selves))
-            if symmetric:
-                sides.append(sides[0])
-                break
-        options = dict(
-            nonlinearity=nonlinearity,
-            num_layers=num_layers,
-            frozen_layers=frozen_layers,
-            init_mode=INIT_MODES[initial_state],
-            symmetric=symmetric,
-        )
-        # Each backend writes pair (a, b) of the sorted sets to out[order1[a], order2[b]]
-        # (and, for K(x, x), computes a <= b only and writes both halves).
-        out = values1.new_empty(len(lengths1), len(lengths2))
-        if backend == "triton":
-            from ._triton import triton_cross
+        return _fused(values1, lengths1, values2, lengths2, variances, backend=backend, **setup)
 
-            triton_cross(*sides, variances, out, order1, order2, **options)
-        elif backend == "compiled":
-            _compiled_cross(*sides, variances, out, order1, order2, **options)
-        else:
-            raise ValueError(f"Unknown backend {backend!r}; choose 'auto', 'triton' or 'compiled'.")
-        return out
+
+class _FusedGram(torch.autograd.Function):
+    """The fused Gram matrix with forward-mode gradients for the variances."""
+
+    @staticmethod
+    def forward(ctx, setup, values1, lengths1, values2, lengths2, *variances):
+        ctx.setup = setup
+        ctx.save_for_backward(values1, lengths1, values2, lengths2, *variances)
+        return _fused(values1, lengths1, values2, lengths2, variances, backend="compiled", **setup)
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, grad_out):
+        values1, lengths1, values2, lengths2, *variances = ctx.saved_tensors
+        wanted = [i for i, need in enumerate(ctx.needs_input_grad[5:]) if need]
+        grads = _fused(
+            values1,
+            lengths1,
+            values2,
+            lengths2,
+            variances,
+            backend="compiled",
+            grad_out=grad_out,
+            directions=wanted,
+            **ctx.setup,
+        )
+        per_variance = [None] * len(variances)
+        for i, g in zip(wanted, grads, strict=True):
+            per_variance[i] = g
+        return (None, None, None, None, None, *per_variance)
+
+
+def _fused(
+    values1,
+    lengths1,
+    values2,
+    lengths2,
+    variances,
+    *,
+    backend,
+    nonlinearity,
+    num_layers,
+    frozen_layers,
+    initial_state,
+    symmetric,
+    grad_out=None,
+    directions=None,
+):
+    """The Gram matrix, or with ``grad_out`` the gradients ``sum(grad_out * dK/dv)`` of the
+    variances numbered ``directions``."""
+    variances = RecurrentVariances(*variances, *([0.0] * (4 - len(variances))))
+    variances = RecurrentVariances(*(torch.as_tensor(v).to(values1) for v in variances))
+    lengths1, lengths2 = lengths1.long(), lengths2.long()
+    same = nonlinearity == "relu" or initial_state == "per_input"
+    ids1, ids2 = _row_ids(values1, lengths1, values2, lengths2, same, symmetric)
+    # Sort by length so that each tile scans only what its pairs need.
+    order1 = torch.argsort(lengths1, stable=True)
+    order2 = order1 if symmetric else torch.argsort(lengths2, stable=True)
+    steps = int(max(lengths1.max(), lengths2.max()))
+    options = dict(nonlinearity=nonlinearity, num_layers=num_layers, initial_state=initial_state)
+    sides = []
+    for values, lengths, ids, order in (
+        (values1, lengths1, ids1, order1),
+        (values2, lengths2, ids2, order2),
+    ):
+        values, lengths, ids = values[order], lengths[order], ids[order]
+        selves = self_terms(values, lengths, variances, steps=steps, **options)
+        side = [_right_align(values, lengths, steps), lengths, ids, selves]
+        if directions is not None:  # and the self terms' derivatives, (L, steps, P, N)
+            side.append(
+                _self_term_derivatives(values, lengths, variances, directions, steps, options)
+            )
+        sides.append(side)
+        if symmetric:
+            sides.append(side)
+            break
+    options = dict(
+        nonlinearity=nonlinearity,
+        num_layers=num_layers,
+        frozen_layers=frozen_layers,
+        init_mode=INIT_MODES[initial_state],
+        symmetric=symmetric,
+    )
+    if directions is not None:
+        return _compiled_cross(
+            *sides, variances, grad_out, order1, order2, directions=directions, **options
+        )
+    # Each backend writes pair (a, b) of the sorted sets to out[order1[a], order2[b]]
+    # (and, for K(x, x), computes a <= b only and writes both halves).
+    out = values1.new_empty(len(lengths1), len(lengths2))
+    if backend == "triton":
+        from ._triton import triton_cross
+
+        triton_cross(*sides, variances, out, order1, order2, **options)
+    else:
+        _compiled_cross(*sides, variances, out, order1, order2, **options)
+    return out
+
+
+def _self_term_derivatives(values, lengths, variances, directions, steps, options) -> Tensor:
+    """The derivatives of :func:`self_terms` along each variance numbered in ``directions``
+    (forward mode), stacked as ``(L, steps, P, N)``."""
+    unit = torch.eye(4, dtype=values.dtype, device=values.device)
+
+    def selves(*v: Tensor) -> Tensor:
+        return self_terms(values, lengths, RecurrentVariances(*v), steps=steps, **options)
+
+    return torch.stack(
+        [torch.func.jvp(selves, tuple(variances), tuple(unit[d]))[1] for d in directions], dim=2
+    )
 
 
 def _row_ids(
@@ -288,16 +436,24 @@ def _compiled_cross(
     frozen_layers,
     init_mode,
     symmetric,
-) -> None:
+    directions=None,
+):
     """The cross scan tile by tile through :func:`_cross_steps` (sorted inputs).
 
-    Every tile has the same shape (the inputs are padded with sequences of length 0), so the
-    compiled function is specialised once per configuration.
+    Writes the Gram matrix to ``out``; or, where the sides carry their self terms' derivatives,
+    runs in forward mode and returns ``sum(out * dK)`` for each direction (``out`` is then the
+    incoming gradient). Every tile has the same shape (the inputs are padded with sequences of
+    length 0), so the compiled function is specialised once per configuration.
     """
     n1, n2 = len(side1[1]), len(side2[1])
     rows, cols = min(_TILE[0], -(-n1 // 16) * 16), min(_TILE[1], -(-n2 // 64) * 64)
-    (x1, lengths1, ids1, selves1) = _pad_side(side1, -(-n1 // rows) * rows, -1)
-    (x2, lengths2, ids2, selves2) = _pad_side(side2, -(-n2 // cols) * cols, -2)
+    x1, lengths1, ids1, selves1, *tangent1 = _pad_side(side1, -(-n1 // rows) * rows, -1)
+    x2, lengths2, ids2, selves2, *tangent2 = _pad_side(side2, -(-n2 // cols) * cols, -2)
+    forward_mode = bool(tangent1)
+    if forward_mode:  # units[i, p]: component of variance i in direction p
+        units = torch.eye(4, dtype=x1.dtype, device=x1.device)[:, directions, None, None]
+        directions = len(directions)
+        grads = x1.new_zeros(directions)
     steps_fn = _steps_function(x1.device)
     clock = x1.shape[-2]
     eps = torch.finfo(x1.dtype).eps
@@ -308,10 +464,22 @@ def _compiled_cross(
             # rounded up to whole chunks (steps before a pair starts are harmless).
             need = min(int(lengths1[i : i + rows].max()), int(lengths2[j : j + cols].max()))
             top = -(-need // _UNROLL) * _UNROLL
-            state = tuple(x1.new_zeros(rows, cols) for _ in range(3 * num_layers))
+            shapes = [(rows, cols)] * 3 + [(directions, rows, cols)] * 3 * forward_mode
+            state = tuple(x1.new_zeros(shape) for _ in range(num_layers) for shape in shapes)
             for start in range(clock - top, clock, _UNROLL):
                 u = slice(max(start, 0), start + _UNROLL)
                 pad = max(0, -start)  # steps before the clock began: zero data, placeholder 1
+                tangent_inputs = None
+                if forward_mode:
+                    tangent_inputs = (
+                        _pad_front(tangent1[0][:, u, :, i : i + rows].transpose(0, 1), pad, 0.0)[
+                            ..., None
+                        ],
+                        _pad_front(tangent2[0][:, u, :, j : j + cols].transpose(0, 1), pad, 0.0)[
+                            ..., None, :
+                        ],
+                        units,
+                    )
                 state = steps_fn(
                     state,
                     _pad_front(x1[i : i + rows, u].transpose(0, 1), pad, 0.0),
@@ -329,22 +497,35 @@ def _compiled_cross(
                     frozen_layers,
                     init_mode,
                     eps,
+                    tangent_inputs,
                 )
+            trained = frozen_layers < num_layers
+            a = torch.arange(i, min(i + rows, n1), device=out.device).unsqueeze(-1)
+            b = torch.arange(j, min(j + cols, n2), device=out.device).unsqueeze(-2)
+            crop = (..., slice(0, a.shape[0]), slice(0, b.shape[1]))
+            if forward_mode:
+                v, vd, th, dv, dvd, dth = state[-6:]
+                dk = (dv + dvd * th + vd * dth if trained else dv)[crop]
+                weight = out[order1[a], order2[b]]
+                if symmetric:  # pair (a, b) stands for both halves; computed for a <= b
+                    weight = torch.where(a < b, weight + out[order2[b], order1[a]], weight)
+                    weight = torch.where(a <= b, weight, 0.0)
+                grads += (dk * weight).sum((-1, -2))
+                continue
             v, vd, th = state[-3:]
-            block = (v if frozen_layers == num_layers else v + vd * th)[: n1 - i, : n2 - j]
-            a = torch.arange(i, i + block.shape[0], device=out.device).unsqueeze(-1)
-            b = torch.arange(j, j + block.shape[1], device=out.device).unsqueeze(-2)
+            block = (v + vd * th if trained else v)[crop]
             if symmetric:
                 a, b = torch.broadcast_tensors(a, b)
                 upper = a <= b
                 a, b, block = a[upper], b[upper], block[upper]
                 out[order2[b], order1[a]] = block
             out[order1[a], order2[b]] = block
+    return grads if forward_mode else None
 
 
 def _pad_side(side, n: int, dummy_id: int):
     """Pad a sorted side to ``n`` sequences of length 0 (never active)."""
-    values, lengths, ids, selves = side
+    values, lengths, ids, selves, *tangents = side
     extra = n - len(lengths)
     if extra == 0:
         return side
@@ -353,6 +534,7 @@ def _pad_side(side, n: int, dummy_id: int):
         torch.nn.functional.pad(lengths, (0, extra)),
         torch.nn.functional.pad(ids, (0, extra), value=dummy_id),
         torch.nn.functional.pad(selves, (0, extra), value=1.0),
+        *(torch.nn.functional.pad(t, (0, extra)) for t in tangents),
     )
 
 
