@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.util
+import json
 import math
 import sys
 from pathlib import Path
@@ -43,6 +44,7 @@ def test_smoke_run(benchmark, tmp_path):
     output = tmp_path / "variational.png"
     results = benchmark.main(["--smoke", "--output", str(output)])
     assert output.stat().st_size > 0
+    assert json.loads(output.with_suffix(".json").read_text())["n_train"] == 300
     assert results["n_train"] == 300 and set(results["histories"]) == {
         "RNTK SVGP",
         "RBF SVGP (padded)",
