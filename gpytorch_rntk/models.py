@@ -36,18 +36,14 @@ def inducing_sequences(train_x: Tensor, num_inducing: int) -> Tensor:
     return train_x[order[ranks]].detach().clone()
 
 
-def _freeze_length_column(grad: Tensor) -> Tensor:
-    grad = grad.clone()
-    grad[..., 0] = 0
-    return grad
-
-
 class SequenceVariationalGP(gpytorch.models.ApproximateGP):
     r"""SVGP (Hensman et al., 2015) with an RNTK or RNN-NNGP kernel and inducing sequences.
 
-    The inducing sequences' step values are learned; their lengths (column 0) are not: their
-    gradient is zeroed, so a gradient-based optimiser leaves them where
-    :func:`inducing_sequences` put them. The ELBO needs only ``M x M`` and ``M x B`` kernel
+    The inducing sequences' step values are learned; their lengths (column 0) are not: the
+    kernel reads a length without a gradient, and the model writes the initial lengths back
+    before each evaluation if anything moved them (weight decay, as in ``AdamW``, shrinks
+    every parameter whatever its gradient), so they stay where :func:`inducing_sequences` put
+    them. The ELBO needs only ``M x M`` and ``M x B`` kernel
     blocks and the diagonal of the mini-batch (:math:`O(B T L)`), so mini-batch training is
     memory-flat in the data set size.
 
@@ -88,10 +84,20 @@ class SequenceVariationalGP(gpytorch.models.ApproximateGP):
             self, inducing_points, distribution, learn_inducing_locations=True
         )
         super().__init__(strategy)
-        if base_kernel.variable_length:
-            self.variational_strategy.inducing_points.register_hook(_freeze_length_column)
+        lengths = inducing_points[..., 0].detach().clone() if base_kernel.variable_length else None
+        self.register_buffer("inducing_lengths", lengths)
         self.mean_module = gpytorch.means.ConstantMean()
         self.covar_module = gpytorch.kernels.ScaleKernel(base_kernel)
+
+    def __call__(self, *args, **kwargs):
+        points = self.variational_strategy.inducing_points
+        if self.inducing_lengths is not None and not torch.equal(
+            points[..., 0], self.inducing_lengths
+        ):
+            # Only when they moved: an in-place write would invalidate a graph still in use.
+            with torch.no_grad():
+                points[..., 0] = self.inducing_lengths
+        return super().__call__(*args, **kwargs)
 
     def forward(self, x: Tensor) -> gpytorch.distributions.MultivariateNormal:
         return gpytorch.distributions.MultivariateNormal(self.mean_module(x), self.covar_module(x))
