@@ -199,7 +199,7 @@ def run_case(n, steps, layers, nonlinearity, dtype, device, variable, args):
         dtype=str(dtype).removeprefix("torch."),
         lengths="[T/4,T]" if variable else "T",
         fused_s=fused_s,
-        compile_s=compile_s,
+        first_call_s=compile_s,
         cells_per_s=rate,
         peak_MiB=(fused_mem - out_bytes) / 2**20,
         baseline_s=base_s,
