@@ -441,7 +441,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
-def describe_subset(records: list[dict], args: argparse.Namespace, max_rows: int | None) -> str:
+def describe_subset(
+    records: list[dict], args: argparse.Namespace, max_rows: int | None, not_started: list[str]
+) -> str:
     names = ", ".join(r["dataset"] for r in records)
     limits = []
     if args.max_features is not None:
@@ -451,7 +453,7 @@ def describe_subset(records: list[dict], args: argparse.Namespace, max_rows: int
     sampled = [r["dataset"] for r in records if r["rows"] < r["total_rows"]]
     if max_rows is not None:
         limits.append(f"rows subsampled to {max_rows} in {len(sampled)} of them")
-    if args.time_budget is not None:
+    if not_started:
         limits.append(f"the cheapest that started within {args.time_budget:g} minutes")
     detail = f" ({'; '.join(limits)})" if limits else ""
     return f"{len(records)} of the 90 UCI sets{detail}: {names}"
@@ -547,7 +549,7 @@ def main(argv: list[str] | None = None) -> dict:
             tqdm.write(f"{name} (N={len(data.y)}, d={data.x.shape[1]}): {scores}")
     wall = time.perf_counter() - start
     means = {m: float(np.mean([r["methods"][m]["accuracy"] for r in records])) for m in METHODS}
-    subset = describe_subset(records, args, max_rows)
+    subset = describe_subset(records, args, max_rows, not_started)
     capped = sum(r["svm_capped"] for r in records)
     fits = sum(r["svm_fits"] for r in records)
     print(f"\nMean test accuracy (%) over {subset}")
