@@ -739,10 +739,20 @@ def _mean_kernel_block(
     inputs = _DiagonalInputs(values1, values2, tables1, tables2, variances)
     longest = (int(lengths1.max()), int(lengths2.max()))
     pairs = math.prod(batch) * values1.shape[-3] * (1 if paired else values2.shape[-3])
-    lane_elements = min(block_elements, _LANE_ELEMENTS)
-    groups = _pack_diagonals(
-        *longest, self_pairs, max(1, lane_elements // max(1, pairs)), values1.device
+    cells = min(longest)
+    # As in _kernel_block: small scans keep every cell for autograd. Larger ones replay each
+    # group of lanes in the backward pass; groups are then made small enough to be replayed
+    # with plain autograd where one lane allows it, else each group is itself checkpointed
+    # every sqrt(cells) cells. Either way only one group's cells are alive at a time.
+    plain = not needs_grad or pairs * longest[0] * longest[1] * num_layers <= (
+        _PLAIN_AUTOGRAD_PAIR_STEPS
     )
+    lane_elements = min(block_elements, _LANE_ELEMENTS)
+    if not plain:
+        lane_elements = min(lane_elements, _PLAIN_AUTOGRAD_PAIR_STEPS // (cells * num_layers))
+    lanes_per_group = max(1, lane_elements // max(1, pairs))
+    replay_plainly = lanes_per_group * pairs * cells * num_layers <= _PLAIN_AUTOGRAD_PAIR_STEPS
+    groups = _pack_diagonals(*longest, self_pairs, lanes_per_group, values1.device)
     cross_init = None if not init else (same if initial_state == "per_input" else True)
     static = _DiagonalStatic(
         lengths1,
@@ -756,13 +766,6 @@ def _mean_kernel_block(
         paired,
         (-1,) + (1,) * (len(batch) + pair_dims),
     )
-    # As in _kernel_block: small scans keep every cell for autograd; larger ones replay each
-    # group of lanes in the backward pass, itself checkpointed every sqrt(cells) cells, so only
-    # one group's chunk boundaries are alive at a time.
-    plain = not needs_grad or pairs * longest[0] * longest[1] * num_layers <= (
-        _PLAIN_AUTOGRAD_PAIR_STEPS
-    )
-    cells = min(longest)
     total = values1.new_zeros(())
     for lanes in groups:
         group_static = static
@@ -776,10 +779,10 @@ def _mean_kernel_block(
             inputs_ = _DiagonalInputs.unflat(flat, num_layers)
             start = _lane_start(inputs_.variances, lanes, static)
             state, lane_total = start, flat[0].new_zeros(())
-            chunk = cells if plain else max(1, math.isqrt(cells))
+            chunk = cells if plain or replay_plainly else max(1, math.isqrt(cells))
             for top in range(0, cells, chunk):
                 steps = range(top, min(top + chunk, cells))
-                if plain:
+                if plain or replay_plainly:
                     state, lane_total = _diagonal_scan(
                         steps, state, lane_total, inputs_, lanes, static
                     )
@@ -1011,7 +1014,8 @@ def recurrent_kernel(
             **options,
         )
         block_inputs = (values1[..., i : i + rows, :, :], values2[..., cols, :, :], variances)
-        if options["needs_grad"] and n1 > rows:
+        # (The mean readout's groups of diagonals keep only their inputs already.)
+        if options["needs_grad"] and n1 > rows and readout == "last":
             block = _recomputed(compute, *block_inputs)  # memory flat in the number of blocks
         else:
             block = compute(values1=block_inputs[0], values2=block_inputs[1], variances=variances)
