@@ -16,7 +16,7 @@ import triton
 import triton.language as tl
 from triton.language.extra.cuda import libdevice
 
-MAX_LAYERS = 3
+from .fused import TRITON_MAX_LAYERS as MAX_LAYERS
 
 if os.environ.get("TRITON_INTERPRET") == "1":
     # Triton's interpreter runs the kernel on NumPy arrays and has no libdevice: give it NumPy's

@@ -13,8 +13,9 @@ Here the work is split in two:
 Rows and columns are sorted by length, so that a tile of pairs scans only the
 :math:`\min(T_i, T_j)` steps its longest pair needs: variable lengths cost what they are.
 Memory beyond the output is ``O(N T m + N T L)`` for the inputs and self terms, plus one tile's
-state. The engine computes values only (no autograd graph); :func:`recurrent_kernel` uses it when
-no gradient is needed.
+state. Gradients are for the variances only, in forward mode (see :func:`fused_kernel`);
+:func:`~gpytorch_rntk.functional.recurrent_kernel` uses this engine (``engine="auto"``) for large
+matrices whose sequences need no gradient.
 """
 
 from __future__ import annotations
@@ -35,6 +36,8 @@ __all__ = ["fused_available", "fused_kernel", "self_terms", "worth_fusing"]
 _TILE = (256, 1024)
 _UNROLL = 8
 INIT_MODES = {"zero": 0, "per_input": 1, "shared": 2}
+# The Triton kernel keeps each layer's state in named registers, for up to this many layers.
+TRITON_MAX_LAYERS = 3
 # Pair-steps above which ``engine="auto"`` fuses: a Triton kernel compiles in about a second, a
 # CPU loop in 10-30 s the first time in a process (then from the on-disk cache), about what
 # the tensor path spends on 2**28 pair-steps.
@@ -267,7 +270,8 @@ def fused_kernel(
     stored.
     """
     if backend == "auto":
-        backend = "triton" if fused_available(values1.device) else "compiled"
+        triton = fused_available(values1.device) and num_layers <= TRITON_MAX_LAYERS
+        backend = "triton" if triton else "compiled"
     if backend not in ("triton", "compiled"):
         raise ValueError(f"Unknown backend {backend!r}; choose 'auto', 'triton' or 'compiled'.")
     if values1.requires_grad or values2.requires_grad:

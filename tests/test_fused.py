@@ -219,3 +219,13 @@ def test_forward_mode_gradients_compile():
     torch.testing.assert_close(loss_f, loss_t, rtol=1e-12, atol=0)
     for a, b in zip(grads_f, grads_t, strict=True):
         torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-12)
+
+
+def test_deeper_than_the_triton_kernel_uses_the_compiled_loop(monkeypatch):
+    monkeypatch.setenv("GPYTORCH_RNTK_COMPILE", "0")
+    x, lengths = _batch(5, 4, 1, 0, torch.float64, "cpu")
+    variances = _variances(torch.float64, "cpu")
+    options = dict(nonlinearity="erf", num_layers=4)
+    expected = recurrent_kernel(x, lengths, x, lengths, variances, engine="tensor", **options)
+    got = fused_kernel(x, lengths, x, lengths, variances, **options)
+    torch.testing.assert_close(got, expected, rtol=1e-12, atol=0)
