@@ -740,13 +740,11 @@ def _mean_kernel_block(
     longest = (int(lengths1.max()), int(lengths2.max()))
     pairs = math.prod(batch) * values1.shape[-3] * (1 if paired else values2.shape[-3])
     cells = min(longest)
-    # As in _kernel_block: small scans keep every cell for autograd. Larger ones replay each
-    # group of lanes in the backward pass; groups are then made small enough to be replayed
-    # with plain autograd where one lane allows it, else each group is itself checkpointed
-    # every sqrt(cells) cells. Either way only one group's cells are alive at a time.
-    plain = not needs_grad or pairs * longest[0] * longest[1] * num_layers <= (
-        _PLAIN_AUTOGRAD_PAIR_STEPS
-    )
+    # With gradients each group of lanes keeps only its inputs and is replayed in the backward
+    # pass, so memory stays flat in T and in the number of row blocks. Groups are made small
+    # enough to be replayed with plain autograd where one lane allows it; else each group is
+    # itself checkpointed every sqrt(cells) cells.
+    plain = not needs_grad
     lane_elements = min(block_elements, _LANE_ELEMENTS)
     if not plain:
         lane_elements = min(lane_elements, _PLAIN_AUTOGRAD_PAIR_STEPS // (cells * num_layers))

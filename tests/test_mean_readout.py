@@ -199,11 +199,11 @@ def test_row_blocks_and_lane_groups_equal_one_block(device, monkeypatch):
 
 @pytest.mark.parametrize("nonlinearity", ["relu", "erf"])
 @pytest.mark.parametrize("initial_state", ["zero", "shared"])
-@pytest.mark.parametrize("replay", [False, True], ids=["plain", "replayed"])
-def test_gradcheck(nonlinearity, initial_state, replay, monkeypatch):
-    """float64 gradcheck for every variance and both inputs, through plain autograd and the
-    replayed (checkpointed) groups of diagonals."""
-    if replay:
+@pytest.mark.parametrize("chunked", [False, True], ids=["group-replay", "chunked-replay"])
+def test_gradcheck(nonlinearity, initial_state, chunked, monkeypatch):
+    """float64 gradcheck for every variance and both inputs, through groups of diagonals
+    replayed with plain autograd and through groups replayed in checkpointed chunks."""
+    if chunked:
         monkeypatch.setattr(F, "_PLAIN_AUTOGRAD_PAIR_STEPS", 0)
     _, x1 = random_batch([3, 2, 3], m=2, seed=8)
     _, x2 = random_batch([1, 3], m=2, seed=9, max_len=3)
@@ -233,7 +233,7 @@ def test_gradcheck(nonlinearity, initial_state, replay, monkeypatch):
     assert torch.autograd.gradcheck(kernel.forward, inputs)
 
 
-def test_replayed_gradient_equals_plain_autograd(monkeypatch):
+def test_chunked_replay_gradient_equals_group_replay(monkeypatch):
     _, x = random_batch([9, 4, 9, 6, 1], m=1, seed=11)
     kernel = RNTKKernel(input_dim=1, num_layers=2, readout="mean").double()
     weights = torch.randn(5, 5, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
