@@ -7,7 +7,7 @@ and ``bidirectional`` (the kernels' ``bidirectional=True``: the sum of the two).
 baselines see the same matrix). Methods, each an ``SVC(kernel="precomputed")``:
 
 * ``rntk-<order>`` and ``nngp-<order>``: the RNTK and the RNN-NNGP kernel (ReLU, zero initial
-  state ``s_h = 0``) for each order, hyperparameters from the grid below;
+  state ``s_h = 0``) for each order, hyperparameters from ``GRIDS[--grid]`` in this file;
 * ``rntk-selected`` / ``nngp-selected``: the order chosen on the validation split as well;
 * ``rbf``: an RBF-kernel SVM, ``gamma`` a multiple of sklearn's ``"scale"`` value ``1 / (d var)``;
 * ``ibnn``: the MLP NNGP kernel, BoTorch's ``InfiniteWidthBNNKernel`` (ReLU, grid over its depth,
@@ -32,7 +32,9 @@ kernels' ``bidirectional=True`` computes.
 
     python benchmarks/uci.py --smoke                          # two tiny sets, seconds
     python benchmarks/uci.py --datasets iris,wine --grid full
-    nice python benchmarks/uci.py --max-rows 1000 --max-features 40 --out docs/uci_results.md
+    # docs/uci.md: 87 sets in 59 min on 2 shared cores, then the 3 longest in 8 min
+    nice python benchmarks/uci.py --grid full --max-rows 800 --max-features 100 \
+        --time-budget 60 --out outputs/uci/uci_full.md
 
 Sets run smallest first (by ``rows^2 x d`` after subsampling). ``--max-rows`` subsamples a larger
 set uniformly at random (``--seed``) and keeps each split restricted to the kept rows.
@@ -408,14 +410,24 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--max-features", type=int, default=None, help="skip sets with more features (longer rows)"
     )
-    parser.add_argument("--grid", choices=("small", "full"), default="small")
+    parser.add_argument(
+        "--grid",
+        choices=("small", "full"),
+        default="small",
+        help="hyperparameter grid (GRIDS in this file); full: the authors' RNTK grid",
+    )
     parser.add_argument(
         "--readouts",
         default=None,
         help="comma-separated readouts to add to the grid's RNTK/NNGP settings, e.g. last,mean "
         "(anything but 'last' needs a recurrent_kernel with a readout option)",
     )
-    parser.add_argument("--selection", choices=("authors", "inner"), default="authors")
+    parser.add_argument(
+        "--selection",
+        choices=("authors", "inner"),
+        default="authors",
+        help="authors: choose on conxuntos.dat; inner: inside each pair's training rows",
+    )
     parser.add_argument(
         "--svm-max-iter",
         type=int,
