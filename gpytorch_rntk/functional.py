@@ -513,7 +513,8 @@ class _Lanes(NamedTuple):
     step2: Tensor  # (cells, G): the second input's step
     reach1: list[int]  # per cell: the largest step1, to skip length masks where all are inside
     reach2: list[int]
-    keep: list[Tensor | None]  # per cell: (G,) 0 where a diagonal begins after another, else 1
+    keep: Tensor  # (cells, G): 0 where a diagonal begins after another, else 1
+    restarts: list[bool]  # per cell: whether any diagonal begins there after another
     origin: Tensor | None  # (G,) bool: the lane of d = 0, None if not in this group
     weight: Tensor | None  # (G,) 2 where a diagonal d > 0 stands for d and -d, else None
 
@@ -560,7 +561,8 @@ def _pack_diagonals(
                 torch.tensor(step2, device=device),
                 [max(s) for s in step1],
                 [max(s) for s in step2],
-                [None if min(k) == 1.0 else torch.tensor(k, device=device) for k in keep],
+                torch.tensor(keep, device=device),
+                [min(k) == 0.0 for k in keep],
                 torch.tensor(origin, device=device) if any(origin) else None,
                 torch.tensor([1.0 if o else 2.0 for o in origin], device=device)
                 if symmetric
@@ -655,7 +657,7 @@ def _diagonal_scan(
             inside1 = lanes.step1[k].view(side) < lengths1
             inside2 = lanes.step2[k].view(side) < lengths2
             active = torch.logical_and(*_pair(inside1, inside2, paired))
-        keep = None if lanes.keep[k] is None else lanes.keep[k].view(shape).to(total)
+        keep = lanes.keep[k].view(shape).to(total) if lanes.restarts[k] else None
         below_vd = below_th = None
         for layer in range(len(state)):
             v_prev, vd_prev, th_prev = state[layer][0]
