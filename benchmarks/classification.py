@@ -238,22 +238,7 @@ class KernelVariant:
 
     def build(self, input_dim: int) -> gpytorch.kernels.Kernel:
         cls = RNTKKernel if self.kernel == "rntk" else RNNGPKernel
-        options = {"bidirectional": self.bidirectional}
-        if self.readout != "last":
-            options["readout"] = self.readout
-        kernel = cls(input_dim=input_dim, **options)
-        if getattr(kernel, "readout", "last") != self.readout:
-            raise NotImplementedError(f"{cls.__name__} has no readout={self.readout!r}")
-        return kernel
-
-
-def readout_supported(readout: str) -> bool:
-    """Whether this version of the kernels has ``readout=<readout>``."""
-    try:
-        KernelVariant("rntk", readout, False).build(1)
-    except (TypeError, ValueError, NotImplementedError):
-        return False
-    return True
+        return cls(input_dim=input_dim, bidirectional=self.bidirectional, readout=self.readout)
 
 
 def parse_variants(spec: str, readout: str, bidirectional: bool) -> list[KernelVariant | str]:
@@ -508,7 +493,6 @@ def markdown_table(rows: list[Row], labels: list[str], with_times: bool = True) 
 def report(
     rows: list[Row],
     labels: list[str],
-    skipped: list[KernelVariant],
     command: str,
     wall: float,
     args: argparse.Namespace,
@@ -527,9 +511,6 @@ def report(
             f"(k steps): the fit stopped after k Adam steps, at the --fit-budget of "
             f"{args.fit_budget:g} s.\n"
         )
-    if skipped:
-        not_run = ", ".join(m.label for m in skipped)
-        text += f"Not run (the kernels have no readout='mean' yet): {not_run}.\n"
     return text
 
 
@@ -596,18 +577,6 @@ def main(argv: Sequence[str] | None = None) -> dict:
     torch.set_num_threads(args.threads)
     datasets = ALL_DATASETS if args.datasets == "all" else args.datasets.split(",")
     methods = parse_variants(args.variants, args.readout, args.bidirectional)
-    skipped = [
-        m
-        for m in methods
-        if isinstance(m, KernelVariant) and m.readout != "last" and not readout_supported(m.readout)
-    ]
-    if skipped:
-        print(
-            "Skipping " + ", ".join(m.label for m in skipped) + ": this version of the kernels "
-            "has no readout='mean' argument.",
-            flush=True,
-        )
-        methods = [m for m in methods if m not in skipped]
     labels = [method_label(m) for m in methods]
     command = "python benchmarks/classification.py " + " ".join(
         sys.argv[1:] if argv is None else argv
@@ -617,7 +586,7 @@ def main(argv: Sequence[str] | None = None) -> dict:
     for name in datasets:
         rows.append(run_dataset(name.strip(), methods, args))
         # Written after every data set, so an interrupted run keeps what it finished.
-        text = report(rows, labels, skipped, command, time.perf_counter() - start, args)
+        text = report(rows, labels, command, time.perf_counter() - start, args)
         args.output.parent.mkdir(parents=True, exist_ok=True)
         args.output.write_text(text)
     wall = time.perf_counter() - start

@@ -64,6 +64,16 @@ def test_variant_names(classification):
         classification.parse_variants("lstm", "last", False)
 
 
+def test_mean_readout_and_bidirectional_variants_run(classification, tmp_path):
+    result = classification.main(
+        ["--smoke", "--iters", "1", "--max-train", "10", "--max-test", "10"]
+        + ["--datasets", "ItalyPowerDemand", "--variants", "rntk-mean,nngp-bi"]
+        + ["--output", str(tmp_path / "variants.md")]
+    )
+    assert result["labels"] == ["RNTK mean", "NNGP bi"]
+    assert all(0.0 <= a <= 1.0 for a in result["accuracy"]["ItalyPowerDemand"].values())
+
+
 def test_unavailable_dataset_gets_a_row(classification, tmp_path):
     result = classification.main(
         ["--smoke", "--datasets", "NoSuchSet", "--variants", "1nn", "--output", str(tmp_path / "t")]
