@@ -137,6 +137,15 @@ def identical_rows(
     Returns:
         A bool tensor ``(..., N, N')`` (or ``(..., N)`` if ``paired``).
     """
+    ids1, ids2 = row_ids(values1, lengths1, values2, lengths2)
+    return ids1 == ids2 if paired else ids1.unsqueeze(-1) == ids2.unsqueeze(-2)
+
+
+def row_ids(
+    values1: Tensor, lengths1: Tensor, values2: Tensor, lengths2: Tensor
+) -> tuple[Tensor, Tensor]:
+    """Integer ids ``(..., N)`` and ``(..., N')``, equal exactly for identical sequences (same
+    length, same values within it), numbered by :func:`torch.unique` over both sets."""
     batch = torch.broadcast_shapes(values1.shape[:-3], values2.shape[:-3])
     n1 = values1.shape[-3]
 
@@ -155,8 +164,7 @@ def identical_rows(
         torch.cat([tag, both.reshape(-1, both.shape[-1])], -1), dim=0, return_inverse=True
     )
     ids = ids.reshape(*batch, both.shape[-2])
-    ids1, ids2 = ids[..., :n1], ids[..., n1:]
-    return ids1 == ids2 if paired else ids1.unsqueeze(-1) == ids2.unsqueeze(-2)
+    return ids[..., :n1], ids[..., n1:]
 
 
 def reverse_sequences(values: Tensor, lengths: Tensor) -> Tensor:

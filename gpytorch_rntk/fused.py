@@ -27,7 +27,7 @@ import torch
 from torch import Tensor
 from torch.autograd.function import once_differentiable
 
-from .functional import NONLINEARITIES, RecurrentVariances, _right_align, _self_terms
+from .functional import NONLINEARITIES, RecurrentVariances, _right_align, _self_terms, row_ids
 
 __all__ = ["fused_available", "fused_kernel", "self_terms", "worth_fusing"]
 
@@ -343,7 +343,7 @@ def _fused(
     variances = RecurrentVariances(*(torch.as_tensor(v).to(values1) for v in variances))
     lengths1, lengths2 = lengths1.long(), lengths2.long()
     same = nonlinearity == "relu" or initial_state == "per_input"
-    ids1, ids2 = _row_ids(values1, lengths1, values2, lengths2, same, symmetric)
+    ids1, ids2 = _row_ids(values1, lengths1, values2, lengths2, same)
     # Sort by length so that each tile scans only what its pairs need.
     order1 = torch.argsort(lengths1, stable=True)
     order2 = order1 if symmetric else torch.argsort(lengths2, stable=True)
@@ -402,29 +402,12 @@ def _self_term_derivatives(values, lengths, variances, directions, steps, option
 
 
 def _row_ids(
-    values1: Tensor, lengths1: Tensor, values2: Tensor, lengths2: Tensor, same: bool, symmetric
+    values1: Tensor, lengths1: Tensor, values2: Tensor, lengths2: Tensor, same: bool
 ) -> tuple[Tensor, Tensor]:
-    """Integers equal exactly for identical sequences (-1 / -2 where no one cares)."""
+    """Ids equal exactly for identical sequences, or -1 / -2 where no one asks."""
     if not same:
         return torch.full_like(lengths1, -1), torch.full_like(lengths2, -2)
-    if symmetric:
-        ids = _unique_ids(values1, lengths1)
-        return ids, ids
-    ids = _unique_ids(
-        torch.cat([_pad_steps(values1, values2), _pad_steps(values2, values1)]),
-        torch.cat([lengths1, lengths2]),
-    )
-    return ids[: len(lengths1)], ids[len(lengths1) :]
-
-
-def _pad_steps(values: Tensor, other: Tensor) -> Tensor:
-    extra = max(0, other.shape[-2] - values.shape[-2])
-    return torch.nn.functional.pad(values, (0, 0, 0, extra))
-
-
-def _unique_ids(values: Tensor, lengths: Tensor) -> Tensor:
-    rows = torch.cat([lengths.unsqueeze(-1).to(values), values.flatten(-2)], dim=-1)
-    return torch.unique(rows, dim=0, return_inverse=True)[1]
+    return row_ids(values1, lengths1, values2, lengths2)
 
 
 def _compiled_cross(
