@@ -283,7 +283,8 @@ def fused_kernel(
         initial_state=initial_state,
         symmetric=values1 is values2 and lengths1 is lengths2,
     )
-    variances = [torch.as_tensor(v).to(values1).reshape(()) for v in variances]
+    # Four 0-d tensors of the inputs' dtype (init_var 0 where not given).
+    variances = [torch.as_tensor(v).to(values1).reshape(()) for v in RecurrentVariances(*variances)]
     if torch.is_grad_enabled() and any(v.requires_grad for v in variances):
         return _FusedGram.apply(setup, values1, lengths1, values2, lengths2, *variances)
     with torch.no_grad():
@@ -339,8 +340,7 @@ def _fused(
 ):
     """The Gram matrix, or with ``grad_out`` the gradients ``sum(grad_out * dK/dv)`` of the
     variances numbered ``directions``."""
-    variances = RecurrentVariances(*variances, *([0.0] * (4 - len(variances))))
-    variances = RecurrentVariances(*(torch.as_tensor(v).to(values1) for v in variances))
+    variances = RecurrentVariances(*variances)
     lengths1, lengths2 = lengths1.long(), lengths2.long()
     same = nonlinearity == "relu" or initial_state == "per_input"
     ids1, ids2 = _row_ids(values1, lengths1, values2, lengths2, same)
@@ -348,24 +348,26 @@ def _fused(
     order1 = torch.argsort(lengths1, stable=True)
     order2 = order1 if symmetric else torch.argsort(lengths2, stable=True)
     steps = int(max(lengths1.max(), lengths2.max()))
-    options = dict(nonlinearity=nonlinearity, num_layers=num_layers, initial_state=initial_state)
+    self_options = dict(
+        nonlinearity=nonlinearity, num_layers=num_layers, initial_state=initial_state
+    )
     sides = []
     for values, lengths, ids, order in (
         (values1, lengths1, ids1, order1),
         (values2, lengths2, ids2, order2),
     ):
         values, lengths, ids = values[order], lengths[order], ids[order]
-        selves = self_terms(values, lengths, variances, steps=steps, **options)
+        selves = self_terms(values, lengths, variances, steps=steps, **self_options)
         side = [_right_align(values, lengths, steps), lengths, ids, selves]
         if directions is not None:  # and the self terms' derivatives, (L, steps, P, N)
             side.append(
-                _self_term_derivatives(values, lengths, variances, directions, steps, options)
+                _self_term_derivatives(values, lengths, variances, directions, steps, self_options)
             )
         sides.append(side)
         if symmetric:
             sides.append(side)
             break
-    options = dict(
+    scan_options = dict(
         nonlinearity=nonlinearity,
         num_layers=num_layers,
         frozen_layers=frozen_layers,
@@ -374,7 +376,7 @@ def _fused(
     )
     if directions is not None:
         return _compiled_cross(
-            *sides, variances, grad_out, order1, order2, directions=directions, **options
+            *sides, variances, grad_out, order1, order2, directions=directions, **scan_options
         )
     # Each backend writes pair (a, b) of the sorted sets to out[order1[a], order2[b]]
     # (and, for K(x, x), computes a <= b only and writes both halves).
@@ -382,9 +384,9 @@ def _fused(
     if backend == "triton":
         from ._triton import triton_cross
 
-        triton_cross(*sides, variances, out, order1, order2, **options)
+        triton_cross(*sides, variances, out, order1, order2, **scan_options)
     else:
-        _compiled_cross(*sides, variances, out, order1, order2, **options)
+        _compiled_cross(*sides, variances, out, order1, order2, **scan_options)
     return out
 
 
@@ -451,7 +453,10 @@ def _compiled_cross(
             # rounded up to whole chunks (steps before a pair starts are harmless).
             need = min(int(lengths1[i : i + rows].max()), int(lengths2[j : j + cols].max()))
             top = -(-need // _UNROLL) * _UNROLL
-            shapes = [(rows, cols)] * 3 + [(directions, rows, cols)] * 3 * forward_mode
+            # (V, V', Th) per layer, then in forward mode their derivatives per direction
+            shapes = [(rows, cols)] * 3
+            if forward_mode:
+                shapes += [(directions, rows, cols)] * 3
             state = tuple(x1.new_zeros(shape) for _ in range(num_layers) for shape in shapes)
             for start in range(clock - top, clock, _UNROLL):
                 u = slice(max(start, 0), start + _UNROLL)
