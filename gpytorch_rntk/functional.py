@@ -527,12 +527,10 @@ class _Lanes(NamedTuple):
     weight: Tensor | None  # (G,) 2 where a diagonal d > 0 stands for d and -d, else None
 
 
-def _pack_diagonals(
-    longest1: int, longest2: int, symmetric: bool, lanes_per_group: int, device: torch.device
-) -> list[_Lanes]:
-    """Every diagonal of a ``longest1 x longest2`` grid (only ``d >= 0`` if ``symmetric``), longest
-    first, each lane topped up with the shortest that still fit: lanes of ``min(T1, T2)`` cells
-    cover the grid without gaps (a self grid leaves at most one lane half empty)."""
+def diagonal_lanes(longest1: int, longest2: int, symmetric: bool = False) -> list[list[int]]:
+    """The diagonals ``d = t' - t`` of a ``longest1 x longest2`` grid (only ``d >= 0`` if
+    ``symmetric``) packed into lanes of ``min(longest1, longest2)`` cells: longest first, each
+    lane topped up with the shortest that still fit."""
     cells = min(longest1, longest2)
     offsets = range(longest1) if symmetric else range(1 - longest1, longest2)
 
@@ -549,6 +547,21 @@ def _pack_diagonals(
             room -= length(order[j])
             j -= 1
         lanes.append(lane)
+    return lanes
+
+
+def _pack_diagonals(
+    longest1: int, longest2: int, symmetric: bool, lanes_per_group: int, device: torch.device
+) -> list[_Lanes]:
+    """The lanes of :func:`diagonal_lanes` in groups of ``lanes_per_group``: lanes of
+    ``min(T1, T2)`` cells cover the grid without gaps (a self grid leaves at most one lane half
+    empty)."""
+    cells = min(longest1, longest2)
+
+    def length(d: int) -> int:
+        return min(longest1 - max(0, -d), longest2 - max(0, d))
+
+    lanes = diagonal_lanes(longest1, longest2, symmetric)
     groups = []
     for first in range(0, len(lanes), lanes_per_group):
         group = lanes[first : first + lanes_per_group]
@@ -871,26 +884,24 @@ def _use_fused(engine, values1, values2, lengths1, lengths2, variances, readout,
         raise ValueError(f"Unknown engine {engine!r}; choose one of {list(ENGINES)}.")
     if engine == "tensor":
         return False
-    # Gradients: for the variances only, by the compiled CPU loop in forward mode.
+    # Gradients: for the variances only, by the compiled loop in forward mode.
     applies = (
-        readout == "last"
-        and not paired
+        not paired
         and values1.dim() == values2.dim() == 3
         and all(not isinstance(v, Tensor) or v.numel() == 1 for v in variances)
         and not _needs_grad(values1, values2)
-        and (values1.device.type == "cpu" or not _needs_grad(*variances))
     )
     if engine == "fused":
         if not applies:
             raise ValueError(
-                "engine='fused' computes the last readout for unbatched inputs and scalar "
-                "variances, without 'paired', and gradients for the variances only (on the CPU), "
-                "not for the sequences."
+                "engine='fused' computes Gram matrices of unbatched inputs with scalar "
+                "variances, without 'paired', and gradients for the variances only, not for "
+                "the sequences."
             )
         return True
     from .fused import worth_fusing
 
-    return applies and worth_fusing(values1, lengths1, values2, lengths2)
+    return applies and worth_fusing(values1, lengths1, values2, lengths2, readout)
 
 
 def recurrent_kernel(
@@ -941,8 +952,9 @@ def recurrent_kernel(
         block_elements: Pairs per row block; default :math:`2^{20}`, or :math:`2^{18}` when
             gradients are needed (each block then replays one chunk of steps at a time).
         engine: ``"tensor"`` (this module's scan, the reference), ``"fused"``
-            (:mod:`gpytorch_rntk.fused`: a Triton kernel on CUDA, a compiled loop elsewhere;
-            last readout, unbatched, gradients for the variances only and on the CPU only) or
+            (:mod:`gpytorch_rntk.fused`: for the last readout a Triton kernel on CUDA, a
+            compiled loop elsewhere and for the mean readout; unbatched inputs, scalar
+            variances, gradients for the variances only) or
             ``"auto"``: fused where it applies and the problem is large enough to repay
             compiling it (:func:`gpytorch_rntk.fused.worth_fusing`).
 
@@ -982,6 +994,7 @@ def recurrent_kernel(
             num_layers=num_layers,
             frozen_layers=frozen_layers,
             initial_state=initial_state,
+            readout=readout,
         )
     need_same = nonlinearity == "relu" or initial_state == "per_input"
     same = identical_rows(values1, lengths1, values2, lengths2, paired) if need_same else None

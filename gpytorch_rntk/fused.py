@@ -20,6 +20,7 @@ matrices whose sequences need no gradient.
 
 from __future__ import annotations
 
+import functools
 import math
 import os
 
@@ -27,7 +28,15 @@ import torch
 from torch import Tensor
 from torch.autograd.function import once_differentiable
 
-from .functional import NONLINEARITIES, RecurrentVariances, _right_align, _self_terms, row_ids
+from .functional import (
+    NONLINEARITIES,
+    RecurrentVariances,
+    _pack_diagonals,
+    _right_align,
+    _self_terms,
+    diagonal_lanes,
+    row_ids,
+)
 
 __all__ = ["fused_available", "fused_kernel", "self_terms", "worth_fusing"]
 
@@ -53,28 +62,36 @@ def self_terms(
     num_layers: int,
     initial_state: str,
     steps: int,
+    align: str = "end",
 ) -> Tensor:
-    r"""The pre-activation variances :math:`S^l(t, t)` of each sequence, right-aligned.
+    r"""The pre-activation variances :math:`S^l(t, t)` of each sequence on a clock of ``steps``.
 
     Args:
         values: ``(N, T, m)``, zero past each length.
         lengths: ``(N,)``.
         variances: Scalar variances.
-        steps: The clock to right-align on (at least ``T``).
+        steps: The clock's length (at least ``T``).
+        align: ``"end"``: index ``u`` holds the self term ``steps - u`` steps before the readout
+            (the last readout's clock); ``"start"``: index ``u`` holds step ``u``.
 
     Returns:
-        ``(L, steps, N)``: layer ``l``'s self term ``steps - u`` steps before the readout at
-        index ``u``, and 1 (a finite placeholder) before the sequence starts.
+        ``(L, steps, N)``, with 1 (a finite placeholder) where the sequence is not running.
     """
-    tables = _self_terms(
-        values,
-        lengths,
-        variances,
-        NONLINEARITIES[nonlinearity],
-        num_layers,
-        init=initial_state != "zero",
-    )
-    aligned = _right_align(torch.stack(tables, -1), lengths, steps)  # (N, steps, L)
+    tables = torch.stack(
+        _self_terms(
+            values,
+            lengths,
+            variances,
+            NONLINEARITIES[nonlinearity],
+            num_layers,
+            init=initial_state != "zero",
+        ),
+        -1,
+    )  # (N, T, L), 1 past each length
+    if align == "start":
+        pad = (0, 0, 0, steps - tables.shape[-2])
+        return torch.nn.functional.pad(tables, pad, value=1.0).permute(2, 1, 0)
+    aligned = _right_align(tables, lengths, steps)
     started = torch.arange(steps, device=values.device) >= steps - lengths.unsqueeze(-1)
     return torch.where(started.unsqueeze(-1), aligned, 1.0).permute(2, 1, 0)
 
@@ -124,6 +141,91 @@ def _dual(s, sa, sb, same, relu: bool, eps: float, tangents=None):
     return v, vd, dv, dvd
 
 
+def _cell(
+    state: list[Tensor],
+    below: Tensor,
+    cont: Tensor,
+    boundary: Tensor | float,
+    selves: list[tuple[Tensor, Tensor]],
+    same: Tensor | None,
+    variances: tuple[Tensor, ...],
+    relu: bool,
+    frozen_layers: int,
+    eps: float,
+    tangents: tuple | None = None,
+) -> None:
+    """One cell of the recursion through every layer, updating ``state`` in place.
+
+    ``state`` holds ``(V, V', Th)`` per layer, then in forward mode ``(dV, dV', dTh)`` per
+    layer and direction; where ``cont`` is false the previous cell is the boundary (``P =
+    boundary``, no recurrent ``Th`` term). ``selves``: each layer's ``(S(t, t), S'(t', t'))``.
+    ``tangents = (d_boundary, d_selves, units)``: the boundary's and the self terms'
+    derivatives along the directions, and each variance's component of each direction.
+    """
+    sw2, su2, sb2, _ = variances
+    forward_mode = tangents is not None
+    if forward_mode:
+        d_boundary, d_selves, (d_sw2, d_su2, d_sb2, _) = tangents
+    width = 6 if forward_mode else 3
+    below_th = d_below = d_below_th = None
+    for layer in range(len(state) // width):
+        if forward_mode:
+            v, vd, th, dv, dvd, dth = state[width * layer : width * layer + width]
+        else:
+            v, vd, th = state[width * layer : width * layer + width]
+        previous = torch.where(cont, v, boundary)
+        s = sw2 * previous + su2 * below + sb2
+        if forward_mode:
+            ds = sw2 * torch.where(cont, dv, d_boundary) + d_sw2 * previous + d_su2 * below
+            ds = ds + d_sb2 + (0.0 if d_below is None else su2 * d_below)
+        if layer >= frozen_layers:
+            recurrent = torch.where(cont, vd * th, 0.0)
+            if forward_mode:
+                d_recurrent = torch.where(cont, dvd * th + vd * dth, 0.0)
+            th = s + sw2 * recurrent
+            if forward_mode:
+                dth = ds + sw2 * d_recurrent + d_sw2 * recurrent
+            if below_th is not None:
+                th = th + su2 * below_th
+                if forward_mode:
+                    dth = dth + su2 * d_below_th + d_su2 * below_th
+        if forward_mode:
+            duals = _dual(s, *selves[layer], same, relu, eps, (ds, *d_selves[layer]))
+            v, vd, dv, dvd = duals
+            state[width * layer : width * layer + width] = v, vd, th, dv, dvd, dth
+        else:
+            v, vd = _dual(s, *selves[layer], same, relu, eps)
+            state[width * layer : width * layer + width] = v, vd, th
+        below, below_th = v, (vd * th if layer >= frozen_layers else None)
+        if forward_mode:
+            d_below = dv
+            d_below_th = dvd * th + vd * dth if layer >= frozen_layers else None
+
+
+def _readout(
+    state: list[Tensor] | tuple[Tensor, ...], width: int, frozen_layers: int
+) -> tuple[Tensor, Tensor | None]:
+    """The top layer's readout ``V + V' Th`` (``V`` if no layer is trained) and, in forward
+    mode (``width = 6``), its derivatives (else ``None``)."""
+    top = state[-width:]
+    trained = frozen_layers < len(state) // width
+    if width == 3:
+        v, vd, th = top
+        return (v + vd * th if trained else v), None
+    v, vd, th, dv, dvd, dth = top
+    if trained:
+        return v + vd * th, dv + dvd * th + vd * dth
+    return v, dv
+
+
+def _below(xs: Tensor, ys: Tensor) -> Tensor:
+    """The input term ``x . y / m`` of every pair (elementwise for few channels, so that the
+    compiler fuses it into the step)."""
+    if xs.shape[-1] <= 16:
+        return (xs.unsqueeze(-2) * ys.unsqueeze(-3)).mean(-1)
+    return xs @ ys.transpose(-1, -2) / xs.shape[-1]
+
+
 def _cross_steps(
     state: tuple[Tensor, ...],
     xs: Tensor,
@@ -137,99 +239,165 @@ def _cross_steps(
     top: Tensor,
     variances: tuple[Tensor, ...],
     relu: bool,
-    num_layers: int,
     frozen_layers: int,
     init_mode: int,
     eps: float,
     tangent_inputs: tuple[Tensor, ...] | None = None,
 ) -> tuple[Tensor, ...]:
-    """``xs.shape[0]`` steps of the cross scan of one tile, ``top`` steps before the readout
-    at the first of them. ``state`` is ``(V, V', Th)`` per layer; ``sxs``: ``(K, L, n1, 1)``.
+    """``xs.shape[0]`` steps of the last readout's cross scan of one tile, ``top`` steps
+    before the readout at the first of them (sequences aligned at their ends). ``state`` is
+    ``(V, V', Th)`` per layer; ``sxs``: ``(K, L, n1, 1)``.
 
     Forward mode: with ``tangent_inputs = (dsxs, dsys, units)`` (the self terms' derivatives
     ``(K, L, P, n1, 1)``, ``(K, L, P, 1, n2)`` along ``P`` directions in variance space, and
     ``units``: ``(4, P, 1, 1)``, each variance's component of each direction) the state also
     carries ``(dV, dV', dTh)`` per layer, each ``(P, n1, n2)``.
     """
-    sw2, su2, sb2, init_var = variances
-    same = ids1.unsqueeze(-1) == ids2.unsqueeze(-2)
+    init_var = variances[3]
+    same = (ids1.unsqueeze(-1) == ids2.unsqueeze(-2)) if relu else None
     shorter = torch.minimum(lengths1.unsqueeze(-1), lengths2.unsqueeze(-2))
     state = list(state)
-    forward_mode = tangent_inputs is not None
-    if forward_mode:
-        dsxs, dsys, units = tangent_inputs
-        d_sw2, d_su2, d_sb2, d_init = units
     for k in range(xs.shape[0]):
         remaining = top - k
         cont = shorter > remaining
         boundary = d_boundary = 0.0
         if init_mode:
             start = (lengths1.unsqueeze(-1) == remaining) & (lengths2.unsqueeze(-2) == remaining)
-            start = start & same if init_mode == 1 else start
+            start = start & (ids1.unsqueeze(-1) == ids2.unsqueeze(-2)) if init_mode == 1 else start
             boundary = torch.where(start, init_var, 0.0)
-            if forward_mode:
-                d_boundary = torch.where(start, d_init, 0.0)
-        if xs.shape[-1] <= 16:  # elementwise, so the compiler fuses it into the step
-            below = (xs[k].unsqueeze(-2) * ys[k].unsqueeze(-3)).mean(-1)
-        else:
-            below = xs[k] @ ys[k].transpose(-1, -2) / xs.shape[-1]
-        below_th = d_below = d_below_th = None
-        for layer in range(num_layers):
-            if forward_mode:
-                v, vd, th, dv, dvd, dth = state[6 * layer : 6 * layer + 6]
-            else:
-                v, vd, th = state[3 * layer : 3 * layer + 3]
-            previous = torch.where(cont, v, boundary)
-            s = sw2 * previous + su2 * below + sb2
-            if forward_mode:
-                ds = sw2 * torch.where(cont, dv, d_boundary) + d_sw2 * previous + d_su2 * below
-                ds = ds + d_sb2 + (0.0 if d_below is None else su2 * d_below)
-            if layer >= frozen_layers:
-                recurrent = torch.where(cont, vd * th, 0.0)
-                if forward_mode:
-                    d_recurrent = torch.where(cont, dvd * th + vd * dth, 0.0)
-                th = s + sw2 * recurrent
-                if forward_mode:
-                    dth = ds + sw2 * d_recurrent + d_sw2 * recurrent
-                if below_th is not None:
-                    th = th + su2 * below_th
-                    if forward_mode:
-                        dth = dth + su2 * d_below_th + d_su2 * below_th
-            selves = (sxs[k, layer], sys_[k, layer])
-            if forward_mode:
-                tangents = (ds, dsxs[k, layer], dsys[k, layer])
-                v, vd, dv, dvd = _dual(s, *selves, same if relu else None, relu, eps, tangents)
-                state[6 * layer : 6 * layer + 6] = v, vd, th, dv, dvd, dth
-            else:
-                v, vd = _dual(s, *selves, same if relu else None, relu, eps)
-                state[3 * layer : 3 * layer + 3] = v, vd, th
-            below, below_th = v, (vd * th if layer >= frozen_layers else None)
-            if forward_mode:
-                d_below = dv
-                d_below_th = dvd * th + vd * dth if layer >= frozen_layers else None
+        tangents = None
+        if tangent_inputs is not None:
+            dsxs, dsys, units = tangent_inputs
+            if init_mode:
+                d_boundary = torch.where(start, units[3], 0.0)
+            tangents = (d_boundary, list(zip(dsxs[k], dsys[k], strict=True)), units)
+        selves = list(zip(sxs[k], sys_[k], strict=True))
+        _cell(
+            state,
+            _below(xs[k], ys[k]),
+            cont,
+            boundary,
+            selves,
+            same,
+            variances,
+            relu,
+            frozen_layers,
+            eps,
+            tangents,
+        )
     return tuple(state)
 
 
-_compiled_steps = None
+def _diagonal_steps(
+    state: tuple[Tensor, ...],
+    xs: Tensor,
+    ys: Tensor,
+    sxs: Tensor,
+    sys_: Tensor,
+    steps1: Tensor,
+    steps2: Tensor,
+    keep: Tensor,
+    origin: Tensor,
+    lengths1: Tensor,
+    lengths2: Tensor,
+    ids1: Tensor,
+    ids2: Tensor,
+    variances: tuple[Tensor, ...],
+    relu: bool,
+    frozen_layers: int,
+    init_mode: int,
+    eps: float,
+    tangent_inputs: tuple[Tensor, ...] | None = None,
+) -> tuple[Tensor, ...]:
+    """``xs.shape[0]`` cells of ``G`` lanes of diagonals of one tile (the mean readout).
+
+    Lane ``g`` is at step ``steps1[k, g]`` of the rows and ``steps2[k, g]`` of the columns at
+    cell ``k`` (sequences aligned at their starts); ``keep[k, g]`` is false where a diagonal
+    begins, ``origin[k, g]`` true on the diagonal ``t = t'`` (the only one whose boundary
+    holds the initial state, and where exact self pairs meet themselves). ``xs``: ``(K, G,
+    n1, m)``; ``sxs``: ``(K, L, G, n1, 1)``. ``state`` is ``(V, V', Th)`` per layer, each
+    ``(G, n1, n2)``, then each lane's sum of the readout over the active cells so far; in
+    forward mode (``tangent_inputs`` as for :func:`_cross_steps`, with the lane dimension
+    after the direction's) the per-layer tuples are ``(V, V', Th, dV, dV', dTh)`` and the
+    sum's derivatives follow the sum.
+    """
+    init_var = variances[3]
+    exact = ids1.unsqueeze(-1) == ids2.unsqueeze(-2)
+    forward_mode = tangent_inputs is not None
+    width = 6 if forward_mode else 3
+    state = list(state)
+    totals = state[-2:] if forward_mode else state[-1:]
+    del state[-len(totals) :]
+    lane = (-1, 1, 1)
+    for k in range(xs.shape[0]):
+        active = (steps1[k].view(lane) < lengths1.unsqueeze(-1)) & (
+            steps2[k].view(lane) < lengths2.unsqueeze(-2)
+        )
+        # A pair past either end restarts from the boundary: its (unused) state stays finite.
+        cont = keep[k].view(lane) & active
+        on_origin = origin[k].view(lane)
+        boundary = d_boundary = 0.0
+        if init_mode:
+            start = on_origin & ~keep[k].view(lane)
+            start = start & exact if init_mode == 1 else start
+            boundary = torch.where(start, init_var, 0.0)
+        tangents = None
+        if forward_mode:
+            dsxs, dsys, units = tangent_inputs
+            if init_mode:
+                d_boundary = torch.where(start, units[3], 0.0)
+            tangents = (d_boundary, list(zip(dsxs[k], dsys[k], strict=True)), units)
+        same = exact & on_origin if relu else None
+        selves = list(zip(sxs[k], sys_[k], strict=True))
+        below = _below(xs[k], ys[k])
+        _cell(
+            state,
+            below,
+            cont,
+            boundary,
+            selves,
+            same,
+            variances,
+            relu,
+            frozen_layers,
+            eps,
+            tangents,
+        )
+        readout, d_readout = _readout(state, width, frozen_layers)
+        totals[0] = totals[0] + torch.where(active, readout, 0.0)
+        if forward_mode:
+            totals[1] = totals[1] + torch.where(active, d_readout, 0.0)
+    return (*state, *totals)
 
 
-def _steps_function(device: torch.device):
-    """:func:`_cross_steps`, compiled once per process unless ``GPYTORCH_RNTK_COMPILE=0``."""
-    global _compiled_steps
+_compiled_steps: dict = {}
+
+
+def _steps_function(readout: str):
+    """:func:`_cross_steps` (last readout) or :func:`_diagonal_steps` (mean), compiled once
+    per process unless ``GPYTORCH_RNTK_COMPILE=0``."""
+    steps = _cross_steps if readout == "last" else _diagonal_steps
     if os.environ.get("GPYTORCH_RNTK_COMPILE", "1") == "0":
-        return _cross_steps
-    if _compiled_steps is None:
-        _compiled_steps = torch.compile(_cross_steps, dynamic=False)
-    return _compiled_steps
+        return steps
+    if readout not in _compiled_steps:
+        _compiled_steps[readout] = torch.compile(steps, dynamic=False)
+    return _compiled_steps[readout]
 
 
-def worth_fusing(values1: Tensor, lengths1: Tensor, values2: Tensor, lengths2: Tensor) -> bool:
+def worth_fusing(
+    values1: Tensor, lengths1: Tensor, values2: Tensor, lengths2: Tensor, readout: str = "last"
+) -> bool:
     """Whether the fused engine repays its compilation on this Gram matrix."""
-    backend = "triton" if fused_available(values1.device) else "compiled"
-    if backend == "compiled" and os.environ.get("GPYTORCH_RNTK_COMPILE", "1") == "0":
+    triton = readout == "last" and fused_available(values1.device)
+    if not triton and os.environ.get("GPYTORCH_RNTK_COMPILE", "1") == "0":
         return False
-    steps = max(values1.shape[-2], values2.shape[-2])
-    return len(lengths1) * len(lengths2) * steps >= _FUSE_PAIR_STEPS[backend]
+    cells = max(values1.shape[-2], values2.shape[-2])  # per pair: steps, or time pairs (mean)
+    if readout == "mean":
+        cells = values1.shape[-2] * values2.shape[-2]
+    return (
+        len(lengths1) * len(lengths2) * cells
+        >= _FUSE_PAIR_STEPS["triton" if triton else "compiled"]
+    )
 
 
 def fused_available(device: torch.device) -> bool:
@@ -254,14 +422,20 @@ def fused_kernel(
     num_layers: int = 1,
     frozen_layers: int = 0,
     initial_state: str = "zero",
+    readout: str = "last",
     backend: str = "auto",
 ) -> Tensor:
-    r"""The last-step RNTK / NNGP Gram matrix ``(N, N')`` by the fused engine.
+    r"""The RNTK / NNGP Gram matrix ``(N, N')`` by the fused engine.
 
     Same arguments and result as :func:`~gpytorch_rntk.functional.recurrent_kernel` for
-    unbatched inputs and scalar variances. ``backend`` is ``"triton"``, ``"compiled"`` (the
-    chunked loop, compiled unless ``GPYTORCH_RNTK_COMPILE=0``) or ``"auto"`` (Triton where it
-    can run, else compiled).
+    unbatched inputs and scalar variances. ``backend`` is ``"triton"`` (last readout only),
+    ``"compiled"`` (the chunked loop, compiled unless ``GPYTORCH_RNTK_COMPILE=0``) or
+    ``"auto"`` (Triton where it can run, else compiled).
+
+    ``readout="mean"`` runs each tile's diagonals of the time grid (each the last readout's
+    recursion from its own boundary, sequences aligned at their starts) in lanes side by side
+    through the compiled loop, summing the readout of every active cell: :math:`O(L T T')`
+    work per pair, memory as for the last readout.
 
     Gradients: for the variances only (the sequences must not require gradients), by the
     compiled loop in forward mode: the backward pass runs the scan once more carrying the
@@ -271,9 +445,13 @@ def fused_kernel(
     """
     if backend == "auto":
         triton = fused_available(values1.device) and num_layers <= TRITON_MAX_LAYERS
-        backend = "triton" if triton else "compiled"
+        backend = "triton" if triton and readout == "last" else "compiled"
     if backend not in ("triton", "compiled"):
         raise ValueError(f"Unknown backend {backend!r}; choose 'auto', 'triton' or 'compiled'.")
+    if readout not in ("last", "mean"):
+        raise ValueError(f"Unknown readout {readout!r}; choose 'last' or 'mean'.")
+    if backend == "triton" and readout != "last":
+        raise ValueError("The Triton kernel computes the last readout; use backend='compiled'.")
     if values1.requires_grad or values2.requires_grad:
         raise ValueError("The fused engine gives no gradients for the sequences.")
     setup = dict(
@@ -281,6 +459,7 @@ def fused_kernel(
         num_layers=num_layers,
         frozen_layers=frozen_layers,
         initial_state=initial_state,
+        readout=readout,
         symmetric=values1 is values2 and lengths1 is lengths2,
     )
     # Four 0-d tensors of the inputs' dtype (init_var 0 where not given).
@@ -334,6 +513,7 @@ def _fused(
     num_layers,
     frozen_layers,
     initial_state,
+    readout,
     symmetric,
     grad_out=None,
     directions=None,
@@ -347,9 +527,16 @@ def _fused(
     # Sort by length so that each tile scans only what its pairs need.
     order1 = torch.argsort(lengths1, stable=True)
     order2 = order1 if symmetric else torch.argsort(lengths2, stable=True)
-    steps = int(max(lengths1.max(), lengths2.max()))
+    longest = int(max(lengths1.max(), lengths2.max()))
+    # The last readout's clock ends at the readout; the mean's starts at step 0, with one idle
+    # step (zero data, placeholder self terms) where lanes wait.
+    align, steps = ("end", longest) if readout == "last" else ("start", longest + 1)
     self_options = dict(
-        nonlinearity=nonlinearity, num_layers=num_layers, initial_state=initial_state
+        nonlinearity=nonlinearity,
+        num_layers=num_layers,
+        initial_state=initial_state,
+        steps=steps,
+        align=align,
     )
     sides = []
     for values, lengths, ids, order in (
@@ -357,12 +544,15 @@ def _fused(
         (values2, lengths2, ids2, order2),
     ):
         values, lengths, ids = values[order], lengths[order], ids[order]
-        selves = self_terms(values, lengths, variances, steps=steps, **self_options)
-        side = [_right_align(values, lengths, steps), lengths, ids, selves]
+        side = [None, lengths, ids, self_terms(values, lengths, variances, **self_options)]
         if directions is not None:  # and the self terms' derivatives, (L, steps, P, N)
             side.append(
-                _self_term_derivatives(values, lengths, variances, directions, steps, self_options)
+                _self_term_derivatives(values, lengths, variances, directions, self_options)
             )
+        if align == "end":
+            side[0] = _right_align(values, lengths, steps)
+        else:
+            side[0] = torch.nn.functional.pad(values, (0, 0, 0, steps - values.shape[-2]))
         sides.append(side)
         if symmetric:
             sides.append(side)
@@ -376,7 +566,14 @@ def _fused(
     )
     if directions is not None:
         return _compiled_cross(
-            *sides, variances, grad_out, order1, order2, directions=directions, **scan_options
+            *sides,
+            variances,
+            grad_out,
+            order1,
+            order2,
+            readout=readout,
+            directions=directions,
+            **scan_options,
         )
     # Each backend writes pair (a, b) of the sorted sets to out[order1[a], order2[b]]
     # (and, for K(x, x), computes a <= b only and writes both halves).
@@ -386,17 +583,17 @@ def _fused(
 
         triton_cross(*sides, variances, out, order1, order2, **scan_options)
     else:
-        _compiled_cross(*sides, variances, out, order1, order2, **scan_options)
+        _compiled_cross(*sides, variances, out, order1, order2, readout=readout, **scan_options)
     return out
 
 
-def _self_term_derivatives(values, lengths, variances, directions, steps, options) -> Tensor:
+def _self_term_derivatives(values, lengths, variances, directions, options) -> Tensor:
     """The derivatives of :func:`self_terms` along each variance numbered in ``directions``
     (forward mode), stacked as ``(L, steps, P, N)``."""
     unit = torch.eye(4, dtype=values.dtype, device=values.device)
 
     def selves(*v: Tensor) -> Tensor:
-        return self_terms(values, lengths, RecurrentVariances(*v), steps=steps, **options)
+        return self_terms(values, lengths, RecurrentVariances(*v), **options)
 
     return torch.stack(
         [torch.func.jvp(selves, tuple(variances), tuple(unit[d]))[1] for d in directions], dim=2
@@ -412,6 +609,10 @@ def _row_ids(
     return row_ids(values1, lengths1, values2, lengths2)
 
 
+# Pair cells one compiled call of the mean readout advances per step (lanes x rows x columns).
+_LANE_ELEMENTS = {"cpu": 2**18, "cuda": 2**21}
+
+
 def _compiled_cross(
     side1,
     side2,
@@ -420,6 +621,7 @@ def _compiled_cross(
     order1: Tensor,
     order2: Tensor,
     *,
+    readout,
     nonlinearity,
     num_layers,
     frozen_layers,
@@ -427,7 +629,8 @@ def _compiled_cross(
     symmetric,
     directions=None,
 ):
-    """The cross scan tile by tile through :func:`_cross_steps` (sorted inputs).
+    """The cross scan tile by tile through :func:`_cross_steps` or :func:`_diagonal_steps`
+    (sorted inputs).
 
     Writes the Gram matrix to ``out``; or, where the sides carry their self terms' derivatives,
     runs in forward mode and returns ``sum(out * dK)`` for each direction (``out`` is then the
@@ -436,76 +639,48 @@ def _compiled_cross(
     """
     n1, n2 = len(side1[1]), len(side2[1])
     rows, cols = min(_TILE[0], -(-n1 // 16) * 16), min(_TILE[1], -(-n2 // 64) * 64)
-    x1, lengths1, ids1, selves1, *tangent1 = _pad_side(side1, -(-n1 // rows) * rows, -1)
-    x2, lengths2, ids2, selves2, *tangent2 = _pad_side(side2, -(-n2 // cols) * cols, -2)
-    forward_mode = bool(tangent1)
+    side1 = _pad_side(side1, -(-n1 // rows) * rows, -1)
+    side2 = _pad_side(side2, -(-n2 // cols) * cols, -2)
+    x1 = side1[0]
+    forward_mode = len(side1) > 4
+    tile = dict(
+        variances=tuple(variances),
+        relu=nonlinearity == "relu",
+        num_layers=num_layers,
+        frozen_layers=frozen_layers,
+        init_mode=init_mode,
+        eps=torch.finfo(x1.dtype).eps,
+        steps_fn=_steps_function(readout),
+    )
     if forward_mode:  # units[i, p]: component of variance i in direction p
         units = torch.eye(4, dtype=x1.dtype, device=x1.device)[:, directions, None, None]
-        directions = len(directions)
-        grads = x1.new_zeros(directions)
-    steps_fn = _steps_function(x1.device)
-    clock = x1.shape[-2]
-    eps = torch.finfo(x1.dtype).eps
-    relu = nonlinearity == "relu"
+        tile["units"] = units if readout == "last" else units[..., None]
+        grads = x1.new_zeros(len(directions))
+    scan_tile = _scan_tile_last
+    if readout == "mean":
+        # G lanes of diagonals per call, as many as the budget allows and the longest pair
+        # needs: the same for every tile, so the compiled function is specialised once.
+        budget = _LANE_ELEMENTS["cpu" if x1.device.type == "cpu" else "cuda"]
+        budget //= 1 + (len(directions) if forward_mode else 0)
+        longest = (int(side1[1].max()), int(side2[1].max()))
+        lanes = len(diagonal_lanes(*longest))
+        scan_tile = functools.partial(
+            _scan_tile_mean, lanes_per_group=max(1, min(lanes, budget // (rows * cols)))
+        )
     for i in range(0, n1, rows):
         for j in range(i // cols * cols if symmetric else 0, n2, cols):
-            # Lengths are sorted: the tile's longest pair needs min(max T_i, max T_j) steps,
-            # rounded up to whole chunks (steps before a pair starts are harmless).
-            need = min(int(lengths1[i : i + rows].max()), int(lengths2[j : j + cols].max()))
-            top = -(-need // _UNROLL) * _UNROLL
-            # (V, V', Th) per layer, then in forward mode their derivatives per direction
-            shapes = [(rows, cols)] * 3
-            if forward_mode:
-                shapes += [(directions, rows, cols)] * 3
-            state = tuple(x1.new_zeros(shape) for _ in range(num_layers) for shape in shapes)
-            for start in range(clock - top, clock, _UNROLL):
-                u = slice(max(start, 0), start + _UNROLL)
-                pad = max(0, -start)  # steps before the clock began: zero data, placeholder 1
-                tangent_inputs = None
-                if forward_mode:
-                    tangent_inputs = (
-                        _pad_front(tangent1[0][:, u, :, i : i + rows].transpose(0, 1), pad, 0.0)[
-                            ..., None
-                        ],
-                        _pad_front(tangent2[0][:, u, :, j : j + cols].transpose(0, 1), pad, 0.0)[
-                            ..., None, :
-                        ],
-                        units,
-                    )
-                state = steps_fn(
-                    state,
-                    _pad_front(x1[i : i + rows, u].transpose(0, 1), pad, 0.0),
-                    _pad_front(x2[j : j + cols, u].transpose(0, 1), pad, 0.0),
-                    _pad_front(selves1[:, u, i : i + rows].transpose(0, 1), pad, 1.0)[..., None],
-                    _pad_front(selves2[:, u, j : j + cols].transpose(0, 1), pad, 1.0)[..., None, :],
-                    lengths1[i : i + rows].clone(),
-                    lengths2[j : j + cols].clone(),
-                    ids1[i : i + rows].clone(),
-                    ids2[j : j + cols].clone(),
-                    torch.tensor(clock - start, device=x1.device),
-                    tuple(variances),
-                    relu,
-                    num_layers,
-                    frozen_layers,
-                    init_mode,
-                    eps,
-                    tangent_inputs,
-                )
-            trained = frozen_layers < num_layers
+            value, tangent = scan_tile(_part(side1, i, rows), _part(side2, j, cols), **tile)
             a = torch.arange(i, min(i + rows, n1), device=out.device).unsqueeze(-1)
             b = torch.arange(j, min(j + cols, n2), device=out.device).unsqueeze(-2)
             crop = (..., slice(0, a.shape[0]), slice(0, b.shape[1]))
             if forward_mode:
-                v, vd, th, dv, dvd, dth = state[-6:]
-                dk = (dv + dvd * th + vd * dth if trained else dv)[crop]
                 weight = out[order1[a], order2[b]]
                 if symmetric:  # pair (a, b) stands for both halves; computed for a <= b
                     weight = torch.where(a < b, weight + out[order2[b], order1[a]], weight)
                     weight = torch.where(a <= b, weight, 0.0)
-                grads += (dk * weight).sum((-1, -2))
+                grads += (tangent[crop] * weight).sum((-1, -2))
                 continue
-            v, vd, th = state[-3:]
-            block = (v + vd * th if trained else v)[crop]
+            block = value[crop]
             if symmetric:
                 a, b = torch.broadcast_tensors(a, b)
                 upper = a <= b
@@ -513,6 +688,169 @@ def _compiled_cross(
                 out[order2[b], order1[a]] = block
             out[order1[a], order2[b]] = block
     return grads if forward_mode else None
+
+
+def _part(side, start: int, size: int) -> list[Tensor]:
+    """Sequences ``start : start + size`` of a padded side (the self terms and their
+    derivatives keep the sequences last; the data, lengths and ids first)."""
+    return [
+        t[..., start : start + size] if k >= 3 else t[start : start + size]
+        for k, t in enumerate(side)
+    ]
+
+
+def _scan_tile_last(
+    side1,
+    side2,
+    *,
+    variances,
+    relu,
+    num_layers,
+    frozen_layers,
+    init_mode,
+    eps,
+    steps_fn,
+    units=None,
+) -> tuple[Tensor, Tensor | None]:
+    """The last readout of one tile and, in forward mode, its derivatives ``(P, n1, n2)``."""
+    x1, lengths1, ids1, selves1, *tangent1 = side1
+    x2, lengths2, ids2, selves2, *tangent2 = side2
+    clock = x1.shape[-2]
+    # Lengths are sorted: the tile's longest pair needs min(max T_i, max T_j) steps, rounded
+    # up to whole chunks (steps before a pair starts are harmless).
+    need = min(int(lengths1.max()), int(lengths2.max()))
+    top = -(-need // _UNROLL) * _UNROLL
+    # (V, V', Th) per layer, then in forward mode their derivatives per direction
+    shapes = [(len(lengths1), len(lengths2))] * 3
+    if units is not None:
+        shapes += [(units.shape[1], len(lengths1), len(lengths2))] * 3
+    state = tuple(x1.new_zeros(shape) for _ in range(num_layers) for shape in shapes)
+    for start in range(clock - top, clock, _UNROLL):
+        u = slice(max(start, 0), start + _UNROLL)
+        pad = max(0, -start)  # steps before the clock began: zero data, placeholder 1
+        tangent_inputs = None
+        if units is not None:
+            tangent_inputs = (
+                _pad_front(tangent1[0][:, u].transpose(0, 1), pad, 0.0)[..., None],
+                _pad_front(tangent2[0][:, u].transpose(0, 1), pad, 0.0)[..., None, :],
+                units,
+            )
+        state = steps_fn(
+            state,
+            _pad_front(x1[:, u].transpose(0, 1), pad, 0.0),
+            _pad_front(x2[:, u].transpose(0, 1), pad, 0.0),
+            _pad_front(selves1[:, u].transpose(0, 1), pad, 1.0)[..., None],
+            _pad_front(selves2[:, u].transpose(0, 1), pad, 1.0)[..., None, :],
+            lengths1.clone(),
+            lengths2.clone(),
+            ids1.clone(),
+            ids2.clone(),
+            torch.tensor(clock - start, device=x1.device),
+            variances,
+            relu,
+            frozen_layers,
+            init_mode,
+            eps,
+            tangent_inputs,
+        )
+    return _readout(state, 3 if units is None else 6, frozen_layers)
+
+
+def _scan_tile_mean(
+    side1,
+    side2,
+    *,
+    lanes_per_group,
+    variances,
+    relu,
+    num_layers,
+    frozen_layers,
+    init_mode,
+    eps,
+    steps_fn,
+    units=None,
+) -> tuple[Tensor, Tensor | None]:
+    """The mean readout of one tile and, in forward mode, its derivatives ``(P, n1, n2)``:
+    the tile's diagonals packed into lanes (:func:`~gpytorch_rntk.functional._pack_diagonals`)
+    that run side by side, ``G`` at a time."""
+    x1, lengths1, ids1, selves1, *tangent1 = side1
+    x2, lengths2, ids2, selves2, *tangent2 = side2
+    n1, n2 = len(lengths1), len(lengths2)
+    directions = 0 if units is None else units.shape[1]
+    longest = (int(lengths1.max()), int(lengths2.max()))
+    counts = (lengths1.unsqueeze(-1) * lengths2.unsqueeze(-2)).clamp(min=1).to(x1)
+    total = x1.new_zeros(n1, n2)
+    d_total = None if units is None else x1.new_zeros(directions, n1, n2)
+    for step1, step2, keep, origin in _lane_plan(*longest, lanes_per_group, x1.device):
+        shapes = [(lanes_per_group, n1, n2)] * 3
+        if units is not None:
+            shapes += [(directions, lanes_per_group, n1, n2)] * 3
+        state = [x1.new_zeros(shape) for _ in range(num_layers) for shape in shapes]
+        state += [x1.new_zeros(shape) for shape in shapes[::3]]  # the sums (and derivatives)
+        for c in range(0, len(step1), _UNROLL):
+            s1, s2 = step1[c : c + _UNROLL], step2[c : c + _UNROLL]
+            tangent_inputs = None
+            if units is not None:  # (L, steps, P, n) -> (K, L, P, G, n)
+                tangent_inputs = (
+                    tangent1[0][:, s1].permute(1, 0, 3, 2, 4)[..., None].contiguous(),
+                    tangent2[0][:, s2].permute(1, 0, 3, 2, 4)[..., None, :].contiguous(),
+                    units,
+                )
+            state = steps_fn(
+                tuple(state),
+                x1[:, s1].permute(1, 2, 0, 3).contiguous(),  # (K, G, n1, m)
+                x2[:, s2].permute(1, 2, 0, 3).contiguous(),
+                selves1[:, s1].transpose(0, 1)[..., None].contiguous(),  # (K, L, G, n1, 1)
+                selves2[:, s2].transpose(0, 1)[..., None, :].contiguous(),
+                s1,
+                s2,
+                keep[c : c + _UNROLL],
+                origin[c : c + _UNROLL],
+                lengths1.clone(),
+                lengths2.clone(),
+                ids1.clone(),
+                ids2.clone(),
+                variances,
+                relu,
+                frozen_layers,
+                init_mode,
+                eps,
+                tangent_inputs,
+            )
+        if units is None:
+            total += state[-1].sum(0)
+        else:
+            total += state[-2].sum(0)
+            d_total += state[-1].sum(1)
+    return total / counts, (None if d_total is None else d_total / counts)
+
+
+@functools.lru_cache(maxsize=64)
+def _lane_plan(
+    longest1: int, longest2: int, lanes_per_group: int, device: torch.device
+) -> list[tuple[Tensor, ...]]:
+    """The diagonals of a ``longest1 x longest2`` grid in groups of ``lanes_per_group`` lanes,
+    each group ``(step1, step2, keep, origin)``, ``(cells, G)`` with ``cells`` a whole number
+    of chunks: the rows' and the columns' step at each cell (``longest`` where idle), whether
+    the cell continues its lane's previous cell, and whether it lies on ``t = t'``."""
+    plan = []
+    for lanes in _pack_diagonals(longest1, longest2, False, lanes_per_group, device):
+        cells, width = lanes.step1.shape
+        pad = (0, lanes_per_group - width, 0, -(-cells // _UNROLL) * _UNROLL - cells)
+        keep = lanes.keep.bool()
+        keep[0] = False
+        origin = torch.zeros_like(keep)
+        if lanes.origin is not None:
+            origin[:] = lanes.origin
+        plan.append(
+            (
+                torch.nn.functional.pad(lanes.step1, pad, value=longest1),
+                torch.nn.functional.pad(lanes.step2, pad, value=longest2),
+                torch.nn.functional.pad(keep, pad, value=False),
+                torch.nn.functional.pad(origin, pad, value=False),
+            )
+        )
+    return plan
 
 
 def _pad_side(side, n: int, dummy_id: int):

@@ -88,16 +88,37 @@ CONFIGS = [
 ]
 
 
+@pytest.mark.parametrize("readout", ["last", "mean"])
 @pytest.mark.parametrize("symmetric", [False, True], ids=["cross", "symmetric"])
-def test_compiled_loop_matches_tensor_path(dtype, device, symmetric, monkeypatch):
+def test_compiled_loop_matches_tensor_path(dtype, device, symmetric, readout, monkeypatch):
     monkeypatch.setenv("GPYTORCH_RNTK_COMPILE", "0")  # the same loop, eagerly, every variant
     for options in CONFIGS:
-        _check("compiled", dtype, device, symmetric, **options)
+        _check("compiled", dtype, device, symmetric, readout=readout, **options)
 
 
-def test_compiled_loop_compiles(dtype):
+@pytest.mark.parametrize("readout", ["last", "mean"])
+def test_compiled_loop_compiles(dtype, readout):
     """One configuration through torch.compile for real (the CPU engine's production path)."""
-    _check("compiled", dtype, torch.device("cpu"), False, nonlinearity="relu", num_layers=2)
+    options = dict(nonlinearity="relu", num_layers=2, initial_state="shared")
+    _check("compiled", dtype, torch.device("cpu"), False, readout=readout, **options)
+
+
+def test_mean_readout_lanes(monkeypatch):
+    """The mean readout with a few lanes per call (many groups, a part-filled last group and
+    idle cells) and with every diagonal in one group give the tensor path's Gram matrix."""
+    import gpytorch_rntk.fused as fused
+
+    monkeypatch.setenv("GPYTORCH_RNTK_COMPILE", "0")
+    x1, l1, x2, l2 = _pair_sets(torch.float64, "cpu")
+    variances = _variances(torch.float64, "cpu")
+    options = dict(nonlinearity="erf", num_layers=2, initial_state="per_input", readout="mean")
+    expected = recurrent_kernel(x1, l1, x2, l2, variances, engine="tensor", **options)
+    for lanes in (3, 10**6):
+        monkeypatch.setattr(
+            fused, "_LANE_ELEMENTS", dict.fromkeys(["cpu", "cuda"], lanes * 32 * 64)
+        )
+        got = fused_kernel(x1, l1, x2, l2, variances, backend="compiled", **options)
+        assert _scale_error(got, expected) < 1e-12
 
 
 TRITON_CONFIGS = [
@@ -148,8 +169,10 @@ def test_engine_dispatch(monkeypatch):
         recurrent_kernel(x, lengths, x, lengths, variances, engine="cuda")
     with pytest.raises(ValueError, match="not for the sequences"):
         recurrent_kernel(x.requires_grad_(), lengths, x, lengths, variances, engine="fused")
-    with pytest.raises(ValueError, match="last readout"):
-        recurrent_kernel(x, lengths, x, lengths, variances, engine="fused", readout="mean")
+    with pytest.raises(ValueError, match="unbatched inputs"):
+        recurrent_kernel(x, lengths, x, lengths, variances, engine="fused", paired=True)
+    with pytest.raises(ValueError, match="Triton kernel computes the last readout"):
+        fused_kernel(x, lengths, x, lengths, variances, backend="triton", readout="mean")
 
 
 def test_kernel_engine_option(monkeypatch):
@@ -169,18 +192,21 @@ def test_kernel_engine_option(monkeypatch):
         RNTKKernel(input_dim=2, engine="triton")
 
 
-def _variance_gradients(engine, args, weights, options):
+def _variance_gradients(engine, args, weights, options, readout):
     variances = [
         torch.tensor(v, dtype=torch.float64, requires_grad=True) for v in (1.7, 0.9, 0.2, 0.4)
     ]
-    k = recurrent_kernel(*args, RecurrentVariances(*variances), engine=engine, **options)
+    k = recurrent_kernel(
+        *args, RecurrentVariances(*variances), engine=engine, readout=readout, **options
+    )
     wanted = variances if options["initial_state"] != "zero" else variances[:3]
     loss = (k * weights[: k.shape[0], : k.shape[1]]).sum()
     return torch.stack(torch.autograd.grad(loss, wanted))
 
 
+@pytest.mark.parametrize("readout", ["last", "mean"])
 @pytest.mark.parametrize("symmetric", [False, True], ids=["cross", "symmetric"])
-def test_forward_mode_variance_gradients(symmetric, monkeypatch):
+def test_forward_mode_variance_gradients(symmetric, readout, monkeypatch):
     """The fused engine's forward-mode gradients for the variances equal reverse-mode autograd
     through the tensor path (float64, every nonlinearity, depth, initial state, frozen)."""
     monkeypatch.setenv("GPYTORCH_RNTK_COMPILE", "0")
@@ -190,12 +216,13 @@ def test_forward_mode_variance_gradients(symmetric, monkeypatch):
     for options in CONFIGS:
         if options["num_layers"] == 3:
             continue
-        expected = _variance_gradients("tensor", args, weights, options)
-        got = _variance_gradients("fused", args, weights, options)
+        expected = _variance_gradients("tensor", args, weights, options, readout)
+        got = _variance_gradients("fused", args, weights, options, readout)
         torch.testing.assert_close(got, expected, rtol=1e-10, atol=1e-12)
 
 
-def test_forward_mode_gradients_compile():
+@pytest.mark.parametrize("readout", ["last", "mean"])
+def test_forward_mode_gradients_compile(readout):
     """The forward-mode loop through torch.compile for real, in an exact GP's marginal
     likelihood: the same loss and hyperparameter gradients as the tensor path."""
     import gpytorch
@@ -207,7 +234,9 @@ def test_forward_mode_gradients_compile():
     y = torch.randn(6, dtype=torch.float64, generator=gen)
     results = []
     for engine in ("tensor", "fused"):
-        kernel = gpytorch.kernels.ScaleKernel(RNTKKernel(input_dim=1, engine=engine)).double()
+        kernel = gpytorch.kernels.ScaleKernel(
+            RNTKKernel(input_dim=1, engine=engine, readout=readout)
+        ).double()
         likelihood = gpytorch.likelihoods.GaussianLikelihood().double()
         covariance = kernel(x).to_dense() + likelihood.noise * torch.eye(6, dtype=torch.float64)
         loss = -torch.distributions.MultivariateNormal(
