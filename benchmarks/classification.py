@@ -236,9 +236,14 @@ class KernelVariant:
             words.append("bi")
         return " ".join(words)
 
-    def build(self, input_dim: int) -> gpytorch.kernels.Kernel:
+    def build(self, input_dim: int, engine: str = "auto") -> gpytorch.kernels.Kernel:
         cls = RNTKKernel if self.kernel == "rntk" else RNNGPKernel
-        return cls(input_dim=input_dim, bidirectional=self.bidirectional, readout=self.readout)
+        return cls(
+            input_dim=input_dim,
+            bidirectional=self.bidirectional,
+            readout=self.readout,
+            engine=engine,
+        )
 
 
 def parse_variants(spec: str, readout: str, bidirectional: bool) -> list[KernelVariant | str]:
@@ -422,7 +427,7 @@ def run_dataset(name: str, methods: list[KernelVariant | str], args: argparse.Na
                 if method == "rbf":
                     kernel, inputs = gpytorch.kernels.RBFKernel(), (train_x[:, 1:], test_x[:, 1:])
                 else:
-                    kernel, inputs = method.build(data.channels), (train_x, test_x)
+                    kernel, inputs = method.build(data.channels, args.engine), (train_x, test_x)
                 accuracy, steps = gp_accuracy(kernel, inputs[0], train_y, inputs[1], test_y, args)
                 if steps < args.iters:
                     row.steps[label] = steps
@@ -547,6 +552,12 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=1, help="torch intra-op threads")
     parser.add_argument("--device", default="cpu", help="torch device, e.g. cuda")
+    parser.add_argument(
+        "--engine",
+        choices=("auto", "tensor", "fused"),
+        default="auto",
+        help="how the RNTK/NNGP Gram matrices are computed (gpytorch_rntk.functional)",
+    )
     parser.add_argument(
         "--data-dir",
         action="append",

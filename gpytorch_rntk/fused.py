@@ -96,12 +96,13 @@ def self_terms(
     return torch.where(started.unsqueeze(-1), aligned, 1.0).permute(2, 1, 0)
 
 
-def _dual(s, sa, sb, same, relu: bool, eps: float, tangents=None):
+def _dual(s, sa, sb, same, relu: bool, eps: float, tangents=()):
     """The cross dual of :mod:`functional`, written so that the compiler fuses it.
 
-    With ``tangents = (ds, dsa, dsb)`` (forward-mode directions stacked in a leading dimension)
-    it also returns ``dV`` and ``dV'``, the clamps' derivatives included (zero where clamped).
+    Returns ``(V, V', derivatives)``: for each forward-mode direction ``(ds, dsa, dsb)`` in
+    ``tangents``, ``(dV, dV')``, the clamps' derivatives included (zero where clamped).
     """
+    derivatives = []
     if relu:
         norm = sa.sqrt() * sb.sqrt()
         raw = s / norm
@@ -109,18 +110,18 @@ def _dual(s, sa, sb, same, relu: bool, eps: float, tangents=None):
         sin = ((1 - cos) * (1 + cos)).sqrt()
         vd = (math.pi - torch.arccos(cos)) * (0.5 / math.pi)
         v = norm * (sin * (0.5 / math.pi) + vd * cos)
-        if tangents is not None:
-            ds, dsa, dsb = tangents
+        inside = raw == cos
+        for ds, dsa, dsb in tangents:
             half_log = 0.5 * (dsa / sa + dsb / sb)  # d log(norm)
-            dcos_norm = torch.where(raw == cos, ds - s * half_log, 0.0)  # norm * d(cos)
+            dcos_norm = torch.where(inside, ds - s * half_log, 0.0)  # norm * d(cos)
             dv = v * half_log + vd * dcos_norm
             dvd = dcos_norm / (norm * sin) * (0.5 / math.pi)
+            if same is not None:
+                dv, dvd = torch.where(same, 0.5 * ds, dv), torch.where(same, 0.0, dvd)
+            derivatives.append((dv, dvd))
         if same is not None:
             v = torch.where(same, 0.5 * s, v)
             vd = torch.where(same, 0.5, vd)
-            if tangents is not None:
-                dv = torch.where(same, 0.5 * ds, dv)
-                dvd = torch.where(same, 0.0, dvd)
     else:
         prod = (1 + 2 * sa) * (1 + 2 * sb)
         raw = 2 * s / prod.sqrt()
@@ -129,93 +130,99 @@ def _dual(s, sa, sb, same, relu: bool, eps: float, tangents=None):
         gap = prod - 4 * s * s
         q = torch.maximum(gap, eps * prod)
         vd = (4 / math.pi) / q.sqrt()
-        if tangents is not None:
-            ds, dsa, dsb = tangents
+        for ds, dsa, dsb in tangents:
             dlog_prod = 2 * dsa / (1 + 2 * sa) + 2 * dsb / (1 + 2 * sb)
             dz = torch.where(raw == z, 2 * ds / prod.sqrt() - 0.5 * raw * dlog_prod, 0.0)
             dv = (2 / math.pi) * dz / ((1 - z) * (1 + z)).sqrt()
             dq = torch.where(gap == q, prod * dlog_prod - 8 * s * ds, eps * prod * dlog_prod)
-            dvd = -0.5 * vd * dq / q
-    if tangents is None:
-        return v, vd
-    return v, vd, dv, dvd
+            derivatives.append((dv, -0.5 * vd * dq / q))
+    return v, vd, derivatives
 
 
 def _cell(
     state: list[Tensor],
     below: Tensor,
     cont: Tensor,
-    boundary: Tensor | float,
+    start: Tensor | None,
     selves: list[tuple[Tensor, Tensor]],
     same: Tensor | None,
     variances: tuple[Tensor, ...],
     relu: bool,
     frozen_layers: int,
     eps: float,
-    tangents: tuple | None = None,
+    directions: tuple[int, ...] = (),
+    d_selves: list[list[tuple[Tensor, Tensor]]] | None = None,
 ) -> None:
     """One cell of the recursion through every layer, updating ``state`` in place.
 
-    ``state`` holds ``(V, V', Th)`` per layer, then in forward mode ``(dV, dV', dTh)`` per
-    layer and direction; where ``cont`` is false the previous cell is the boundary (``P =
-    boundary``, no recurrent ``Th`` term). ``selves``: each layer's ``(S(t, t), S'(t', t'))``.
-    ``tangents = (d_boundary, d_selves, units)``: the boundary's and the self terms'
-    derivatives along the directions, and each variance's component of each direction.
+    ``state`` holds per layer ``(V, V', Th)`` and then, for each forward-mode direction (the
+    variances numbered ``directions``), ``(dV, dV', dTh)``: every tensor the same shape, so
+    that the compiler computes the values once and their derivatives in the same loop. Where
+    ``cont`` is false the previous cell is the boundary: no recurrent ``Th`` term, and ``P =
+    init_var`` where ``start`` is true, else 0. ``selves``: each layer's ``(S(t, t), S'(t',
+    t'))``; ``d_selves[layer][p]``: their derivatives along direction ``p``.
     """
-    sw2, su2, sb2, _ = variances
-    forward_mode = tangents is not None
-    if forward_mode:
-        d_boundary, d_selves, (d_sw2, d_su2, d_sb2, _) = tangents
-    width = 6 if forward_mode else 3
-    below_th = d_below = d_below_th = None
+    sw2, su2, sb2, init_var = variances
+    width = 3 + 3 * len(directions)
+    boundary = d_boundary = 0.0
+    if start is not None:
+        boundary, d_boundary = torch.where(start, init_var, 0.0), torch.where(start, 1.0, 0.0)
+    below_th = None
+    d_below = d_below_th = [None] * len(directions)
     for layer in range(len(state) // width):
-        if forward_mode:
-            v, vd, th, dv, dvd, dth = state[width * layer : width * layer + width]
-        else:
-            v, vd, th = state[width * layer : width * layer + width]
+        v, vd, th, *tangent = state[width * layer : width * (layer + 1)]
         previous = torch.where(cont, v, boundary)
         s = sw2 * previous + su2 * below + sb2
-        if forward_mode:
-            ds = sw2 * torch.where(cont, dv, d_boundary) + d_sw2 * previous + d_su2 * below
-            ds = ds + d_sb2 + (0.0 if d_below is None else su2 * d_below)
+        ds = []
+        for p, i in enumerate(directions):  # d(variance i) along direction p is 1
+            d = sw2 * torch.where(cont, tangent[3 * p], d_boundary if i == 3 else 0.0)
+            d = d + (previous, below, 1.0, 0.0)[i]
+            ds.append(d if d_below[p] is None else d + su2 * d_below[p])
+        dth = [tangent[3 * p + 2] for p in range(len(directions))]
         if layer >= frozen_layers:
             recurrent = torch.where(cont, vd * th, 0.0)
-            if forward_mode:
-                d_recurrent = torch.where(cont, dvd * th + vd * dth, 0.0)
-            th = s + sw2 * recurrent
-            if forward_mode:
-                dth = ds + sw2 * d_recurrent + d_sw2 * recurrent
+            new_th = s + sw2 * recurrent
             if below_th is not None:
-                th = th + su2 * below_th
-                if forward_mode:
-                    dth = dth + su2 * d_below_th + d_su2 * below_th
-        if forward_mode:
-            duals = _dual(s, *selves[layer], same, relu, eps, (ds, *d_selves[layer]))
-            v, vd, dv, dvd = duals
-            state[width * layer : width * layer + width] = v, vd, th, dv, dvd, dth
-        else:
-            v, vd = _dual(s, *selves[layer], same, relu, eps)
-            state[width * layer : width * layer + width] = v, vd, th
+                new_th = new_th + su2 * below_th
+            for p, i in enumerate(directions):
+                d_rec = torch.where(cont, tangent[3 * p + 1] * th + vd * tangent[3 * p + 2], 0.0)
+                d = ds[p] + sw2 * d_rec + (recurrent if i == 0 else 0.0)
+                if below_th is not None:
+                    d = d + su2 * d_below_th[p] + (below_th if i == 1 else 0.0)
+                dth[p] = d
+            th = new_th
+        tangents = [
+            (ds[p], *d_selves[layer][p]) if d_selves is not None else None
+            for p in range(len(directions))
+        ]
+        v, vd, duals = _dual(s, *selves[layer], same, relu, eps, tangents)
+        state[width * layer : width * (layer + 1)] = [
+            v,
+            vd,
+            th,
+            *(t for (dv, dvd), d in zip(duals, dth, strict=True) for t in (dv, dvd, d)),
+        ]
         below, below_th = v, (vd * th if layer >= frozen_layers else None)
-        if forward_mode:
-            d_below = dv
-            d_below_th = dvd * th + vd * dth if layer >= frozen_layers else None
+        d_below = [dv for dv, _ in duals]
+        if layer >= frozen_layers:
+            d_below_th = [dvd * th + vd * d for (_, dvd), d in zip(duals, dth, strict=True)]
+        else:
+            d_below_th = [None] * len(directions)
 
 
 def _readout(
-    state: list[Tensor] | tuple[Tensor, ...], width: int, frozen_layers: int
-) -> tuple[Tensor, Tensor | None]:
-    """The top layer's readout ``V + V' Th`` (``V`` if no layer is trained) and, in forward
-    mode (``width = 6``), its derivatives (else ``None``)."""
-    top = state[-width:]
-    trained = frozen_layers < len(state) // width
-    if width == 3:
-        v, vd, th = top
-        return (v + vd * th if trained else v), None
-    v, vd, th, dv, dvd, dth = top
-    if trained:
-        return v + vd * th, dv + dvd * th + vd * dth
-    return v, dv
+    state: list[Tensor] | tuple[Tensor, ...], directions: int, frozen_layers: int
+) -> tuple[Tensor, list[Tensor]]:
+    """The top layer's readout ``V + V' Th`` (``V`` if no layer is trained) and its
+    derivatives along each of the ``directions``."""
+    width = 3 + 3 * directions
+    v, vd, th, *tangent = state[-width:]
+    if frozen_layers >= len(state) // width:
+        return v, tangent[::3]
+    return v + vd * th, [
+        dv + dvd * th + vd * dth
+        for dv, dvd, dth in zip(tangent[::3], tangent[1::3], tangent[2::3], strict=True)
+    ]
 
 
 def _below(xs: Tensor, ys: Tensor) -> Tensor:
@@ -242,50 +249,52 @@ def _cross_steps(
     frozen_layers: int,
     init_mode: int,
     eps: float,
-    tangent_inputs: tuple[Tensor, ...] | None = None,
+    directions: tuple[int, ...] = (),
+    dsxs: Tensor | None = None,
+    dsys: Tensor | None = None,
 ) -> tuple[Tensor, ...]:
     """``xs.shape[0]`` steps of the last readout's cross scan of one tile, ``top`` steps
     before the readout at the first of them (sequences aligned at their ends). ``state`` is
-    ``(V, V', Th)`` per layer; ``sxs``: ``(K, L, n1, 1)``.
+    as for :func:`_cell`, each tensor ``(n1, n2)``; ``sxs``: ``(K, L, n1, 1)``.
 
-    Forward mode: with ``tangent_inputs = (dsxs, dsys, units)`` (the self terms' derivatives
-    ``(K, L, P, n1, 1)``, ``(K, L, P, 1, n2)`` along ``P`` directions in variance space, and
-    ``units``: ``(4, P, 1, 1)``, each variance's component of each direction) the state also
-    carries ``(dV, dV', dTh)`` per layer, each ``(P, n1, n2)``.
+    Forward mode, along the variances numbered ``directions``: ``dsxs`` ``(K, L, P, n1, 1)``
+    and ``dsys`` ``(K, L, P, 1, n2)`` are the self terms' derivatives.
     """
-    init_var = variances[3]
-    same = (ids1.unsqueeze(-1) == ids2.unsqueeze(-2)) if relu else None
+    exact = ids1.unsqueeze(-1) == ids2.unsqueeze(-2)
     shorter = torch.minimum(lengths1.unsqueeze(-1), lengths2.unsqueeze(-2))
     state = list(state)
     for k in range(xs.shape[0]):
         remaining = top - k
         cont = shorter > remaining
-        boundary = d_boundary = 0.0
-        if init_mode:
+        start = None
+        if init_mode:  # (pairs ahead of their start are overwritten before it)
             start = (lengths1.unsqueeze(-1) == remaining) & (lengths2.unsqueeze(-2) == remaining)
-            start = start & (ids1.unsqueeze(-1) == ids2.unsqueeze(-2)) if init_mode == 1 else start
-            boundary = torch.where(start, init_var, 0.0)
-        tangents = None
-        if tangent_inputs is not None:
-            dsxs, dsys, units = tangent_inputs
-            if init_mode:
-                d_boundary = torch.where(start, units[3], 0.0)
-            tangents = (d_boundary, list(zip(dsxs[k], dsys[k], strict=True)), units)
-        selves = list(zip(sxs[k], sys_[k], strict=True))
+            start = start & exact if init_mode == 1 else start
         _cell(
             state,
             _below(xs[k], ys[k]),
             cont,
-            boundary,
-            selves,
-            same,
+            start,
+            list(zip(sxs[k], sys_[k], strict=True)),
+            exact if relu else None,
             variances,
             relu,
             frozen_layers,
             eps,
-            tangents,
+            directions,
+            _per_direction(dsxs, dsys, k, len(directions)),
         )
     return tuple(state)
+
+
+def _per_direction(dsxs, dsys, k: int, directions: int):
+    """``[layer][p] = (dS, dS')`` at step ``k``, or ``None`` without directions."""
+    if not directions:
+        return None
+    return [
+        [(dsxs[k, layer, p], dsys[k, layer, p]) for p in range(directions)]
+        for layer in range(dsxs.shape[1])
+    ]
 
 
 def _diagonal_steps(
@@ -307,7 +316,9 @@ def _diagonal_steps(
     frozen_layers: int,
     init_mode: int,
     eps: float,
-    tangent_inputs: tuple[Tensor, ...] | None = None,
+    directions: tuple[int, ...] = (),
+    dsxs: Tensor | None = None,
+    dsys: Tensor | None = None,
 ) -> tuple[Tensor, ...]:
     """``xs.shape[0]`` cells of ``G`` lanes of diagonals of one tile (the mean readout).
 
@@ -315,19 +326,13 @@ def _diagonal_steps(
     cell ``k`` (sequences aligned at their starts); ``keep[k, g]`` is false where a diagonal
     begins, ``origin[k, g]`` true on the diagonal ``t = t'`` (the only one whose boundary
     holds the initial state, and where exact self pairs meet themselves). ``xs``: ``(K, G,
-    n1, m)``; ``sxs``: ``(K, L, G, n1, 1)``. ``state`` is ``(V, V', Th)`` per layer, each
-    ``(G, n1, n2)``, then each lane's sum of the readout over the active cells so far; in
-    forward mode (``tangent_inputs`` as for :func:`_cross_steps`, with the lane dimension
-    after the direction's) the per-layer tuples are ``(V, V', Th, dV, dV', dTh)`` and the
-    sum's derivatives follow the sum.
+    n1, m)``; ``sxs``: ``(K, L, G, n1, 1)``; ``dsxs``: ``(K, L, P, G, n1, 1)``. ``state`` is
+    as for :func:`_cell`, each tensor ``(G, n1, n2)``, followed by each lane's sum of the
+    readout over the active cells so far and its derivatives.
     """
-    init_var = variances[3]
     exact = ids1.unsqueeze(-1) == ids2.unsqueeze(-2)
-    forward_mode = tangent_inputs is not None
-    width = 6 if forward_mode else 3
-    state = list(state)
-    totals = state[-2:] if forward_mode else state[-1:]
-    del state[-len(totals) :]
+    totals = list(state[-1 - len(directions) :])
+    state = list(state[: -1 - len(directions)])
     lane = (-1, 1, 1)
     for k in range(xs.shape[0]):
         active = (steps1[k].view(lane) < lengths1.unsqueeze(-1)) & (
@@ -336,37 +341,27 @@ def _diagonal_steps(
         # A pair past either end restarts from the boundary: its (unused) state stays finite.
         cont = keep[k].view(lane) & active
         on_origin = origin[k].view(lane)
-        boundary = d_boundary = 0.0
+        start = None
         if init_mode:
             start = on_origin & ~keep[k].view(lane)
             start = start & exact if init_mode == 1 else start
-            boundary = torch.where(start, init_var, 0.0)
-        tangents = None
-        if forward_mode:
-            dsxs, dsys, units = tangent_inputs
-            if init_mode:
-                d_boundary = torch.where(start, units[3], 0.0)
-            tangents = (d_boundary, list(zip(dsxs[k], dsys[k], strict=True)), units)
-        same = exact & on_origin if relu else None
-        selves = list(zip(sxs[k], sys_[k], strict=True))
-        below = _below(xs[k], ys[k])
         _cell(
             state,
-            below,
+            _below(xs[k], ys[k]),
             cont,
-            boundary,
-            selves,
-            same,
+            start,
+            list(zip(sxs[k], sys_[k], strict=True)),
+            exact & on_origin if relu else None,
             variances,
             relu,
             frozen_layers,
             eps,
-            tangents,
+            directions,
+            _per_direction(dsxs, dsys, k, len(directions)),
         )
-        readout, d_readout = _readout(state, width, frozen_layers)
-        totals[0] = totals[0] + torch.where(active, readout, 0.0)
-        if forward_mode:
-            totals[1] = totals[1] + torch.where(active, d_readout, 0.0)
+        readout, d_readout = _readout(state, len(directions), frozen_layers)
+        for i, r in enumerate([readout, *d_readout]):
+            totals[i] = totals[i] + torch.where(active, r, 0.0)
     return (*state, *totals)
 
 
@@ -380,6 +375,9 @@ def _steps_function(readout: str):
     if os.environ.get("GPYTORCH_RNTK_COMPILE", "1") == "0":
         return steps
     if readout not in _compiled_steps:
+        # One specialisation per configuration (depth, nonlinearity, directions, ...) and tile
+        # shape: more than the default 8, after which Dynamo would silently run it eagerly.
+        torch._dynamo.config.recompile_limit = max(torch._dynamo.config.recompile_limit, 64)
         _compiled_steps[readout] = torch.compile(steps, dynamic=False)
     return _compiled_steps[readout]
 
@@ -438,10 +436,12 @@ def fused_kernel(
     work per pair, memory as for the last readout.
 
     Gradients: for the variances only (the sequences must not require gradients), by the
-    compiled loop in forward mode: the backward pass runs the scan once more carrying the
-    derivatives of every pair's state along each variance that needs a gradient, and
-    contracts them with the incoming gradient tile by tile, so nothing of the forward scan is
-    stored.
+    compiled loop in forward mode. When a variance requires a gradient, the scan carries the
+    derivatives of every pair's state along each such variance next to the values (the same
+    elementwise loop, so the values are computed once), and keeps the derivative of the Gram
+    matrix along each: ``P`` more ``N x N'`` matrices and nothing of the scan; the backward
+    pass contracts them with the incoming gradient. Costs about 2.5x the value-only scan with
+    the three variances of a zero initial state.
     """
     if backend == "auto":
         triton = fused_available(values1.device) and num_layers <= TRITON_MAX_LAYERS
@@ -475,29 +475,26 @@ class _FusedGram(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, setup, values1, lengths1, values2, lengths2, *variances):
-        ctx.setup = setup
-        ctx.save_for_backward(values1, lengths1, values2, lengths2, *variances)
-        return _fused(values1, lengths1, values2, lengths2, variances, backend="compiled", **setup)
-
-    @staticmethod
-    @once_differentiable
-    def backward(ctx, grad_out):
-        values1, lengths1, values2, lengths2, *variances = ctx.saved_tensors
-        wanted = [i for i, need in enumerate(ctx.needs_input_grad[5:]) if need]
-        grads = _fused(
+        ctx.wanted = [i for i, need in enumerate(ctx.needs_input_grad[5:]) if need]
+        out, *derivatives = _fused(
             values1,
             lengths1,
             values2,
             lengths2,
             variances,
             backend="compiled",
-            grad_out=grad_out,
-            directions=wanted,
-            **ctx.setup,
+            directions=ctx.wanted,
+            **setup,
         )
-        per_variance = [None] * len(variances)
-        for i, g in zip(wanted, grads, strict=True):
-            per_variance[i] = g
+        ctx.save_for_backward(*derivatives)
+        return out
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, grad_out):
+        per_variance = [None] * 4
+        for i, derivative in zip(ctx.wanted, ctx.saved_tensors, strict=True):
+            per_variance[i] = (grad_out * derivative).sum()
         return (None, None, None, None, None, *per_variance)
 
 
@@ -515,11 +512,10 @@ def _fused(
     initial_state,
     readout,
     symmetric,
-    grad_out=None,
     directions=None,
 ):
-    """The Gram matrix, or with ``grad_out`` the gradients ``sum(grad_out * dK/dv)`` of the
-    variances numbered ``directions``."""
+    """The Gram matrix, or with ``directions`` (compiled loop only) the list of it and its
+    derivatives along the variances they number."""
     variances = RecurrentVariances(*variances)
     lengths1, lengths2 = lengths1.long(), lengths2.long()
     same = nonlinearity == "relu" or initial_state == "per_input"
@@ -564,27 +560,27 @@ def _fused(
         init_mode=INIT_MODES[initial_state],
         symmetric=symmetric,
     )
-    if directions is not None:
-        return _compiled_cross(
-            *sides,
-            variances,
-            grad_out,
-            order1,
-            order2,
-            readout=readout,
-            directions=directions,
-            **scan_options,
-        )
     # Each backend writes pair (a, b) of the sorted sets to out[order1[a], order2[b]]
     # (and, for K(x, x), computes a <= b only and writes both halves).
-    out = values1.new_empty(len(lengths1), len(lengths2))
+    outs = [
+        values1.new_empty(len(lengths1), len(lengths2)) for _ in range(1 + len(directions or ()))
+    ]
     if backend == "triton":
         from ._triton import triton_cross
 
-        triton_cross(*sides, variances, out, order1, order2, **scan_options)
+        triton_cross(*sides, variances, outs[0], order1, order2, **scan_options)
     else:
-        _compiled_cross(*sides, variances, out, order1, order2, readout=readout, **scan_options)
-    return out
+        _compiled_cross(
+            *sides,
+            variances,
+            outs,
+            order1,
+            order2,
+            readout=readout,
+            directions=tuple(directions or ()),
+            **scan_options,
+        )
+    return outs if directions is not None else outs[0]
 
 
 def _self_term_derivatives(values, lengths, variances, directions, options) -> Tensor:
@@ -610,14 +606,14 @@ def _row_ids(
 
 
 # Pair cells one compiled call of the mean readout advances per step (lanes x rows x columns).
-_LANE_ELEMENTS = {"cpu": 2**18, "cuda": 2**21}
+_LANE_ELEMENTS = {"cpu": 2**18, "cuda": 2**23}
 
 
 def _compiled_cross(
     side1,
     side2,
     variances,
-    out: Tensor,
+    outs: list[Tensor],
     order1: Tensor,
     order2: Tensor,
     *,
@@ -627,22 +623,24 @@ def _compiled_cross(
     frozen_layers,
     init_mode,
     symmetric,
-    directions=None,
+    directions=(),
 ):
     """The cross scan tile by tile through :func:`_cross_steps` or :func:`_diagonal_steps`
-    (sorted inputs).
-
-    Writes the Gram matrix to ``out``; or, where the sides carry their self terms' derivatives,
-    runs in forward mode and returns ``sum(out * dK)`` for each direction (``out`` is then the
-    incoming gradient). Every tile has the same shape (the inputs are padded with sequences of
-    length 0), so the compiled function is specialised once per configuration.
+    (sorted inputs), writing the Gram matrix to ``outs[0]`` and, in forward mode (the sides
+    carry their self terms' derivatives), its derivatives along the variances numbered
+    ``directions`` to ``outs[1:]``. Every tile has the same shape (the inputs are padded with
+    sequences of length 0), so the compiled function is specialised once per configuration.
     """
     n1, n2 = len(side1[1]), len(side2[1])
-    rows, cols = min(_TILE[0], -(-n1 // 16) * 16), min(_TILE[1], -(-n2 // 64) * 64)
+    # Small sets get a tile of the next power of two (at least 16 x 64), so that a handful of
+    # shapes serve every size and the compiled function is specialised only a few times.
+    rows, cols = (
+        min(tile, _power_of_two(max(n, low)))
+        for tile, n, low in zip(_TILE, (n1, n2), (16, 64), strict=True)
+    )
     side1 = _pad_side(side1, -(-n1 // rows) * rows, -1)
     side2 = _pad_side(side2, -(-n2 // cols) * cols, -2)
     x1 = side1[0]
-    forward_mode = len(side1) > 4
     tile = dict(
         variances=tuple(variances),
         relu=nonlinearity == "relu",
@@ -651,43 +649,40 @@ def _compiled_cross(
         init_mode=init_mode,
         eps=torch.finfo(x1.dtype).eps,
         steps_fn=_steps_function(readout),
+        directions=directions,
     )
-    if forward_mode:  # units[i, p]: component of variance i in direction p
-        units = torch.eye(4, dtype=x1.dtype, device=x1.device)[:, directions, None, None]
-        tile["units"] = units if readout == "last" else units[..., None]
-        grads = x1.new_zeros(len(directions))
     scan_tile = _scan_tile_last
     if readout == "mean":
         # G lanes of diagonals per call, as many as the budget allows and the longest pair
         # needs: the same for every tile, so the compiled function is specialised once.
         budget = _LANE_ELEMENTS["cpu" if x1.device.type == "cpu" else "cuda"]
-        budget //= 1 + (len(directions) if forward_mode else 0)
+        budget //= 1 + len(directions)
         longest = (int(side1[1].max()), int(side2[1].max()))
-        lanes = len(diagonal_lanes(*longest))
+        lanes = _power_of_two(len(diagonal_lanes(*longest)))
         scan_tile = functools.partial(
             _scan_tile_mean, lanes_per_group=max(1, min(lanes, budget // (rows * cols)))
         )
     for i in range(0, n1, rows):
         for j in range(i // cols * cols if symmetric else 0, n2, cols):
-            value, tangent = scan_tile(_part(side1, i, rows), _part(side2, j, cols), **tile)
-            a = torch.arange(i, min(i + rows, n1), device=out.device).unsqueeze(-1)
-            b = torch.arange(j, min(j + cols, n2), device=out.device).unsqueeze(-2)
-            crop = (..., slice(0, a.shape[0]), slice(0, b.shape[1]))
-            if forward_mode:
-                weight = out[order1[a], order2[b]]
-                if symmetric:  # pair (a, b) stands for both halves; computed for a <= b
-                    weight = torch.where(a < b, weight + out[order2[b], order1[a]], weight)
-                    weight = torch.where(a <= b, weight, 0.0)
-                grads += (tangent[crop] * weight).sum((-1, -2))
-                continue
-            block = value[crop]
-            if symmetric:
-                a, b = torch.broadcast_tensors(a, b)
+            value, derivatives = scan_tile(_part(side1, i, rows), _part(side2, j, cols), **tile)
+            a = torch.arange(i, min(i + rows, n1), device=x1.device).unsqueeze(-1)
+            b = torch.arange(j, min(j + cols, n2), device=x1.device).unsqueeze(-2)
+            a, b = torch.broadcast_tensors(a, b)
+            crop = (slice(0, a.shape[0]), slice(0, a.shape[1]))
+            if symmetric:  # K(x, x): pairs a <= b, written to both halves
                 upper = a <= b
-                a, b, block = a[upper], b[upper], block[upper]
-                out[order2[b], order1[a]] = block
-            out[order1[a], order2[b]] = block
-    return grads if forward_mode else None
+                a, b = a[upper], b[upper]
+            for out, block in zip(outs, [value, *derivatives], strict=True):
+                block = block[crop]
+                if symmetric:
+                    block = block[upper]
+                    out[order2[b], order1[a]] = block
+                out[order1[a], order2[b]] = block
+
+
+def _power_of_two(n: int) -> int:
+    """The smallest power of two at least ``n``."""
+    return 1 << (n - 1).bit_length()
 
 
 def _part(side, start: int, size: int) -> list[Tensor]:
@@ -710,9 +705,9 @@ def _scan_tile_last(
     init_mode,
     eps,
     steps_fn,
-    units=None,
-) -> tuple[Tensor, Tensor | None]:
-    """The last readout of one tile and, in forward mode, its derivatives ``(P, n1, n2)``."""
+    directions=(),
+) -> tuple[Tensor, list[Tensor]]:
+    """The last readout of one tile and its derivatives along ``directions``."""
     x1, lengths1, ids1, selves1, *tangent1 = side1
     x2, lengths2, ids2, selves2, *tangent2 = side2
     clock = x1.shape[-2]
@@ -720,20 +715,16 @@ def _scan_tile_last(
     # up to whole chunks (steps before a pair starts are harmless).
     need = min(int(lengths1.max()), int(lengths2.max()))
     top = -(-need // _UNROLL) * _UNROLL
-    # (V, V', Th) per layer, then in forward mode their derivatives per direction
-    shapes = [(len(lengths1), len(lengths2))] * 3
-    if units is not None:
-        shapes += [(units.shape[1], len(lengths1), len(lengths2))] * 3
-    state = tuple(x1.new_zeros(shape) for _ in range(num_layers) for shape in shapes)
+    width = 3 + 3 * len(directions)
+    state = tuple(x1.new_zeros(len(lengths1), len(lengths2)) for _ in range(num_layers * width))
     for start in range(clock - top, clock, _UNROLL):
         u = slice(max(start, 0), start + _UNROLL)
         pad = max(0, -start)  # steps before the clock began: zero data, placeholder 1
-        tangent_inputs = None
-        if units is not None:
-            tangent_inputs = (
+        derivatives = ()
+        if directions:  # (K, L, P, n1, 1), (K, L, P, 1, n2)
+            derivatives = (
                 _pad_front(tangent1[0][:, u].transpose(0, 1), pad, 0.0)[..., None],
                 _pad_front(tangent2[0][:, u].transpose(0, 1), pad, 0.0)[..., None, :],
-                units,
             )
         state = steps_fn(
             state,
@@ -751,9 +742,10 @@ def _scan_tile_last(
             frozen_layers,
             init_mode,
             eps,
-            tangent_inputs,
+            directions,
+            *derivatives,
         )
-    return _readout(state, 3 if units is None else 6, frozen_layers)
+    return _readout(state, len(directions), frozen_layers)
 
 
 def _scan_tile_mean(
@@ -768,33 +760,29 @@ def _scan_tile_mean(
     init_mode,
     eps,
     steps_fn,
-    units=None,
-) -> tuple[Tensor, Tensor | None]:
-    """The mean readout of one tile and, in forward mode, its derivatives ``(P, n1, n2)``:
-    the tile's diagonals packed into lanes (:func:`~gpytorch_rntk.functional._pack_diagonals`)
-    that run side by side, ``G`` at a time."""
+    directions=(),
+) -> tuple[Tensor, list[Tensor]]:
+    """The mean readout of one tile and its derivatives along ``directions``: the tile's
+    diagonals packed into lanes (:func:`~gpytorch_rntk.functional.diagonal_lanes`) that run
+    side by side, ``lanes_per_group`` at a time."""
     x1, lengths1, ids1, selves1, *tangent1 = side1
     x2, lengths2, ids2, selves2, *tangent2 = side2
     n1, n2 = len(lengths1), len(lengths2)
-    directions = 0 if units is None else units.shape[1]
     longest = (int(lengths1.max()), int(lengths2.max()))
     counts = (lengths1.unsqueeze(-1) * lengths2.unsqueeze(-2)).clamp(min=1).to(x1)
-    total = x1.new_zeros(n1, n2)
-    d_total = None if units is None else x1.new_zeros(directions, n1, n2)
+    totals = [x1.new_zeros(n1, n2) for _ in range(1 + len(directions))]
+    width = 3 + 3 * len(directions)
     for step1, step2, keep, origin in _lane_plan(*longest, lanes_per_group, x1.device):
-        shapes = [(lanes_per_group, n1, n2)] * 3
-        if units is not None:
-            shapes += [(directions, lanes_per_group, n1, n2)] * 3
-        state = [x1.new_zeros(shape) for _ in range(num_layers) for shape in shapes]
-        state += [x1.new_zeros(shape) for shape in shapes[::3]]  # the sums (and derivatives)
+        # the state as for _cell, then each lane's running sums
+        state = [x1.new_zeros(lanes_per_group, n1, n2) for _ in range(num_layers * width)]
+        state += [x1.new_zeros(lanes_per_group, n1, n2) for _ in totals]
         for c in range(0, len(step1), _UNROLL):
             s1, s2 = step1[c : c + _UNROLL], step2[c : c + _UNROLL]
-            tangent_inputs = None
-            if units is not None:  # (L, steps, P, n) -> (K, L, P, G, n)
-                tangent_inputs = (
+            derivatives = ()
+            if directions:  # (L, steps, P, n) -> (K, L, P, G, n1, 1), (K, L, P, G, 1, n2)
+                derivatives = (
                     tangent1[0][:, s1].permute(1, 0, 3, 2, 4)[..., None].contiguous(),
                     tangent2[0][:, s2].permute(1, 0, 3, 2, 4)[..., None, :].contiguous(),
-                    units,
                 )
             state = steps_fn(
                 tuple(state),
@@ -815,14 +803,13 @@ def _scan_tile_mean(
                 frozen_layers,
                 init_mode,
                 eps,
-                tangent_inputs,
+                directions,
+                *derivatives,
             )
-        if units is None:
-            total += state[-1].sum(0)
-        else:
-            total += state[-2].sum(0)
-            d_total += state[-1].sum(1)
-    return total / counts, (None if d_total is None else d_total / counts)
+        for i, lane_sums in enumerate(state[-len(totals) :]):
+            totals[i] += lane_sums.sum(0)
+    totals = [t / counts for t in totals]
+    return totals[0], totals[1:]
 
 
 @functools.lru_cache(maxsize=64)

@@ -1,0 +1,114 @@
+"""Mean-readout Gram matrices and their variance gradients: fused engine against tensor path.
+
+Both run in the same process on the same inputs; the tensor path (``engine="tensor"``, the
+reference) is the baseline. For each case it prints seconds for the Gram matrix alone and for
+the Gram matrix plus the gradient of ``sum(K * W)`` for the three variances (the fused engine's
+forward mode, the tensor path's checkpointed reverse mode), time pairs per second (``N N' T^2``
+over the seconds), the speed-ups and the largest difference relative to the largest entry.
+The fused engine's first call (compilation) is timed apart and excluded.
+
+    python benchmarks/mean_gram.py                              # N = 100, T = 100, CPU
+    python benchmarks/mean_gram.py --device cuda --sizes 100 1000 --steps 100 400
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+from functools import partial
+
+import torch
+
+from gpytorch_rntk.functional import RecurrentVariances, recurrent_kernel
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+
+
+def gram_and_gradient(x, lengths, engine: str, grad: bool, weights):
+    variances = [
+        torch.tensor(v, dtype=x.dtype, device=x.device, requires_grad=grad) for v in (1.8, 1.0, 0.1)
+    ]
+    k = recurrent_kernel(
+        x, lengths, x, lengths, RecurrentVariances(*variances), readout="mean", engine=engine
+    )
+    if grad:
+        torch.autograd.grad((k * weights).sum(), variances)
+    return k.detach()
+
+
+def timed(fn, device, repeats: int = 1) -> tuple[float, torch.Tensor]:
+    best, out = float("inf"), None
+    for _ in range(repeats):
+        _sync(device)
+        start = time.perf_counter()
+        out = fn()
+        _sync(device)
+        best = min(best, time.perf_counter() - start)
+    return best, out
+
+
+COLUMNS = (
+    "N | T | fused_s | tensor_s | speedup | fused+grad_s | tensor+grad_s | speedup | "
+    "grad/value (fused) | pairs_per_s | first_call_s | max_rel_diff"
+)
+
+
+def run_case(n: int, steps: int, dtype, device, variable: bool, repeats: int) -> str:
+    gen = torch.Generator().manual_seed(0)
+    lengths = torch.full((n,), steps)
+    if variable:
+        lengths = torch.randint(steps // 4, steps + 1, (n,), generator=gen)
+    x = torch.randn(n, steps, 1, generator=gen, dtype=dtype)
+    x = (x * (torch.arange(steps) < lengths[:, None]).unsqueeze(-1)).to(device)
+    weights = torch.randn(n, n, generator=gen, dtype=dtype).to(device)
+    lengths = lengths.to(device)
+    seconds, errors, first = {}, [], 0.0
+    for grad in (False, True):
+        fused = partial(gram_and_gradient, x, lengths, "fused", grad, weights)
+        first = max(first, timed(fused, device)[0])
+        seconds["fused", grad], k_fused = timed(fused, device, repeats)
+        tensor = partial(gram_and_gradient, x, lengths, "tensor", grad, weights)
+        seconds["tensor", grad], k_tensor = timed(tensor, device)
+        errors.append(((k_fused - k_tensor).abs().max() / k_tensor.abs().max()).item())
+    pairs = n * n * float(lengths.double().mean()) ** 2
+    cells = [
+        n,
+        f"{steps}{' (variable)' if variable else ''}",
+        f"{seconds['fused', False]:.3g}",
+        f"{seconds['tensor', False]:.3g}",
+        f"{seconds['tensor', False] / seconds['fused', False]:.1f}",
+        f"{seconds['fused', True]:.3g}",
+        f"{seconds['tensor', True]:.3g}",
+        f"{seconds['tensor', True] / seconds['fused', True]:.1f}",
+        f"{seconds['fused', True] / seconds['fused', False]:.2f}",
+        f"{pairs / seconds['fused', False]:.2e}",
+        f"{first:.3g}",
+        f"{max(errors):.1e}",
+    ]
+    return "| " + " | ".join(map(str, cells)) + " |"
+
+
+def main(argv=None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--sizes", type=int, nargs="+", default=[100])
+    parser.add_argument("--steps", type=int, nargs="+", default=[100])
+    parser.add_argument("--dtype", default="float64", choices=["float32", "float64"])
+    parser.add_argument("--variable", action="store_true", help="lengths uniform in [T/4, T]")
+    parser.add_argument("--repeats", type=int, default=2)
+    args = parser.parse_args(argv)
+    device, dtype = torch.device(args.device), getattr(torch, args.dtype)
+    threads = torch.get_num_threads()
+    print(f"device {device}, {args.dtype}, torch {torch.__version__}, {threads} threads")
+    print(f"| {COLUMNS} |")
+    print("|" + "---|" * len(COLUMNS.split("|")))
+    for n in args.sizes:
+        for steps in args.steps:
+            print(run_case(n, steps, dtype, device, args.variable, args.repeats), flush=True)
+
+
+if __name__ == "__main__":
+    main()
