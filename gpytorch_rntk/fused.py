@@ -377,7 +377,9 @@ def _steps_function(readout: str):
     if readout not in _compiled_steps:
         # One specialisation per configuration (depth, nonlinearity, directions, ...) and tile
         # shape: more than the default 8, after which Dynamo would silently run it eagerly.
-        torch._dynamo.config.recompile_limit = max(torch._dynamo.config.recompile_limit, 64)
+        config = torch._dynamo.config
+        name = "recompile_limit" if hasattr(config, "recompile_limit") else "cache_size_limit"
+        setattr(config, name, max(getattr(config, name), 64))
         _compiled_steps[readout] = torch.compile(steps, dynamic=False)
     return _compiled_steps[readout]
 
