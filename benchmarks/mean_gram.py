@@ -37,7 +37,8 @@ def gram_and_gradient(x, lengths, engine: str, grad: bool, weights):
     )
     if not grad:
         return k
-    return torch.cat([k.detach().flatten(), *torch.autograd.grad((k * weights).sum(), variances)])
+    grads = torch.autograd.grad((k * weights).sum(), variances)
+    return torch.cat([k.detach().flatten(), torch.stack(grads)])
 
 
 def timed(fn, device, repeats: int = 1) -> tuple[float, torch.Tensor]:
