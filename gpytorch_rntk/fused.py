@@ -588,14 +588,16 @@ def _fused(
 def _self_term_derivatives(values, lengths, variances, directions, options) -> Tensor:
     """The derivatives of :func:`self_terms` along each variance numbered in ``directions``
     (forward mode), stacked as ``(L, steps, P, N)``."""
-    unit = torch.eye(4, dtype=values.dtype, device=values.device)
+    units = torch.eye(4, dtype=values.dtype, device=values.device)[list(directions)]
 
     def selves(*v: Tensor) -> Tensor:
         return self_terms(values, lengths, RecurrentVariances(*v), **options)
 
-    return torch.stack(
-        [torch.func.jvp(selves, tuple(variances), tuple(unit[d]))[1] for d in directions], dim=2
-    )
+    def along(unit: Tensor) -> Tensor:
+        return torch.func.jvp(selves, tuple(variances), tuple(unit))[1]
+
+    # one pass over the steps for every direction at once
+    return torch.func.vmap(along, out_dims=2)(units)
 
 
 def _row_ids(
