@@ -645,6 +645,10 @@ def _compiled_cross(
         min(tile, _power_of_two(max(n, low)))
         for tile, n, low in zip(_TILE, (n1, n2), (16, 64), strict=True)
     )
+    # K(x, x) of a small set: one square tile of the set against itself.
+    self_tile = symmetric and n1 <= _TILE[0]
+    if self_tile:
+        rows = cols = _power_of_two(max(n1, 64))
     side1 = _pad_side(side1, -(-n1 // rows) * rows, -1)
     side2 = _pad_side(side2, -(-n2 // cols) * cols, -2)
     x1 = side1[0]
@@ -665,9 +669,11 @@ def _compiled_cross(
         budget = _LANE_ELEMENTS["cpu" if x1.device.type == "cpu" else "cuda"]
         budget //= 1 + len(directions)
         longest = (int(side1[1].max()), int(side2[1].max()))
-        lanes = _power_of_two(len(diagonal_lanes(*longest)))
+        lanes = _power_of_two(len(diagonal_lanes(*longest, self_tile)))
         scan_tile = functools.partial(
-            _scan_tile_mean, lanes_per_group=max(1, min(lanes, budget // (rows * cols)))
+            _scan_tile_mean,
+            lanes_per_group=max(1, min(lanes, budget // (rows * cols))),
+            self_tile=self_tile,
         )
     for i in range(0, n1, rows):
         for j in range(i // cols * cols if symmetric else 0, n2, cols):
@@ -768,6 +774,7 @@ def _scan_tile_mean(
     side2,
     *,
     lanes_per_group,
+    self_tile,
     variances,
     relu,
     num_layers,
@@ -779,16 +786,21 @@ def _scan_tile_mean(
 ) -> tuple[Tensor, list[Tensor]]:
     """The mean readout of one tile and its derivatives along ``directions``: the tile's
     diagonals packed into lanes (:func:`~gpytorch_rntk.functional.diagonal_lanes`) that run
-    side by side, ``lanes_per_group`` at a time."""
+    side by side, ``lanes_per_group`` at a time.
+
+    A ``self_tile`` (the same sequences on both sides) runs the diagonals ``d >= 0`` only:
+    pair ``(j, i)``'s diagonal ``-d`` is pair ``(i, j)``'s ``d``, so with ``D`` the sums over
+    ``d = 0`` and ``R`` over ``d > 0`` the tile is ``D + R + R^T``, half the work."""
     x1, lengths1, ids1, selves1, *tangent1 = side1
     x2, lengths2, ids2, selves2, *tangent2 = side2
     n1, n2 = len(lengths1), len(lengths2)
     longest = (int(lengths1.max()), int(lengths2.max()))
     counts = (lengths1.unsqueeze(-1) * lengths2.unsqueeze(-2)).clamp(min=1).to(x1)
     totals = [x1.new_zeros(n1, n2) for _ in range(1 + len(directions))]
+    off_origin = [x1.new_zeros(n1, n2) for _ in totals] if self_tile else None
     width = 3 + 3 * len(directions)
     unroll = _unroll(x1.device, directions, "mean")
-    plan = _lane_plan(*longest, lanes_per_group, unroll, x1.device)
+    plan = _lane_plan(*longest, lanes_per_group, unroll, x1.device, self_tile)
     for step1, step2, keep, origin in plan:
         # the state as for _cell, then each lane's running sums
         state = [x1.new_zeros(lanes_per_group, n1, n2) for _ in range(num_layers * width)]
@@ -824,21 +836,34 @@ def _scan_tile_mean(
                 *derivatives,
             )
         for i, lane_sums in enumerate(state[-len(totals) :]):
-            totals[i] += lane_sums.sum(0)
+            if self_tile:
+                on_origin = origin[0].view(-1, 1, 1)
+                totals[i] += torch.where(on_origin, lane_sums, 0.0).sum(0)
+                off_origin[i] += torch.where(on_origin, 0.0, lane_sums).sum(0)
+            else:
+                totals[i] += lane_sums.sum(0)
+    if self_tile:
+        totals = [t + r + r.T for t, r in zip(totals, off_origin, strict=True)]
     totals = [t / counts for t in totals]
     return totals[0], totals[1:]
 
 
 @functools.lru_cache(maxsize=64)
 def _lane_plan(
-    longest1: int, longest2: int, lanes_per_group: int, unroll: int, device: torch.device
+    longest1: int,
+    longest2: int,
+    lanes_per_group: int,
+    unroll: int,
+    device: torch.device,
+    symmetric: bool = False,
 ) -> list[tuple[Tensor, ...]]:
-    """The diagonals of a ``longest1 x longest2`` grid in groups of ``lanes_per_group`` lanes,
+    """The diagonals of a ``longest1 x longest2`` grid (``d >= 0`` only if ``symmetric``) in
+    groups of ``lanes_per_group`` lanes,
     each group ``(step1, step2, keep, origin)``, ``(cells, G)`` with ``cells`` a whole number
     of chunks: the rows' and the columns' step at each cell (``longest`` where idle), whether
     the cell continues its lane's previous cell, and whether it lies on ``t = t'``."""
     plan = []
-    for lanes in _pack_diagonals(longest1, longest2, False, lanes_per_group, device):
+    for lanes in _pack_diagonals(longest1, longest2, symmetric, lanes_per_group, device):
         cells, width = lanes.step1.shape
         pad = (0, lanes_per_group - width, 0, -(-cells // unroll) * unroll - cells)
         keep = lanes.keep.bool()

@@ -105,20 +105,23 @@ def test_compiled_loop_compiles(dtype, readout):
 
 def test_mean_readout_lanes(monkeypatch):
     """The mean readout with a few lanes per call (many groups, a part-filled last group and
-    idle cells) and with every diagonal in one group give the tensor path's Gram matrix."""
+    idle cells) and with every diagonal in one group give the tensor path's Gram matrix, for
+    two sets and for one set against itself."""
     import gpytorch_rntk.fused as fused
 
     monkeypatch.setenv("GPYTORCH_RNTK_COMPILE", "0")
     x1, l1, x2, l2 = _pair_sets(torch.float64, "cpu")
     variances = _variances(torch.float64, "cpu")
     options = dict(nonlinearity="erf", num_layers=2, initial_state="per_input", readout="mean")
-    expected = recurrent_kernel(x1, l1, x2, l2, variances, engine="tensor", **options)
-    for lanes in (3, 10**6):
-        monkeypatch.setattr(
-            fused, "_LANE_ELEMENTS", dict.fromkeys(["cpu", "cuda"], lanes * 32 * 64)
-        )
-        got = fused_kernel(x1, l1, x2, l2, variances, backend="compiled", **options)
-        assert _scale_error(got, expected) < 1e-12
+    for y, ly in ((x2, l2), (x1, l1)):  # cross, and K(x, x): one tile, diagonals d >= 0
+        expected = recurrent_kernel(x1, l1, y, ly, variances, engine="tensor", **options)
+        for lanes in (3, 10**6):
+            tile = 64 * 64 if y is x1 else 32 * 64
+            monkeypatch.setattr(
+                fused, "_LANE_ELEMENTS", dict.fromkeys(["cpu", "cuda"], lanes * tile)
+            )
+            got = fused_kernel(x1, l1, y, ly, variances, backend="compiled", **options)
+            assert _scale_error(got, expected) < 1e-12
 
 
 TRITON_CONFIGS = [
