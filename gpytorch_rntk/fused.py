@@ -5,10 +5,11 @@ recursion to whole ``N x N'`` matrices, so every step reads and writes a few doz
 Here the work is split in two:
 
 * the *self terms* :math:`S^l(t, t)` of every sequence (``O(N T L)``, plain tensor code), and
-* the *cross scan*, which walks each tile of pairs through all its steps and layers at once: a
-  Triton kernel on CUDA (state in registers, :mod:`gpytorch_rntk._triton`), and on other devices
-  a loop over chunks of steps compiled by :func:`torch.compile` (state in cache; eager if
-  compilation is unavailable).
+* the *cross scan*, which walks each tile of pairs through all its steps and layers at once: for
+  the last readout a Triton kernel on CUDA (state in registers, :mod:`gpytorch_rntk._triton`),
+  and otherwise a loop over chunks of steps compiled by :func:`torch.compile` (state in cache;
+  eager if compilation is unavailable). The mean readout runs each tile's diagonals of the time
+  grid in lanes side by side through the same kind of loop.
 
 Rows and columns are sorted by length, so that a tile of pairs scans only the
 :math:`\min(T_i, T_j)` steps its longest pair needs: variable lengths cost what they are.
@@ -40,8 +41,8 @@ from .functional import (
 
 __all__ = ["fused_available", "fused_kernel", "self_terms", "worth_fusing"]
 
-# Rows x columns of one tile of the compiled CPU scan (the state of one tile stays in cache),
-# and the steps unrolled in one compiled call.
+# Rows x columns of one tile of the compiled scan at most (the state of one tile stays in a CPU's
+# cache), and the steps unrolled in one compiled call.
 _TILE = (256, 1024)
 _UNROLL = 8
 # Cells per compiled call for the mean readout's forward-mode gradients on CUDA: on an H100
@@ -50,9 +51,9 @@ _UNROLL_CUDA_MEAN_FORWARD_MODE = 2
 INIT_MODES = {"zero": 0, "per_input": 1, "shared": 2}
 # The Triton kernel keeps each layer's state in named registers, for up to this many layers.
 TRITON_MAX_LAYERS = 3
-# Pair-steps above which ``engine="auto"`` fuses: a Triton kernel compiles in about a second, a
-# CPU loop in 10-30 s the first time in a process (then from the on-disk cache), about what
-# the tensor path spends on 2**28 pair-steps.
+# Pair-steps (time pairs for the mean readout) above which ``engine="auto"`` fuses: a Triton
+# kernel compiles in about a second, a CPU loop in 10-60 s the first time in a process (then
+# from the on-disk cache), about what the tensor path spends on 2**28 pair-steps.
 _FUSE_PAIR_STEPS = {"triton": 2**22, "compiled": 2**28}
 
 
@@ -613,7 +614,7 @@ def _row_ids(
 
 
 # Pair cells one compiled call of the mean readout advances per step (lanes x rows x columns).
-_LANE_ELEMENTS = {"cpu": 2**18, "cuda": 2**23}
+_GROUP_ELEMENTS = {"cpu": 2**18, "cuda": 2**23}
 
 
 def _compiled_cross(
@@ -666,7 +667,7 @@ def _compiled_cross(
     if readout == "mean":
         # G lanes of diagonals per call, as many as the budget allows and the longest pair
         # needs: the same for every tile, so the compiled function is specialised once.
-        budget = _LANE_ELEMENTS["cpu" if x1.device.type == "cpu" else "cuda"]
+        budget = _GROUP_ELEMENTS["cpu" if x1.device.type == "cpu" else "cuda"]
         budget //= 1 + len(directions)
         longest = (int(side1[1].max()), int(side2[1].max()))
         lanes = _power_of_two(len(diagonal_lanes(*longest, self_tile)))

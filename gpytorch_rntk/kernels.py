@@ -262,8 +262,10 @@ class RNTKKernel(_RecurrentKernel):
             pooling of the last layer's states over time; exact, about ``T`` times the cost).
         engine: ``"auto"``, ``"tensor"`` or ``"fused"``: how Gram matrices are computed
             (:func:`~gpytorch_rntk.functional.recurrent_kernel`). ``"auto"`` uses the fused
-            engine (:mod:`gpytorch_rntk.fused`) for large matrices without gradients, e.g.
-            predictions under ``torch.no_grad()``.
+            engine (:mod:`gpytorch_rntk.fused`) for large matrices whose sequences need no
+            gradient (predictions, marginal-likelihood training of the variances); ``"fused"``
+            uses it whatever the size (compiling takes seconds to a minute once per
+            configuration, then many small Gram matrices gain too).
         recurrent_var_prior, input_var_prior, bias_var_prior, init_var_prior: Optional priors.
         recurrent_var_constraint, input_var_constraint, bias_var_constraint, init_var_constraint:
             Constraints (default :class:`~gpytorch.constraints.Positive`).

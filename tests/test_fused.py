@@ -118,7 +118,7 @@ def test_mean_readout_lanes(monkeypatch):
         for lanes in (3, 10**6):
             tile = 64 * 64 if y is x1 else 32 * 64
             monkeypatch.setattr(
-                fused, "_LANE_ELEMENTS", dict.fromkeys(["cpu", "cuda"], lanes * tile)
+                fused, "_GROUP_ELEMENTS", dict.fromkeys(["cpu", "cuda"], lanes * tile)
             )
             got = fused_kernel(x1, l1, y, ly, variances, backend="compiled", **options)
             assert _scale_error(got, expected) < 1e-12
