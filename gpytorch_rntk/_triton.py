@@ -245,6 +245,114 @@ def _cross_kernel(
 BLOCK = (32, 64)  # rows x columns of the tile of one program
 
 
+@triton.jit
+def _self_layer(
+    previous,
+    below,
+    length,
+    t,
+    OUT,
+    seq,
+    ok,
+    n,
+    T,
+    layer,
+    sw2,
+    su2,
+    sb2,
+    pi,
+    eps,
+    RELU: tl.constexpr,
+):
+    """One layer of the self-term recursion at step ``t``: stores ``S(t, t)`` (1 past the
+    length) and returns the layer's ``V(t, t)``."""
+    s = sw2 * previous + su2 * below + sb2
+    tl.store(OUT + (layer * T + t) * n + seq, tl.where(t < length, s, 1.0), mask=ok)
+    if RELU:
+        v = 0.5 * s
+    else:
+        prod = (1 + 2 * s) * (1 + 2 * s)
+        z = tl.minimum(tl.maximum(2 * s / tl.sqrt(prod), eps - 1), 1 - eps)
+        v = (2 / pi) * _math.asin(z)
+    return v
+
+
+@triton.jit
+def _self_kernel(
+    X,
+    LEN,
+    P,
+    OUT,
+    n,
+    T,
+    M: tl.constexpr,
+    L: tl.constexpr,
+    RELU: tl.constexpr,
+    INIT: tl.constexpr,
+    BN: tl.constexpr,
+):
+    """X: (n, T, M) values; OUT: (L, T, n) the self terms from each start, 1 past each length;
+    P as for :func:`_cross_kernel`. A program walks ``BN`` sequences through all steps."""
+    seq = tl.program_id(0) * BN + tl.arange(0, BN)
+    ok = seq < n
+    sw2 = tl.load(P + 0)
+    su2 = tl.load(P + 1)
+    sb2 = tl.load(P + 2)
+    pi = tl.load(P + 4)
+    eps = tl.load(P + 5)
+    length = tl.load(LEN + seq, mask=ok, other=0)
+    start = tl.zeros([BN], dtype=sw2.dtype)
+    if INIT:
+        start += tl.load(P + 3)
+    v0 = start
+    v1 = start
+    v2 = start
+    for t in range(0, T):
+        data = tl.zeros([BN], dtype=sw2.dtype)
+        for c in tl.static_range(M):
+            x = tl.load(X + (seq * T + t) * M + c, mask=ok, other=0.0)
+            data += x * x
+        data = data / M
+        v0 = _self_layer(v0, data, length, t, OUT, seq, ok, n, T, 0, sw2, su2, sb2, pi, eps, RELU)
+        if L >= 2:
+            v1 = _self_layer(v1, v0, length, t, OUT, seq, ok, n, T, 1, sw2, su2, sb2, pi, eps, RELU)
+        if L >= 3:
+            v2 = _self_layer(v2, v1, length, t, OUT, seq, ok, n, T, 2, sw2, su2, sb2, pi, eps, RELU)
+
+
+def triton_self_terms(
+    values: torch.Tensor,
+    lengths: torch.Tensor,
+    variances,
+    *,
+    nonlinearity: str,
+    num_layers: int,
+    initial_state: str,
+) -> torch.Tensor:
+    """``functional._self_terms`` (scalar variances) as one kernel launch: ``(N, T, L)``."""
+    if num_layers > MAX_LAYERS:
+        raise ValueError(f"The Triton kernel handles up to {MAX_LAYERS} layers.")
+    n, steps, m = values.shape
+    out = values.new_empty(num_layers, steps, n)
+    params = torch.stack([*variances, *values.new_tensor([math.pi, torch.finfo(values.dtype).eps])])
+    block = 128
+    _self_kernel[(triton.cdiv(n, block),)](
+        values.contiguous(),
+        lengths.to(torch.int32).contiguous(),
+        params,
+        out,
+        n,
+        steps,
+        M=m,
+        L=num_layers,
+        RELU=nonlinearity == "relu",
+        INIT=initial_state != "zero",
+        BN=block,
+        num_warps=4,
+    )
+    return out.permute(2, 1, 0)
+
+
 def triton_cross(
     side1,
     side2,

@@ -67,6 +67,7 @@ def self_terms(
     initial_state: str,
     steps: int,
     align: str = "end",
+    triton: bool = False,
 ) -> Tensor:
     r"""The pre-activation variances :math:`S^l(t, t)` of each sequence on a clock of ``steps``.
 
@@ -77,21 +78,31 @@ def self_terms(
         steps: The clock's length (at least ``T``).
         align: ``"end"``: index ``u`` holds the self term ``steps - u`` steps before the readout
             (the last readout's clock); ``"start"``: index ``u`` holds step ``u``.
+        triton: Run the recursion as one Triton kernel (no gradients) rather than a loop of
+            tensor operations over the steps, which is launch-bound on a GPU.
 
     Returns:
         ``(L, steps, N)``, with 1 (a finite placeholder) where the sequence is not running.
     """
-    tables = torch.stack(
-        _self_terms(
-            values,
-            lengths,
-            variances,
-            NONLINEARITIES[nonlinearity],
-            num_layers,
-            init=initial_state != "zero",
-        ),
-        -1,
-    )  # (N, T, L), 1 past each length
+    if triton:
+        from ._triton import triton_self_terms
+
+        options = dict(nonlinearity=nonlinearity, num_layers=num_layers)
+        tables = triton_self_terms(
+            values, lengths, variances, initial_state=initial_state, **options
+        )
+    else:
+        tables = torch.stack(
+            _self_terms(
+                values,
+                lengths,
+                variances,
+                NONLINEARITIES[nonlinearity],
+                num_layers,
+                init=initial_state != "zero",
+            ),
+            -1,
+        )  # (N, T, L), 1 past each length
     if align == "start":
         pad = (0, 0, 0, steps - tables.shape[-2])
         return torch.nn.functional.pad(tables, pad, value=1.0).permute(2, 1, 0)
@@ -546,7 +557,8 @@ def _fused(
         (values2, lengths2, ids2, order2),
     ):
         values, lengths, ids = values[order], lengths[order], ids[order]
-        side = [None, lengths, ids, self_terms(values, lengths, variances, **self_options)]
+        selves = self_terms(values, lengths, variances, triton=backend == "triton", **self_options)
+        side = [None, lengths, ids, selves]
         if directions is not None:  # and the self terms' derivatives, (L, steps, P, N)
             side.append(
                 _self_term_derivatives(values, lengths, variances, directions, self_options)

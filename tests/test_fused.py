@@ -140,6 +140,23 @@ def test_triton_kernel_matches_tensor_path(dtype, device, symmetric, options):
     _check("triton", dtype, device, symmetric, **options)
 
 
+@pytest.mark.parametrize("options", TRITON_CONFIGS, ids=lambda o: "-".join(map(str, o.values())))
+def test_triton_self_terms(dtype, device, options):
+    """The self-term recursion as one Triton kernel equals the loop of tensor operations, on
+    both clocks (end-aligned for the last readout, start-aligned for the mean)."""
+    if not fused_available(device):
+        pytest.skip("Triton cannot run on this device")
+    from gpytorch_rntk.fused import self_terms
+
+    x, lengths = _batch(13, 8, 3, 5, dtype, device)
+    options = {"initial_state": "zero"} | {k: v for k, v in options.items() if k != "frozen_layers"}
+    for align, steps in (("end", 8), ("start", 9)):
+        setup = dict(steps=steps, align=align, **options)
+        expected = self_terms(x, lengths, _variances(dtype, device), **setup)
+        got = self_terms(x, lengths, _variances(dtype, device), triton=True, **setup)
+        assert _scale_error(got, expected) < _tolerance(dtype)
+
+
 @pytest.mark.parametrize("backend", ["triton", "compiled"])
 def test_golden_g2(backend, device, monkeypatch):
     """SPEC section 6, G2 (s_w = 1.4142 literally), through the fused engine."""
