@@ -901,7 +901,17 @@ def _use_fused(engine, values1, values2, lengths1, lengths2, variances, readout,
         return True
     from .fused import worth_fusing
 
-    return applies and worth_fusing(values1, lengths1, values2, lengths2, readout)
+    # On CUDA the last readout's variance gradients stay on the tensor path: the fused engine
+    # has a Triton kernel for its values only, and its compiled forward mode was measured at
+    # 18x the value there (docs/performance.md).
+    cuda_last_gradients = (
+        readout == "last" and values1.device.type == "cuda" and _needs_grad(*variances)
+    )
+    return (
+        applies
+        and not cuda_last_gradients
+        and worth_fusing(values1, lengths1, values2, lengths2, readout)
+    )
 
 
 def recurrent_kernel(
