@@ -15,5 +15,7 @@ timeout 30 $b --sizes 10000 --steps 150 --layers 2 --nonlinearities relu --dtype
 timeout 30 $b --sizes 10000 --steps 150 --layers 2 --nonlinearities relu --dtypes float32 --variable no --triton-block 16 64 2>&1 | tee -a "$out/target.log"
 # 3. memory of a 20000 x 20000 float32 Gram, T = 100
 timeout 30 $b --memory 20000 100 2>&1 | tee "$out/memory.log"
-# 4. the grid
+# 4. the mean readout and forward-mode gradients on CUDA against the tensor path
+timeout 120 python3 benchmarks/mean_gram.py --device cuda --sizes 100 1000 --steps 150 --repeats 1 2>&1 | tee "$out/mean_gram.log"
+# 5. the grid
 timeout 180 $b --sizes 1000 4000 10000 --steps 50 150 500 --layers 1 2 --nonlinearities relu erf --dtypes float32 float64 --variable no 2>&1 | tee "$out/grid.log"
