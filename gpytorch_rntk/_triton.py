@@ -245,6 +245,12 @@ def _cross_kernel(
 BLOCK = (32, 64)  # rows x columns of the tile of one program
 
 
+def _params(variances, like: torch.Tensor) -> torch.Tensor:
+    """``(sw2, su2, sb2, init_var, pi, eps)`` in ``like``'s dtype, the kernels' ``P``."""
+    constants = like.new_tensor([math.pi, torch.finfo(like.dtype).eps])
+    return torch.stack([*variances, *constants])
+
+
 @triton.jit
 def _self_layer(
     previous,
@@ -334,7 +340,7 @@ def triton_self_terms(
         raise ValueError(f"The Triton kernel handles up to {MAX_LAYERS} layers.")
     n, steps, m = values.shape
     out = values.new_empty(num_layers, steps, n)
-    params = torch.stack([*variances, *values.new_tensor([math.pi, torch.finfo(values.dtype).eps])])
+    params = _params(variances, values)
     block = 128
     _self_kernel[(triton.cdiv(n, block),)](
         values.contiguous(),
@@ -375,7 +381,7 @@ def triton_cross(
     clock, m = x1.shape[-2:]
     bm, bn = BLOCK
     grid = (triton.cdiv(n1, bm), triton.cdiv(n2, bn))
-    params = torch.stack([*variances, *x1.new_tensor([math.pi, torch.finfo(x1.dtype).eps])])
+    params = _params(variances, x1)
     _cross_kernel[grid](
         x1.permute(1, 2, 0).contiguous(),
         x2.permute(1, 2, 0).contiguous(),

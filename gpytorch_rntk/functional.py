@@ -527,16 +527,18 @@ class _Lanes(NamedTuple):
     weight: Tensor | None  # (G,) 2 where a diagonal d > 0 stands for d and -d, else None
 
 
+def _diagonal_length(d: int, longest1: int, longest2: int) -> int:
+    """Cells of the diagonal ``t' - t = d`` of a ``longest1 x longest2`` grid."""
+    return min(longest1 - max(0, -d), longest2 - max(0, d))
+
+
 def diagonal_lanes(longest1: int, longest2: int, symmetric: bool = False) -> list[list[int]]:
     """The diagonals ``d = t' - t`` of a ``longest1 x longest2`` grid (only ``d >= 0`` if
     ``symmetric``) packed into lanes of ``min(longest1, longest2)`` cells: longest first, each
     lane topped up with the shortest that still fit."""
     cells = min(longest1, longest2)
     offsets = range(longest1) if symmetric else range(1 - longest1, longest2)
-
-    def length(d: int) -> int:
-        return min(longest1 - max(0, -d), longest2 - max(0, d))
-
+    length = partial(_diagonal_length, longest1=longest1, longest2=longest2)
     order = sorted(offsets, key=length, reverse=True)
     lanes, i, j = [], 0, len(order) - 1
     while i <= j:
@@ -557,10 +559,7 @@ def _pack_diagonals(
     ``min(T1, T2)`` cells cover the grid without gaps (a self grid leaves at most one lane half
     empty)."""
     cells = min(longest1, longest2)
-
-    def length(d: int) -> int:
-        return min(longest1 - max(0, -d), longest2 - max(0, d))
-
+    length = partial(_diagonal_length, longest1=longest1, longest2=longest2)
     lanes = diagonal_lanes(longest1, longest2, symmetric)
     groups = []
     for first in range(0, len(lanes), lanes_per_group):

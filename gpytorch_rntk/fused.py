@@ -406,9 +406,8 @@ def worth_fusing(
     triton = readout == "last" and fused_available(values1.device)
     if not triton and os.environ.get("GPYTORCH_RNTK_COMPILE", "1") == "0":
         return False
-    cells = max(values1.shape[-2], values2.shape[-2])  # per pair: steps, or time pairs (mean)
-    if readout == "mean":
-        cells = values1.shape[-2] * values2.shape[-2]
+    steps = (values1.shape[-2], values2.shape[-2])
+    cells = steps[0] * steps[1] if readout == "mean" else max(steps)  # per pair
     return (
         len(lengths1) * len(lengths2) * cells
         >= _FUSE_PAIR_STEPS["triton" if triton else "compiled"]
