@@ -15,17 +15,12 @@ The fused engine's first call (compilation) is timed apart and excluded.
 from __future__ import annotations
 
 import argparse
-import time
 from functools import partial
 
 import torch
+from gram import timed  # benchmarks/gram.py, beside this script
 
 from gpytorch_rntk.functional import RecurrentVariances, recurrent_kernel
-
-
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize()
 
 
 def gram_and_gradient(x, lengths, engine: str, grad: bool, weights):
@@ -41,15 +36,10 @@ def gram_and_gradient(x, lengths, engine: str, grad: bool, weights):
     return torch.cat([k.detach().flatten(), torch.stack(grads)])
 
 
-def timed(fn, device, repeats: int = 1) -> tuple[float, torch.Tensor]:
-    best, out = float("inf"), None
-    for _ in range(repeats):
-        _sync(device)
-        start = time.perf_counter()
-        out = fn()
-        _sync(device)
-        best = min(best, time.perf_counter() - start)
-    return best, out
+def best_of(fn, device, repeats: int = 1) -> tuple[float, torch.Tensor]:
+    """The fastest of ``repeats`` calls (:func:`gram.timed`) and its result."""
+    seconds, _, out = min((timed(fn, device) for _ in range(repeats)), key=lambda r: r[0])
+    return seconds, out
 
 
 COLUMNS = (
@@ -71,9 +61,9 @@ def run_case(n: int, steps: int, dtype, device, variable: bool, repeats: int) ->
     for grad in (False, True):
         fused = partial(gram_and_gradient, x, lengths, "fused", grad, weights)
         first = max(first, timed(fused, device)[0])
-        seconds["fused", grad], k_fused = timed(fused, device, repeats)
+        seconds["fused", grad], k_fused = best_of(fused, device, repeats)
         tensor = partial(gram_and_gradient, x, lengths, "tensor", grad, weights)
-        seconds["tensor", grad], k_tensor = timed(tensor, device)
+        seconds["tensor", grad], k_tensor = best_of(tensor, device)
         # (with gradients: the Gram matrix and the three gradients, each to its own scale)
         parts = [(k_fused, k_tensor)]
         if grad:
