@@ -12,7 +12,9 @@ Here the work is split in two:
   grid in lanes side by side through the same kind of loop.
 
 Rows and columns are sorted by length, so that a tile of pairs scans only the
-:math:`\min(T_i, T_j)` steps its longest pair needs: variable lengths cost what they are.
+:math:`\min(T_i, T_j)` steps its longest pair needs (the last readout), or each pair of blocks
+of a few sequences only its own :math:`T_a \times T_b` time grid (the mean readout): variable
+lengths cost what they are.
 Memory beyond the output is ``O(N T m + N T L)`` for the inputs and self terms, plus one tile's
 state. Gradients are for the variances only, in forward mode (see :func:`fused_kernel`);
 :func:`~gpytorch_rntk.functional.recurrent_kernel` uses this engine (``engine="auto"``) for large
@@ -32,7 +34,7 @@ from torch.autograd.function import once_differentiable
 from .functional import (
     NONLINEARITIES,
     RecurrentVariances,
-    _pack_diagonals,
+    _diagonal_length,
     _right_align,
     _self_terms,
     diagonal_lanes,
@@ -644,12 +646,26 @@ def _compiled_cross(
     symmetric,
     directions=(),
 ):
-    """The cross scan tile by tile through :func:`_cross_steps` or :func:`_diagonal_steps`
-    (sorted inputs), writing the Gram matrix to ``outs[0]`` and, in forward mode (the sides
-    carry their self terms' derivatives), its derivatives along the variances numbered
-    ``directions`` to ``outs[1:]``. Every tile has the same shape (the inputs are padded with
-    sequences of length 0), so the compiled function is specialised once per configuration.
+    """The cross scan through :func:`_cross_steps` (last readout, tile by tile) or
+    :func:`_diagonal_steps` (mean readout, see :func:`_compiled_mean`) on sorted inputs,
+    writing the Gram matrix to ``outs[0]`` and, in forward mode (the sides carry their self
+    terms' derivatives), its derivatives along the variances numbered ``directions`` to
+    ``outs[1:]``. Every call of the compiled function has the same shapes (the inputs are
+    padded with sequences of length 0), so it is specialised once per configuration.
     """
+    tile = dict(
+        variances=tuple(variances),
+        relu=nonlinearity == "relu",
+        num_layers=num_layers,
+        frozen_layers=frozen_layers,
+        init_mode=init_mode,
+        eps=torch.finfo(side1[0].dtype).eps,
+        steps_fn=_steps_function(readout),
+        directions=directions,
+    )
+    if readout == "mean":
+        _compiled_mean(side1, side2, outs, order1, order2, symmetric=symmetric, tile=tile)
+        return
     n1, n2 = len(side1[1]), len(side2[1])
     # Small sets get a tile of the next power of two (at least 16 x 64), so that a handful of
     # shapes serve every size and the compiled function is specialised only a few times.
@@ -657,52 +673,240 @@ def _compiled_cross(
         min(tile, _power_of_two(max(n, low)))
         for tile, n, low in zip(_TILE, (n1, n2), (16, 64), strict=True)
     )
-    # K(x, x) of a small set: one square tile of the set against itself.
-    self_tile = symmetric and n1 <= _TILE[0]
-    if self_tile:
-        rows = cols = _power_of_two(max(n1, 64))
     side1 = _pad_side(side1, -(-n1 // rows) * rows, -1)
     side2 = _pad_side(side2, -(-n2 // cols) * cols, -2)
-    x1 = side1[0]
-    tile = dict(
-        variances=tuple(variances),
-        relu=nonlinearity == "relu",
-        num_layers=num_layers,
-        frozen_layers=frozen_layers,
-        init_mode=init_mode,
-        eps=torch.finfo(x1.dtype).eps,
-        steps_fn=_steps_function(readout),
-        directions=directions,
-    )
-    scan_tile = _scan_tile_last
-    if readout == "mean":
-        # G lanes of diagonals per call, as many as the budget allows and the longest pair
-        # needs: the same for every tile, so the compiled function is specialised once.
-        budget = _GROUP_ELEMENTS["cpu" if x1.device.type == "cpu" else "cuda"]
-        budget //= 1 + len(directions)
-        longest = (int(side1[1].max()), int(side2[1].max()))
-        lanes = _power_of_two(len(diagonal_lanes(*longest, self_tile)))
-        scan_tile = functools.partial(
-            _scan_tile_mean,
-            lanes_per_group=max(1, min(lanes, budget // (rows * cols))),
-            self_tile=self_tile,
-        )
+    device = side1[0].device
     for i in range(0, n1, rows):
         for j in range(i // cols * cols if symmetric else 0, n2, cols):
-            value, derivatives = scan_tile(_part(side1, i, rows), _part(side2, j, cols), **tile)
-            a = torch.arange(i, min(i + rows, n1), device=x1.device).unsqueeze(-1)
-            b = torch.arange(j, min(j + cols, n2), device=x1.device).unsqueeze(-2)
+            value, derivatives = _scan_tile_last(
+                _part(side1, i, rows), _part(side2, j, cols), **tile
+            )
+            a = torch.arange(i, min(i + rows, n1), device=device).unsqueeze(-1)
+            b = torch.arange(j, min(j + cols, n2), device=device).unsqueeze(-2)
             a, b = torch.broadcast_tensors(a, b)
             crop = (slice(0, a.shape[0]), slice(0, a.shape[1]))
-            if symmetric:  # K(x, x): pairs a <= b, written to both halves
-                upper = a <= b
+            upper = a <= b
+            if symmetric:  # K(x, x): pairs a <= b
                 a, b = a[upper], b[upper]
             for out, block in zip(outs, [value, *derivatives], strict=True):
                 block = block[crop]
-                if symmetric:
-                    block = block[upper]
-                    out[order2[b], order1[a]] = block
-                out[order1[a], order2[b]] = block
+                _write(out, block[upper] if symmetric else block, order1[a], order2[b], symmetric)
+
+
+def _write(out: Tensor, block: Tensor, rows: Tensor, cols: Tensor, symmetric: bool) -> None:
+    """``out[rows, cols] = block``, and for K(x, x) (pairs ``a <= b``) the other half too."""
+    if symmetric:
+        out[cols, rows] = block
+    out[rows, cols] = block
+
+
+# The mean readout's pairs in blocks of this many sorted sequences a side (each pair of blocks
+# runs the time grid of its own longest sequences), or half as many where that saves a quarter
+# of the cells (lengths spread widely; smaller blocks cost more gathering and scheduling).
+_BLOCK = 16
+# Pairs of blocks whose lanes are scheduled together at most (their sums are kept meanwhile).
+_BLOCK_PAIRS = 1024
+
+
+def _compiled_mean(
+    side1, side2, outs: list[Tensor], order1: Tensor, order2: Tensor, *, symmetric, tile
+) -> None:
+    """The mean readout through :func:`_diagonal_steps` in blocks of ``_BLOCK`` (or half
+    as many) sorted sequences a side (padded with sequences of length 0, whose blocks are
+    skipped).
+
+    Every pair of blocks contributes the diagonals of its own ``T_a x T_b`` grid (``T`` the
+    block's longest sequence), packed into lanes
+    (:func:`~gpytorch_rntk.functional.diagonal_lanes`); the lanes of all pairs of blocks run
+    side by side, ``G`` per compiled call, each on its own blocks' rows and columns. For K(x, x)
+    only the pairs of blocks ``i <= j`` run, and a block against itself runs its diagonals
+    ``d >= 0`` only: pair ``(b, a)``'s diagonal ``-d`` is pair ``(a, b)``'s ``d``, so with ``D``
+    the sums over ``d = 0`` and ``R`` over ``d > 0`` the block is ``D + R + R^T``.
+    """
+    n1, n2 = len(side1[1]), len(side2[1])
+    block = _BLOCK
+    if _grid_cells(side1[1], side2[1], block // 2) < 0.75 * _grid_cells(side1[1], side2[1], block):
+        block //= 2
+    side1 = _pad_side(side1, -(-n1 // block) * block, -1)
+    side2 = _pad_side(side2, -(-n2 // block) * block, -2)
+    device, directions = side1[0].device, tile["directions"]
+    pairs = [
+        (i, j, a, b, symmetric and i == j)
+        for i, a in enumerate(side1[1].view(-1, block).amax(1).tolist())
+        for j, b in enumerate(side2[1].view(-1, block).amax(1).tolist())
+        if a and b and (j >= i or not symmetric)
+    ]
+    # G lanes per call, as many as the budget allows and spread evenly over the groups, in
+    # multiples of an eighth of a power of two (the compiled function is specialised on G).
+    budget = _GROUP_ELEMENTS["cpu" if device.type == "cpu" else "cuda"]
+    most = max(1, budget // (1 + len(directions)) // block**2)
+    lanes = sum(len(_grid_lanes(a, b, mirrored)) for *_, a, b, mirrored in pairs)
+    grain = max(1, min(most, _power_of_two(lanes)) // 8)
+    lanes_per_group = min(most, -(-lanes // -(-lanes // most) // grain) * grain)
+    offsets = torch.arange(block, device=device)
+    for first in range(0, len(pairs), _BLOCK_PAIRS):
+        chunk = pairs[first : first + _BLOCK_PAIRS]
+        sums = _scan_blocks_mean(
+            side1, side2, chunk, block=block, lanes_per_group=lanes_per_group, **tile
+        )
+        rows, cols = (
+            torch.tensor([p[k] for p in chunk], device=device).view(-1, 1) * block + offsets
+            for k in (0, 1)
+        )
+        rows, cols = torch.broadcast_tensors(rows.unsqueeze(-1), cols.unsqueeze(-2))
+        wanted = (rows < n1) & (cols < n2)
+        if symmetric:  # K(x, x): pairs a <= b
+            wanted = wanted & (rows <= cols)
+        rows, cols = rows[wanted], cols[wanted]
+        counts = (side1[1][rows] * side2[1][cols]).clamp(min=1)
+        for out, total in zip(outs, sums, strict=True):
+            _write(out, total[wanted] / counts, order1[rows], order2[cols], symmetric)
+
+
+def _scan_blocks_mean(
+    side1,
+    side2,
+    pairs: list[tuple[int, int, int, int, bool]],
+    *,
+    block: int,
+    lanes_per_group: int,
+    variances,
+    relu,
+    num_layers,
+    frozen_layers,
+    init_mode,
+    eps,
+    steps_fn,
+    directions=(),
+) -> list[Tensor]:
+    """The sums of the readout over the time grids of the pairs of blocks ``(i, j, T_i, T_j,
+    mirrored)`` and their derivatives along ``directions``, each ``(pairs, block, block)``."""
+    x1, lengths1, ids1, selves1, *tangent1 = side1
+    x2, lengths2, ids2, selves2, *tangent2 = side2
+    device = x1.device
+    # Blocks as a dimension: data (blocks, block, steps, m), self terms (L, steps, blocks,
+    # block), their derivatives (L, steps, P, blocks, block), lengths and ids (blocks, block).
+    x1, x2 = (x.view(-1, block, *x.shape[1:]) for x in (x1, x2))
+    selves1, selves2, *tangents = (
+        t.view(*t.shape[:-1], -1, block) for t in (selves1, selves2, *tangent1, *tangent2)
+    )
+    lengths1, lengths2, ids1, ids2 = (t.view(-1, block) for t in (lengths1, lengths2, ids1, ids2))
+    idle = (x1.shape[-2] - 1, x2.shape[-2] - 1)  # steps with zero data, past every length
+    unroll = _unroll(device, directions, "mean")
+    sums = [x1.new_zeros(len(pairs), block, block) for _ in range(1 + len(directions))]
+    reflected = [torch.zeros_like(s) for s in sums]
+    width = 3 + 3 * len(directions)
+    for step1, step2, keep, origin, pair, mirror in _lane_groups(
+        pairs, lanes_per_group, unroll, idle, device
+    ):
+        b1, b2 = (torch.tensor([p[k] for p in pairs], device=device)[pair] for k in (0, 1))
+        # the state as for _cell, then each lane's running sums
+        state = [x1.new_zeros(lanes_per_group, block, block) for _ in range(num_layers * width)]
+        state += [x1.new_zeros(lanes_per_group, block, block) for _ in sums]
+        for c in range(0, len(step1), unroll):
+            s1, s2 = step1[c : c + unroll], step2[c : c + unroll]
+            derivatives = ()
+            if directions:  # (K, L, P, G, block, 1), (K, L, P, G, 1, block)
+                derivatives = (
+                    tangents[0][:, s1, :, b1].permute(0, 2, 3, 1, 4)[..., None].contiguous(),
+                    tangents[1][:, s2, :, b2].permute(0, 2, 3, 1, 4)[..., None, :].contiguous(),
+                )
+            state = steps_fn(
+                tuple(state),
+                x1[b1, :, s1].contiguous(),  # (K, G, block, m)
+                x2[b2, :, s2].contiguous(),
+                selves1[:, s1, b1].transpose(0, 1)[..., None].contiguous(),  # (K, L, G, block, 1)
+                selves2[:, s2, b2].transpose(0, 1)[..., None, :].contiguous(),
+                s1,
+                s2,
+                keep[c : c + unroll],
+                origin[c : c + unroll],
+                lengths1[b1],
+                lengths2[b2],
+                ids1[b1],
+                ids2[b2],
+                variances,
+                relu,
+                frozen_layers,
+                init_mode,
+                eps,
+                directions,
+                *derivatives,
+            )
+        for total, mirrored, lane_sums in zip(sums, reflected, state[-len(sums) :], strict=True):
+            total.index_add_(0, pair, lane_sums)
+            mirrored.index_add_(0, pair, torch.where(mirror.view(-1, 1, 1), lane_sums, 0.0))
+    return [s + r.transpose(-1, -2) for s, r in zip(sums, reflected, strict=True)]
+
+
+def _lane_groups(pairs, lanes_per_group: int, unroll: int, idle: tuple[int, int], device):
+    """The lanes of the pairs of blocks' grids, fullest first, in groups of
+    ``lanes_per_group``, each ``(step1, step2, keep, origin, pair, mirror)``: the first four
+    ``(cells, G)`` with ``cells`` a whole number of chunks (the rows' and the columns' step at
+    each cell, the ``idle`` steps where a lane has nothing to do; whether the cell continues its
+    lane's previous cell; whether the lane is the diagonal ``t = t'``), then per lane the index
+    of its pair of blocks and whether its sums are reflected (``d > 0`` of a block against
+    itself)."""
+    lanes = sorted(
+        (
+            (lane, p)
+            for p, (*_, a, b, mirrored) in enumerate(pairs)
+            for lane in _grid_lanes(a, b, mirrored)
+        ),
+        key=lambda item: -sum(cells for _, cells, _ in item[0]),
+    )
+    for first in range(0, len(lanes), lanes_per_group):
+        group = lanes[first : first + lanes_per_group]
+        cells = -(-sum(n for _, n, _ in group[0][0]) // unroll) * unroll
+        # one row per diagonal: (lane, first cell, cells, d = t' - t), then one entry per cell
+        g, start, count, d = torch.tensor(
+            [(g, *segment) for g, (lane, _) in enumerate(group) for segment in lane],
+            device=device,
+        ).unbind(-1)
+        segment = torch.repeat_interleave(torch.arange(len(count), device=device), count)
+        within = torch.arange(len(segment), device=device) - (count.cumsum(0) - count)[segment]
+        at = (start[segment] + within, g[segment])
+        step1, step2 = (torch.full((cells, lanes_per_group), i, device=device) for i in idle)
+        keep = torch.zeros(cells, lanes_per_group, dtype=torch.bool, device=device)
+        step1[at] = (-d).clamp(min=0)[segment] + within
+        step2[at] = d.clamp(min=0)[segment] + within
+        keep[at] = within > 0
+        pad = lanes_per_group - len(group)
+        first_diagonal = [lane[0][2] for lane, _ in group] + [1] * pad
+        origin = torch.tensor([d == 0 for d in first_diagonal], device=device)
+        mirror = [pairs[p][4] for _, p in group] + [False] * pad
+        yield (
+            step1,
+            step2,
+            keep,
+            origin.expand(cells, -1).contiguous(),
+            torch.tensor([p for _, p in group] + [0] * pad, device=device),
+            torch.tensor(mirror, device=device) & ~origin,
+        )
+
+
+def _grid_cells(lengths1: Tensor, lengths2: Tensor, block: int) -> float:
+    """Pair-cells of the time grids of all pairs of blocks of sorted lengths."""
+    longest1, longest2 = (
+        torch.nn.functional.pad(t, (0, -len(t) % block)).view(-1, block).amax(1).sum().item()
+        for t in (lengths1, lengths2)
+    )
+    return block**2 * longest1 * longest2
+
+
+@functools.lru_cache(maxsize=1024)
+def _grid_lanes(longest1: int, longest2: int, symmetric: bool) -> tuple:
+    """The lanes of :func:`~gpytorch_rntk.functional.diagonal_lanes`, each a tuple of its
+    diagonals ``(first cell, cells, d)``."""
+    lanes = []
+    for lane in diagonal_lanes(longest1, longest2, symmetric):
+        segments, first = [], 0
+        for d in lane:
+            cells = _diagonal_length(d, longest1, longest2)
+            segments.append((first, cells, d))
+            first += cells
+        lanes.append(tuple(segments))
+    return tuple(lanes)
 
 
 def _unroll(device: torch.device, directions: tuple[int, ...], readout: str) -> int:
@@ -779,119 +983,6 @@ def _scan_tile_last(
             *derivatives,
         )
     return _readout(state, len(directions), frozen_layers)
-
-
-def _scan_tile_mean(
-    side1,
-    side2,
-    *,
-    lanes_per_group,
-    self_tile,
-    variances,
-    relu,
-    num_layers,
-    frozen_layers,
-    init_mode,
-    eps,
-    steps_fn,
-    directions=(),
-) -> tuple[Tensor, list[Tensor]]:
-    """The mean readout of one tile and its derivatives along ``directions``: the tile's
-    diagonals packed into lanes (:func:`~gpytorch_rntk.functional.diagonal_lanes`) that run
-    side by side, ``lanes_per_group`` at a time.
-
-    A ``self_tile`` (the same sequences on both sides) runs the diagonals ``d >= 0`` only:
-    pair ``(j, i)``'s diagonal ``-d`` is pair ``(i, j)``'s ``d``, so with ``D`` the sums over
-    ``d = 0`` and ``R`` over ``d > 0`` the tile is ``D + R + R^T``, half the work."""
-    x1, lengths1, ids1, selves1, *tangent1 = side1
-    x2, lengths2, ids2, selves2, *tangent2 = side2
-    n1, n2 = len(lengths1), len(lengths2)
-    longest = (int(lengths1.max()), int(lengths2.max()))
-    counts = (lengths1.unsqueeze(-1) * lengths2.unsqueeze(-2)).clamp(min=1).to(x1)
-    totals = [x1.new_zeros(n1, n2) for _ in range(1 + len(directions))]
-    off_origin = [x1.new_zeros(n1, n2) for _ in totals] if self_tile else None
-    width = 3 + 3 * len(directions)
-    unroll = _unroll(x1.device, directions, "mean")
-    plan = _lane_plan(*longest, lanes_per_group, unroll, x1.device, self_tile)
-    for step1, step2, keep, origin in plan:
-        # the state as for _cell, then each lane's running sums
-        state = [x1.new_zeros(lanes_per_group, n1, n2) for _ in range(num_layers * width)]
-        state += [x1.new_zeros(lanes_per_group, n1, n2) for _ in totals]
-        for c in range(0, len(step1), unroll):
-            s1, s2 = step1[c : c + unroll], step2[c : c + unroll]
-            derivatives = ()
-            if directions:  # (L, steps, P, n) -> (K, L, P, G, n1, 1), (K, L, P, G, 1, n2)
-                derivatives = (
-                    tangent1[0][:, s1].permute(1, 0, 3, 2, 4)[..., None].contiguous(),
-                    tangent2[0][:, s2].permute(1, 0, 3, 2, 4)[..., None, :].contiguous(),
-                )
-            state = steps_fn(
-                tuple(state),
-                x1[:, s1].permute(1, 2, 0, 3).contiguous(),  # (K, G, n1, m)
-                x2[:, s2].permute(1, 2, 0, 3).contiguous(),
-                selves1[:, s1].transpose(0, 1)[..., None].contiguous(),  # (K, L, G, n1, 1)
-                selves2[:, s2].transpose(0, 1)[..., None, :].contiguous(),
-                s1,
-                s2,
-                keep[c : c + unroll],
-                origin[c : c + unroll],
-                lengths1.clone(),
-                lengths2.clone(),
-                ids1.clone(),
-                ids2.clone(),
-                variances,
-                relu,
-                frozen_layers,
-                init_mode,
-                eps,
-                directions,
-                *derivatives,
-            )
-        for i, lane_sums in enumerate(state[-len(totals) :]):
-            if self_tile:
-                on_origin = origin[0].view(-1, 1, 1)
-                totals[i] += torch.where(on_origin, lane_sums, 0.0).sum(0)
-                off_origin[i] += torch.where(on_origin, 0.0, lane_sums).sum(0)
-            else:
-                totals[i] += lane_sums.sum(0)
-    if self_tile:
-        totals = [t + r + r.T for t, r in zip(totals, off_origin, strict=True)]
-    totals = [t / counts for t in totals]
-    return totals[0], totals[1:]
-
-
-@functools.lru_cache(maxsize=64)
-def _lane_plan(
-    longest1: int,
-    longest2: int,
-    lanes_per_group: int,
-    unroll: int,
-    device: torch.device,
-    symmetric: bool = False,
-) -> list[tuple[Tensor, ...]]:
-    """The diagonals of a ``longest1 x longest2`` grid (``d >= 0`` only if ``symmetric``) in
-    groups of ``lanes_per_group`` lanes,
-    each group ``(step1, step2, keep, origin)``, ``(cells, G)`` with ``cells`` a whole number
-    of chunks: the rows' and the columns' step at each cell (``longest`` where idle), whether
-    the cell continues its lane's previous cell, and whether it lies on ``t = t'``."""
-    plan = []
-    for lanes in _pack_diagonals(longest1, longest2, symmetric, lanes_per_group, device):
-        cells, width = lanes.step1.shape
-        pad = (0, lanes_per_group - width, 0, -(-cells // unroll) * unroll - cells)
-        keep = lanes.keep.bool()
-        keep[0] = False
-        origin = torch.zeros_like(keep)
-        if lanes.origin is not None:
-            origin[:] = lanes.origin
-        plan.append(
-            (
-                torch.nn.functional.pad(lanes.step1, pad, value=longest1),
-                torch.nn.functional.pad(lanes.step2, pad, value=longest2),
-                torch.nn.functional.pad(keep, pad, value=False),
-                torch.nn.functional.pad(origin, pad, value=False),
-            )
-        )
-    return plan
 
 
 def _pad_side(side, n: int, dummy_id: int):
