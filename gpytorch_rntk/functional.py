@@ -877,13 +877,15 @@ def _plus_reversed(kernel_fn: Callable[..., Tensor], *sequences: Tensor) -> Tens
 ENGINES = ("auto", "tensor", "fused")
 
 
-def _use_fused(engine, values1, values2, lengths1, lengths2, variances, readout, paired) -> bool:
+def _use_fused(
+    engine, values1, values2, lengths1, lengths2, variances, readout, paired, num_layers
+) -> bool:
     """Whether :func:`recurrent_kernel` hands the call to the fused engine."""
     if engine not in ENGINES:
         raise ValueError(f"Unknown engine {engine!r}; choose one of {list(ENGINES)}.")
     if engine == "tensor":
         return False
-    # Gradients: for the variances only, by the compiled loop in forward mode.
+    # Gradients: for the variances only, in forward mode.
     applies = (
         not paired
         and values1.dim() == values2.dim() == 3
@@ -898,17 +900,20 @@ def _use_fused(engine, values1, values2, lengths1, lengths2, variances, readout,
                 "the sequences."
             )
         return True
-    from .fused import worth_fusing
+    from .fused import TRITON_MAX_LAYERS, worth_fusing
 
-    # On CUDA the last readout's variance gradients stay on the tensor path: the fused engine
-    # has a Triton kernel for its values only, and its compiled forward mode was measured at
-    # 18x the value there (docs/performance.md).
-    cuda_last_gradients = (
-        readout == "last" and values1.device.type == "cuda" and _needs_grad(*variances)
+    # On CUDA the variance gradients of a network deeper than the Triton kernel handles stay on
+    # the tensor path: the compiled forward mode was measured at 18x the value there
+    # (docs/performance.md).
+    cuda_deep_gradients = (
+        values1.device.type == "cuda"
+        and num_layers > TRITON_MAX_LAYERS
+        and readout == "last"
+        and _needs_grad(*variances)
     )
     return (
         applies
-        and not cuda_last_gradients
+        and not cuda_deep_gradients
         and worth_fusing(values1, lengths1, values2, lengths2, readout)
     )
 
@@ -990,7 +995,9 @@ def recurrent_kernel(
             values2,
             lengths2,
         )
-    if _use_fused(engine, values1, values2, lengths1, lengths2, variances, readout, paired):
+    if _use_fused(
+        engine, values1, values2, lengths1, lengths2, variances, readout, paired, num_layers
+    ):
         from .fused import fused_kernel
 
         return fused_kernel(

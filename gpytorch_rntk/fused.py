@@ -105,12 +105,20 @@ def self_terms(
             ),
             -1,
         )  # (N, T, L), 1 past each length
+    return _on_clock(tables, lengths, steps, align, 1.0).permute(2, 1, 0)
+
+
+def _on_clock(tables: Tensor, lengths: Tensor, steps: int, align: str, fill: float) -> Tensor:
+    """Per-sequence tables ``(N, T, ...)`` counted from each start on a clock of ``steps``
+    (see :func:`self_terms`), ``fill`` where the sequence is not running."""
+    n, length, *rest = tables.shape
+    flat = tables.reshape(n, length, -1)
     if align == "start":
-        pad = (0, 0, 0, steps - tables.shape[-2])
-        return torch.nn.functional.pad(tables, pad, value=1.0).permute(2, 1, 0)
-    aligned = _right_align(tables, lengths, steps)
-    started = torch.arange(steps, device=values.device) >= steps - lengths.unsqueeze(-1)
-    return torch.where(started.unsqueeze(-1), aligned, 1.0).permute(2, 1, 0)
+        flat = torch.nn.functional.pad(flat, (0, 0, 0, steps - length), value=fill)
+    else:
+        started = torch.arange(steps, device=tables.device) >= steps - lengths.unsqueeze(-1)
+        flat = torch.where(started.unsqueeze(-1), _right_align(flat, lengths, steps), fill)
+    return flat.view(n, steps, *rest)
 
 
 def _dual(s, sa, sb, same, relu: bool, eps: float, tangents=()):
@@ -453,13 +461,14 @@ def fused_kernel(
     through the compiled loop, summing the readout of every active cell: :math:`O(L T T')`
     work per pair, memory as for the last readout.
 
-    Gradients: for the variances only (the sequences must not require gradients), by the
-    compiled loop in forward mode. When a variance requires a gradient, the scan carries the
-    derivatives of every pair's state along each such variance next to the values (the same
-    elementwise loop, so the values are computed once), and keeps the derivative of the Gram
-    matrix along each: ``P`` more ``N x N'`` matrices and nothing of the scan; the backward
-    pass contracts them with the incoming gradient. Costs about 2.5x the value-only scan with
-    the three variances of a zero initial state.
+    Gradients: for the variances only (the sequences must not require gradients), in forward
+    mode by the same backend (the Triton kernel, or the compiled loop). When a variance requires
+    a gradient, the scan carries the derivatives of every pair's state along each such variance
+    next to the values (the same elementwise pass, so the values are computed once), and keeps
+    the derivative of the Gram matrix along each: ``P`` more ``N x N'`` matrices and nothing of
+    the scan; the backward pass contracts them with the incoming gradient. On the CPU this costs
+    about 2.5x the value-only scan with the three variances of a zero initial state, on CUDA
+    more (docs/performance.md).
     """
     if backend == "auto":
         triton = fused_available(values1.device) and num_layers <= TRITON_MAX_LAYERS
@@ -483,6 +492,7 @@ def fused_kernel(
     # Four 0-d tensors of the inputs' dtype (init_var 0 where not given).
     variances = [torch.as_tensor(v).to(values1).reshape(()) for v in RecurrentVariances(*variances)]
     if torch.is_grad_enabled() and any(v.requires_grad for v in variances):
+        setup = setup | {"backend": backend}
         return _FusedGram.apply(setup, values1, lengths1, values2, lengths2, *variances)
     with torch.no_grad():
         return _fused(values1, lengths1, values2, lengths2, variances, backend=backend, **setup)
@@ -500,7 +510,6 @@ class _FusedGram(torch.autograd.Function):
             values2,
             lengths2,
             variances,
-            backend="compiled",
             directions=ctx.wanted,
             **setup,
         )
@@ -532,8 +541,8 @@ def _fused(
     symmetric,
     directions=None,
 ):
-    """The Gram matrix, or with ``directions`` (compiled loop only) the list of it and its
-    derivatives along the variances they number."""
+    """The Gram matrix, or with ``directions`` the list of it and its derivatives along the
+    variances they number."""
     variances = RecurrentVariances(*variances)
     lengths1, lengths2 = lengths1.long(), lengths2.long()
     same = nonlinearity == "relu" or initial_state == "per_input"
@@ -562,7 +571,9 @@ def _fused(
         side = [None, lengths, ids, selves]
         if directions is not None:  # and the self terms' derivatives, (L, steps, P, N)
             side.append(
-                _self_term_derivatives(values, lengths, variances, directions, self_options)
+                _self_term_derivatives(
+                    values, lengths, variances, directions, self_options, backend == "triton"
+                )
             )
         if align == "end":
             side[0] = _right_align(values, lengths, steps)
@@ -581,13 +592,13 @@ def _fused(
     )
     # Each backend writes pair (a, b) of the sorted sets to out[order1[a], order2[b]]
     # (and, for K(x, x), computes a <= b only and writes both halves).
-    outs = [
-        values1.new_empty(len(lengths1), len(lengths2)) for _ in range(1 + len(directions or ()))
-    ]
+    planes = values1.new_empty(1 + len(directions or ()), len(lengths1), len(lengths2))
+    outs = list(planes)
     if backend == "triton":
         from ._triton import triton_cross
 
-        triton_cross(*sides, variances, outs[0], order1, order2, **scan_options)
+        scan_options.update(directions=tuple(directions or ()))
+        triton_cross(*sides, variances, planes, order1, order2, **scan_options)
     else:
         _compiled_cross(
             *sides,
@@ -602,9 +613,18 @@ def _fused(
     return outs if directions is not None else outs[0]
 
 
-def _self_term_derivatives(values, lengths, variances, directions, options) -> Tensor:
+def _self_term_derivatives(values, lengths, variances, directions, options, triton) -> Tensor:
     """The derivatives of :func:`self_terms` along each variance numbered in ``directions``
-    (forward mode), stacked as ``(L, steps, P, N)``."""
+    (forward mode), stacked as ``(L, steps, P, N)``: by the Triton kernel, or by ``jvp``
+    through the loop of tensor operations."""
+    if triton:
+        from ._triton import triton_self_terms
+
+        setup = {k: options[k] for k in ("nonlinearity", "num_layers", "initial_state")}
+        _, tables = triton_self_terms(values, lengths, variances, directions=directions, **setup)
+        return _on_clock(tables, lengths, options["steps"], options["align"], 0.0).permute(
+            2, 1, 3, 0
+        )
     units = torch.eye(4, dtype=values.dtype, device=values.device)[list(directions)]
 
     def selves(*v: Tensor) -> Tensor:

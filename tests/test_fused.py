@@ -217,23 +217,32 @@ def test_kernel_engine_option(monkeypatch):
         RNTKKernel(input_dim=2, engine="triton")
 
 
-def _variance_gradients(engine, args, weights, options, readout):
+def _variance_gradients(backend, args, weights, options, readout, dtype=torch.float64):
+    """The gradients of ``sum(K * weights)`` for the variances by the tensor path's reverse
+    mode (``backend="tensor"``) or by a fused backend's forward mode."""
     variances = [
-        torch.tensor(v, dtype=torch.float64, requires_grad=True) for v in (1.7, 0.9, 0.2, 0.4)
+        torch.tensor(v, dtype=dtype, device=args[0].device, requires_grad=True)
+        for v in (1.7, 0.9, 0.2, 0.4)
     ]
-    k = recurrent_kernel(
-        *args, RecurrentVariances(*variances), engine=engine, readout=readout, **options
-    )
+    options = dict(options, readout=readout)
+    if backend == "tensor":
+        k = recurrent_kernel(*args, RecurrentVariances(*variances), engine="tensor", **options)
+    else:
+        k = fused_kernel(*args, RecurrentVariances(*variances), backend=backend, **options)
     wanted = variances if options["initial_state"] != "zero" else variances[:3]
-    loss = (k * weights[: k.shape[0], : k.shape[1]]).sum()
+    loss = (k * weights[: k.shape[0], : k.shape[1]].to(k)).sum()
     return torch.stack(torch.autograd.grad(loss, wanted))
 
 
-@pytest.mark.parametrize("readout", ["last", "mean"])
+@pytest.mark.parametrize(
+    "readout,backend", [("last", "compiled"), ("last", "triton"), ("mean", "compiled")]
+)
 @pytest.mark.parametrize("symmetric", [False, True], ids=["cross", "symmetric"])
-def test_forward_mode_variance_gradients(symmetric, readout, monkeypatch):
-    """The fused engine's forward-mode gradients for the variances equal reverse-mode autograd
-    through the tensor path (float64, every nonlinearity, depth, initial state, frozen)."""
+def test_forward_mode_variance_gradients(symmetric, readout, backend, monkeypatch):
+    """The fused engine's forward-mode gradients for the variances (the compiled loop, run
+    eagerly, and the Triton kernel with its self terms' derivatives) equal reverse-mode
+    autograd through the tensor path (float64, every nonlinearity, depth, initial state,
+    frozen)."""
     monkeypatch.setenv("GPYTORCH_RNTK_COMPILE", "0")
     x1, l1, x2, l2 = _pair_sets(torch.float64, "cpu", 13, 9)
     args = (x1, l1, x1, l1) if symmetric else (x1, l1, x2, l2)
@@ -242,8 +251,23 @@ def test_forward_mode_variance_gradients(symmetric, readout, monkeypatch):
         if options["num_layers"] == 3:
             continue
         expected = _variance_gradients("tensor", args, weights, options, readout)
-        got = _variance_gradients("fused", args, weights, options, readout)
+        got = _variance_gradients(backend, args, weights, options, readout)
         torch.testing.assert_close(got, expected, rtol=1e-10, atol=1e-12)
+
+
+@pytest.mark.parametrize("options", TRITON_CONFIGS, ids=lambda o: "-".join(map(str, o.values())))
+def test_triton_forward_mode(dtype, device, options):
+    """The Triton kernel's forward-mode gradients (three layers, both dtypes, on CUDA where
+    there is one) equal the tensor path's reverse mode."""
+    if not fused_available(device):
+        pytest.skip("Triton cannot run on this device")
+    options = {"initial_state": "zero", "frozen_layers": 0} | options
+    x1, l1, x2, l2 = _pair_sets(dtype, device)
+    weights = torch.randn(23, 23, dtype=torch.float64, generator=torch.Generator().manual_seed(3))
+    for args in ((x1, l1, x2, l2), (x1, l1, x1, l1)):
+        expected = _variance_gradients("tensor", args, weights, options, "last", dtype)
+        got = _variance_gradients("triton", args, weights, options, "last", dtype)
+        assert _scale_error(got, expected) < _tolerance(dtype)
 
 
 @pytest.mark.parametrize("readout", ["last", "mean"])

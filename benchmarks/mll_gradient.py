@@ -1,0 +1,100 @@
+"""Exact-GP marginal-likelihood gradient against its forward pass, per engine, in one process.
+
+For an exact GP with ``ScaleKernel(RNTKKernel)`` on ``N`` sequences with lengths spread over
+``[T/4, T]``: *forward* is the negative marginal log likelihood without gradients (the Gram
+matrix, its Cholesky factor, the solve), *gradient* the same loss and its backward pass for all
+hyperparameters. The printed ratio gradient / forward is issue 5's target (at most 3); the
+gradients of each engine are compared with the first one's. Best of ``--repeats`` after one
+warm-up call (compilation) per engine.
+
+    python benchmarks/mll_gradient.py --device cuda --n 2000 5000 --t 100
+    python benchmarks/mll_gradient.py --n 500 --t 50 --engines fused tensor   # CPU, quick
+"""
+
+from __future__ import annotations
+
+import argparse
+
+import gpytorch
+import torch
+from gram import timed  # benchmarks/gram.py, beside this script
+
+from gpytorch_rntk import RNTKKernel
+
+
+class _GP(gpytorch.models.ExactGP):
+    def __init__(self, x, y, engine: str, layers: int):
+        super().__init__(x, y, gpytorch.likelihoods.GaussianLikelihood())
+        self.mean_module = gpytorch.means.ConstantMean()
+        kernel = RNTKKernel(input_dim=1, engine=engine, num_layers=layers)
+        self.covar_module = gpytorch.kernels.ScaleKernel(kernel)
+
+    def forward(self, z):
+        return gpytorch.distributions.MultivariateNormal(self.mean_module(z), self.covar_module(z))
+
+
+def run_case(n: int, steps: int, args) -> list[str]:
+    dtype, device = getattr(torch, args.dtype), torch.device(args.device)
+    gen = torch.Generator().manual_seed(0)
+    lengths = torch.randint(steps // 4, steps + 1, (n,), generator=gen)
+    values = torch.randn(n, steps, dtype=dtype, generator=gen) * (
+        torch.arange(steps) < lengths[:, None]
+    )
+    x = torch.cat([lengths[:, None].to(dtype), values], 1).to(device)
+    y = torch.randn(n, dtype=dtype, generator=gen).to(device)
+    rows, reference = [], None
+    for engine in args.engines:
+        model = _GP(x, y, engine, args.layers).to(device=device, dtype=dtype)
+        mll = gpytorch.mlls.ExactMarginalLogLikelihood(model.likelihood, model)
+        parameters = [p for _, p in sorted(model.named_parameters())]
+
+        def forward(model=model, mll=mll):
+            with torch.no_grad():
+                return -mll(model(x), y)
+
+        def gradient(model=model, mll=mll, parameters=parameters):
+            loss = -mll(model(x), y)
+            grads = torch.autograd.grad(loss, parameters)
+            return torch.cat([loss.detach().reshape(1), *(g.reshape(-1) for g in grads)])
+
+        with gpytorch.settings.max_cholesky_size(10**9):  # exact: Cholesky, no CG
+            model.train()
+            seconds = {}
+            for name, fn in (("forward", forward), ("gradient", gradient)):
+                fn()  # compile and warm up
+                seconds[name], _, out = min(
+                    (timed(fn, device) for _ in range(args.repeats)), key=lambda r: r[0]
+                )
+        reference = out if reference is None else reference
+        difference = ((out - reference).abs() / reference.abs().clamp(min=1e-300)).max().item()
+        rows.append(
+            f"| {engine} | {n} | {steps} | {args.layers} | {args.dtype} | "
+            f"{seconds['forward']:.4g} | {seconds['gradient']:.4g} | "
+            f"{seconds['gradient'] / seconds['forward']:.2f} | {difference:.1e} |"
+        )
+    return rows
+
+
+def main(argv=None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--n", type=int, nargs="+", default=[1000])
+    parser.add_argument("--t", type=int, nargs="+", default=[100])
+    parser.add_argument("--layers", type=int, default=1)
+    parser.add_argument("--dtype", default="float64", choices=["float32", "float64"])
+    parser.add_argument("--engines", nargs="+", default=["fused", "tensor"])
+    parser.add_argument("--repeats", type=int, default=3)
+    args = parser.parse_args(argv)
+    print(f"device {args.device}, torch {torch.__version__}, {torch.get_num_threads()} threads")
+    print(
+        "| engine | N | T | L | dtype | forward_s | gradient_s | gradient/forward | max_rel_diff |"
+    )
+    print("|---|---|---|---|---|---|---|---|---|")
+    for n in args.n:
+        for steps in args.t:
+            for row in run_case(n, steps, args):
+                print(row, flush=True)
+
+
+if __name__ == "__main__":
+    main()
