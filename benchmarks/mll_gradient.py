@@ -9,6 +9,7 @@ warm-up call (compilation) per engine.
 
     python benchmarks/mll_gradient.py --device cuda --n 2000 5000 --t 100
     python benchmarks/mll_gradient.py --n 500 --t 50 --engines fused tensor   # CPU, quick
+    python benchmarks/mll_gradient.py --device cuda --n 2000 --engines fused --triton-block 16 16
 """
 
 from __future__ import annotations
@@ -84,7 +85,18 @@ def main(argv=None) -> None:
     parser.add_argument("--dtype", default="float64", choices=["float32", "float64"])
     parser.add_argument("--engines", nargs="+", default=["fused", "tensor"])
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument(
+        "--triton-block",
+        type=int,
+        nargs=2,
+        metavar=("ROWS", "COLS"),
+        help="tile of the forward-mode Triton kernel (CUDA)",
+    )
     args = parser.parse_args(argv)
+    if args.triton_block:
+        from gpytorch_rntk import _triton
+
+        _triton.FORWARD_MODE_BLOCK = tuple(args.triton_block)
     print(f"device {args.device}, torch {torch.__version__}, {torch.get_num_threads()} threads")
     print(
         "| engine | N | T | L | dtype | forward_s | gradient_s | gradient/forward | max_rel_diff |"

@@ -1,0 +1,27 @@
+"""benchmarks/mll_gradient.py: a small run whose engines must agree on the loss and gradients."""
+
+from __future__ import annotations
+
+import importlib.util
+import sys
+from pathlib import Path
+
+BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
+
+
+def test_engines_agree(monkeypatch, capsys):
+    monkeypatch.setenv("GPYTORCH_RNTK_COMPILE", "0")  # the compiled loop, run eagerly
+    monkeypatch.syspath_prepend(str(BENCHMARKS))  # it imports gram.py beside it
+    spec = importlib.util.spec_from_file_location("mll_gradient", BENCHMARKS / "mll_gradient.py")
+    module = importlib.util.module_from_spec(spec)
+    monkeypatch.setitem(sys.modules, spec.name, module)
+    spec.loader.exec_module(module)
+
+    module.main(["--n", "30", "--t", "12", "--repeats", "1", "--engines", "tensor", "fused"])
+    rows = [line.split("|")[1:-1] for line in capsys.readouterr().out.splitlines()[3:]]
+    assert [row[0].strip() for row in rows] == ["tensor", "fused"]
+    for row in rows:
+        forward, gradient, ratio = (float(c) for c in row[5:8])
+        assert forward > 0 and gradient > 0 and abs(ratio - gradient / forward) < 0.01 * ratio
+    # loss and every hyperparameter's gradient, fused against the tensor path (float64)
+    assert float(rows[0][8]) == 0 and float(rows[1][8]) < 1e-10
