@@ -248,12 +248,19 @@ def main(argv=None):
     parser.add_argument("--repeats", type=int, default=2, help="timed fused calls (best kept)")
     parser.add_argument("--threads", type=int, default=None)
     parser.add_argument("--memory", type=int, nargs=2, metavar=("N", "T"))
-    parser.add_argument("--triton-block", type=int, nargs=2, metavar=("ROWS", "COLS"))
+    parser.add_argument(
+        "--triton-tile",
+        type=int,
+        nargs=3,
+        metavar=("ROWS", "COLS", "WARPS"),
+        help="one program's tile and warps in the Triton kernel (CUDA, both dtypes)",
+    )
     args = parser.parse_args(argv)
-    if args.triton_block:
+    if args.triton_tile:
         from gpytorch_rntk import _triton
 
-        _triton.BLOCK = tuple(args.triton_block)
+        for dtype in (torch.float32, torch.float64):
+            _triton.TILES[dtype, False] = tuple(args.triton_tile)
     if args.threads:
         torch.set_num_threads(args.threads)
     device = torch.device(args.device)

@@ -9,7 +9,7 @@ warm-up call (compilation) per engine.
 
     python benchmarks/mll_gradient.py --device cuda --n 2000 5000 --t 100
     python benchmarks/mll_gradient.py --n 500 --t 50 --engines fused tensor   # CPU, quick
-    python benchmarks/mll_gradient.py --device cuda --n 2000 --engines fused --triton-block 16 16
+    python benchmarks/mll_gradient.py --device cuda --n 2000 --engines fused --triton-tile 16 32 8
 """
 
 from __future__ import annotations
@@ -86,17 +86,17 @@ def main(argv=None) -> None:
     parser.add_argument("--engines", nargs="+", default=["fused", "tensor"])
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument(
-        "--triton-block",
+        "--triton-tile",
         type=int,
-        nargs=2,
-        metavar=("ROWS", "COLS"),
-        help="tile of the forward-mode Triton kernel (CUDA)",
+        nargs=3,
+        metavar=("ROWS", "COLS", "WARPS"),
+        help="one program's tile and warps in the forward-mode Triton kernel (CUDA)",
     )
     args = parser.parse_args(argv)
-    if args.triton_block:
+    if args.triton_tile:
         from gpytorch_rntk import _triton
 
-        _triton.FORWARD_MODE_BLOCK = tuple(args.triton_block)
+        _triton.TILES[getattr(torch, args.dtype), True] = tuple(args.triton_tile)
     print(f"device {args.device}, torch {torch.__version__}, {torch.get_num_threads()} threads")
     print(
         "| engine | N | T | L | dtype | forward_s | gradient_s | gradient/forward | max_rel_diff |"

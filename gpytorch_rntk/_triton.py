@@ -2,7 +2,9 @@
 
 Runs on CUDA, and on CPU tensors under Triton's interpreter (``TRITON_INTERPRET=1``), which is
 how the tests check it without a GPU. Up to :data:`MAX_LAYERS` layers (each layer's state is a
-set of named registers); deeper networks use the compiled path.
+set of named registers); deeper networks use the compiled path. In forward mode each direction's
+derivatives are a tuple of tiles beside the values, in registers too (:data:`TILES` keeps them
+from spilling).
 """
 
 from __future__ import annotations
@@ -64,27 +66,36 @@ def _dual(s, sa, sb, same, pi, eps, RELU: tl.constexpr):
 
 
 @triton.jit
-def _tangent(s, sa, sb, same, v, vd, a, raw, c, d, ds, dsa, dsb, pi, eps, RELU: tl.constexpr):
-    """``(dV, dV')`` along each direction (the last axis) from ``ds``, ``dS(t, t)``, ``dS'(t',
-    t')`` and :func:`_dual`'s values: ``fused._dual``'s formulas, clamps included."""
-    s3, v3, vd3 = s[:, :, None], v[:, :, None], vd[:, :, None]
-    inside = (raw == c)[:, :, None]
+def _tangent(ds, dsa, dsb, s, sa, sb, same, v, vd, a, raw, c, d, pi, eps, RELU: tl.constexpr):
+    """``(dV, dV')`` along one direction from ``dS``, ``dS(t, t)``, ``dS'(t', t')`` and
+    :func:`_dual`'s values: ``fused._dual``'s formulas, clamps included."""
+    inside = raw == c
     if RELU:
-        half_log = 0.5 * (dsa / sa[:, :, None] + dsb / sb[:, :, None])  # d log(norm)
-        dcos_norm = tl.where(inside, ds - s3 * half_log, 0.0)  # norm * d(cos)
-        dv = v3 * half_log + vd3 * dcos_norm
-        dvd = dcos_norm * (0.5 / (pi * a * d))[:, :, None]
-        same3 = same[:, :, None]
-        return tl.where(same3, 0.5 * ds, dv), tl.where(same3, 0.0, dvd)
+        half_log = 0.5 * (dsa / sa + dsb / sb)  # d log(norm)
+        dcos_norm = tl.where(inside, ds - s * half_log, 0.0)  # norm * d(cos)
+        dv = v * half_log + vd * dcos_norm
+        dvd = dcos_norm * (0.5 / (pi * a * d))
+        return tl.where(same, 0.5 * ds, dv), tl.where(same, 0.0, dvd)
     else:
-        dlog_prod = 2 * dsa / (1 + 2 * sa[:, :, None]) + 2 * dsb / (1 + 2 * sb[:, :, None])
-        root = tl.sqrt(a)[:, :, None]
-        dz = tl.where(inside, 2 * ds / root - 0.5 * raw[:, :, None] * dlog_prod, 0.0)
-        dv = dz * ((2 / pi) / tl.sqrt((1 - c) * (1 + c)))[:, :, None]
-        prod = a[:, :, None]
+        dlog_prod = 2 * dsa / (1 + 2 * sa) + 2 * dsb / (1 + 2 * sb)
+        dz = tl.where(inside, 2 * ds / tl.sqrt(a) - 0.5 * raw * dlog_prod, 0.0)
+        dv = dz * ((2 / pi) / tl.sqrt((1 - c) * (1 + c)))
         q = tl.maximum(d, eps * a)  # as in _dual, from the same gap: equal where unclamped
-        dq = tl.where((d == q)[:, :, None], prod * dlog_prod - 8 * s3 * ds, eps * prod * dlog_prod)
-        return dv, (-0.5 * vd / q)[:, :, None] * dq
+        dq = tl.where(d == q, a * dlog_prod - 8 * s * ds, eps * a * dlog_prod)
+        return dv, (-0.5 * vd / q) * dq
+
+
+@triton.jit
+def _plus_own(ds, previous, below, KIND: tl.constexpr):
+    """``ds`` (what ``dS`` carries from the state) plus ``S = sw2 previous + su2 below +
+    sb2``'s own derivative along variance ``KIND`` (0 sw2, 1 su2, 2 sb2, 3 init_var: none)."""
+    if KIND == 0:
+        ds += previous
+    if KIND == 1:
+        ds += below
+    if KIND == 2:
+        ds += 1.0
+    return ds
 
 
 @triton.jit
@@ -107,7 +118,7 @@ def _layer(
     TRAINED: tl.constexpr,
     BELOW_TRAINED: tl.constexpr,
     RELU: tl.constexpr,
-    DIRS: tl.constexpr,
+    KINDS: tl.constexpr,
     dv,
     dvd,
     dth,
@@ -116,58 +127,62 @@ def _layer(
     dsa,
     dsb,
     d_boundary,
-    is_w,
-    is_u,
-    is_b,
-    is_init,
 ):
-    """One layer of one step: the new ``(V, V', Th)`` and, with ``DIRS`` direction slots (0:
-    none), their derivatives ``(dV, dV', dTh)``, each ``(BM, BN, DIRS)``. ``is_w``, ...: per
-    direction, 1 where it is along sw2 (su2, sb2, init_var), ``(1, 1, DIRS)``."""
+    """One layer of one step: the new ``(V, V', Th)`` and their derivatives ``(dV, dV', dTh)``:
+    tuples of tiles, one per direction, ``KINDS[i]`` the variance direction ``i`` is along
+    (0 sw2, 1 su2, 2 sb2, 3 init_var, which enters through the boundary)."""
     previous = tl.where(cont, v, boundary)
     s = sw2 * previous + su2 * below + sb2
-    if DIRS > 0:
-        cont3 = cont[:, :, None]
-        ds = sw2 * tl.where(cont3, dv, d_boundary[:, :, None] * is_init)
-        ds += previous[:, :, None] * is_w + below[:, :, None] * is_u + is_b + su2 * d_below
+    new_th = th
     if TRAINED:
         recurrent = tl.where(cont, vd * th, 0.0)
-        if DIRS > 0:
-            d_rec = tl.where(cont3, dvd * th[:, :, None] + vd[:, :, None] * dth, 0.0)
-            dth = ds + sw2 * d_rec + recurrent[:, :, None] * is_w
-            if BELOW_TRAINED:
-                dth += su2 * d_below_th + below_th[:, :, None] * is_u
-        th = s + sw2 * recurrent
+        new_th = s + sw2 * recurrent
         if BELOW_TRAINED:
-            th = th + su2 * below_th
-    v, vd, a, raw, c, d = _dual(s, sa, sb, same, pi, eps, RELU)
-    if DIRS > 0:
-        dv, dvd = _tangent(s, sa, sb, same, v, vd, a, raw, c, d, ds, dsa, dsb, pi, eps, RELU)
-    return v, vd, th, dv, dvd, dth
+            new_th = new_th + su2 * below_th
+    new_v, new_vd, a, raw, c, d = _dual(s, sa, sb, same, pi, eps, RELU)
+    new_dv, new_dvd, new_dth = (), (), ()
+    for i in tl.static_range(len(KINDS)):
+        if KINDS[i] == 3:
+            ds = sw2 * tl.where(cont, dv[i], d_boundary)
+        else:
+            ds = sw2 * tl.where(cont, dv[i], 0.0)
+        ds = _plus_own(ds + su2 * d_below[i], previous, below, KINDS[i])
+        dt = dth[i]
+        if TRAINED:
+            dt = ds + sw2 * tl.where(cont, dvd[i] * th + vd * dth[i], 0.0)
+            if KINDS[i] == 0:
+                dt += recurrent
+            if BELOW_TRAINED:
+                dt += su2 * d_below_th[i]
+                if KINDS[i] == 1:
+                    dt += below_th
+        dv_i, dvd_i = _tangent(
+            ds, dsa[i], dsb[i], s, sa, sb, same, new_v, new_vd, a, raw, c, d, pi, eps, RELU
+        )
+        new_dv, new_dvd, new_dth = new_dv + (dv_i,), new_dvd + (dvd_i,), new_dth + (dt,)
+    return new_v, new_vd, new_th, new_dv, new_dvd, new_dth
 
 
 @triton.jit
 def _handed_up(dv, dvd, dth, vd, th, TRAINED: tl.constexpr):
     """A layer's ``d(V' Th)`` along each direction (what the layer above, or the readout,
     adds to ``dV``; 0 for an untrained layer)."""
-    if TRAINED:
-        return dvd * th[:, :, None] + vd[:, :, None] * dth
-    return dv * 0.0
+    up = ()
+    for i in tl.static_range(len(dv)):
+        up = up + (dvd[i] * th + vd * dth[i] if TRAINED else dv[i] * 0.0,)
+    return up
 
 
 @triton.jit
-def _selves(S, DS, layer, u, clock, n, idx, ok, ndir, p, DIRS: tl.constexpr, ROWS: tl.constexpr):
-    """``S^layer(u, u)`` of sequences ``idx`` as a column (``ROWS``) or a row of the tile and,
-    with directions, its derivatives ``(BM, 1, DIRS)`` or ``(1, BN, DIRS)``."""
+def _selves(S, DS, layer, u, clock, n, idx, ok, ND: tl.constexpr, ROWS: tl.constexpr):
+    """``S^layer(u, u)`` of sequences ``idx`` as a column (``ROWS``) or a row of the tile, and
+    the tuple of its derivatives along the ``ND`` directions."""
     s = tl.load(S + (layer * clock + u) * n + idx, mask=ok, other=1.0)
-    s = s[:, None] if ROWS else s[None, :]
-    if DIRS > 0:
-        offsets = ((layer * clock + u) * ndir + p[None, :]) * n + idx[:, None]
-        ds = tl.load(DS + offsets, mask=ok[:, None] & (p[None, :] < ndir), other=0.0)
-        ds = ds[:, None, :] if ROWS else ds[None, :, :]
-    else:
-        ds = s
-    return s, ds
+    ds = ()
+    for i in tl.static_range(ND):
+        d = tl.load(DS + ((layer * clock + u) * ND + i) * n + idx, mask=ok, other=0.0)
+        ds = ds + (d[:, None] if ROWS else d[None, :],)
+    return (s[:, None] if ROWS else s[None, :]), ds
 
 
 @triton.jit
@@ -183,32 +198,30 @@ def _cross_kernel(
     IX,
     IY,
     P,
-    UNIT,
     OUT,
     O1,
     O2,
     n1,
     n2,
     clock,
-    ndir,
     M: tl.constexpr,
     L: tl.constexpr,
     FROZEN: tl.constexpr,
     RELU: tl.constexpr,
     INIT_MODE: tl.constexpr,
     SYMMETRIC: tl.constexpr,
-    DIRS: tl.constexpr,
-    SLOTS: tl.constexpr,
+    KINDS: tl.constexpr,
     BM: tl.constexpr,
     BN: tl.constexpr,
 ):
     """X: (clock, M, n1) right-aligned values; SX: (L, clock, n1) self terms; LX lengths
     (sorted); IX ids of identical rows; P: (sw2, su2, sb2, init_var, pi, eps) in the working
-    dtype. OUT: (1 + ndir, n1, n2), pair (a, b) of the sorted sets going to OUT[:, O1[a], O2[b]]:
-    the Gram matrix and, with ``DIRS = SLOTS >= ndir`` direction slots (``DIRS = 0``,
-    ``SLOTS = 1``: values only), its derivatives along ``ndir`` variances (forward mode): DSX
-    (L, clock, ndir, n1) the self terms' derivatives, UNIT (4, SLOTS) whether each direction is
-    along sw2, su2, sb2 or init_var."""
+    dtype. OUT: (1 + P, n1, n2), pair (a, b) of the sorted sets going to OUT[:, O1[a], O2[b]]:
+    the Gram matrix and (forward mode) its derivatives along the ``P = len(KINDS)`` variances
+    ``KINDS`` numbers (0 sw2, 1 su2, 2 sb2, 3 init_var), with DSX (L, clock, P, n1) the self
+    terms' derivatives. Each direction's state is its own tiles (a tuple), in registers like
+    the values'."""
+    ND: tl.constexpr = len(KINDS)
     pid_m = tl.program_id(0)
     pid_n = tl.program_id(1)
     sw2 = tl.load(P + 0)
@@ -239,15 +252,12 @@ def _cross_kernel(
     v1, vd1, th1 = zero, zero, zero
     v2, vd2, th2 = zero, zero, zero
     v3, vd3, th3 = zero, zero, zero
-    p = tl.arange(0, SLOTS)
-    is_w = tl.load(UNIT + p)[None, None, :]
-    is_u = tl.load(UNIT + SLOTS + p)[None, None, :]
-    is_b = tl.load(UNIT + 2 * SLOTS + p)[None, None, :]
-    is_init = tl.load(UNIT + 3 * SLOTS + p)[None, None, :]
-    zero3 = tl.zeros((BM, BN, SLOTS), dtype=OUT.dtype.element_ty)
-    dv1, dvd1, dth1 = zero3, zero3, zero3
-    dv2, dvd2, dth2 = zero3, zero3, zero3
-    dv3, dvd3, dth3 = zero3, zero3, zero3
+    zeros = ()
+    for _ in tl.static_range(ND):
+        zeros = zeros + (zero,)
+    dv1, dvd1, dth1 = zeros, zeros, zeros
+    dv2, dvd2, dth2 = zeros, zeros, zeros
+    dv3, dvd3, dth3 = zeros, zeros, zeros
     for k in range(0, need):
         remaining = need - k
         u = clock - remaining
@@ -266,30 +276,30 @@ def _cross_kernel(
             yb = tl.load(Y + (u * M + c) * n2 + cols, mask=in_c, other=0.0)
             below += xa[:, None] * yb[None, :]
         below = below * (1.0 / M)
-        sa, dsa = _selves(SX, DSX, 0, u, clock, n1, rows, in_r, ndir, p, DIRS, True)
-        sb, dsb = _selves(SY, DSY, 0, u, clock, n2, cols, in_c, ndir, p, DIRS, False)
+        sa, dsa = _selves(SX, DSX, 0, u, clock, n1, rows, in_r, ND, True)
+        sb, dsb = _selves(SY, DSY, 0, u, clock, n2, cols, in_c, ND, False)
         v1, vd1, th1, dv1, dvd1, dth1 = _layer(
             v1, vd1, th1, below, zero, sa, sb, cont, boundary, same, sw2, su2, sb2, pi, eps,
-            FROZEN < 1, False, RELU, DIRS,
-            dv1, dvd1, dth1, zero3, zero3, dsa, dsb, d_boundary, is_w, is_u, is_b, is_init,
+            FROZEN < 1, False, RELU, KINDS,
+            dv1, dvd1, dth1, zeros, zeros, dsa, dsb, d_boundary,
         )  # fmt: skip
         if L >= 2:
             up = _handed_up(dv1, dvd1, dth1, vd1, th1, FROZEN < 1)
-            sa, dsa = _selves(SX, DSX, 1, u, clock, n1, rows, in_r, ndir, p, DIRS, True)
-            sb, dsb = _selves(SY, DSY, 1, u, clock, n2, cols, in_c, ndir, p, DIRS, False)
+            sa, dsa = _selves(SX, DSX, 1, u, clock, n1, rows, in_r, ND, True)
+            sb, dsb = _selves(SY, DSY, 1, u, clock, n2, cols, in_c, ND, False)
             v2, vd2, th2, dv2, dvd2, dth2 = _layer(
                 v2, vd2, th2, v1, vd1 * th1, sa, sb, cont, boundary, same, sw2, su2, sb2, pi,
-                eps, FROZEN < 2, FROZEN < 1, RELU, DIRS,
-                dv2, dvd2, dth2, dv1, up, dsa, dsb, d_boundary, is_w, is_u, is_b, is_init,
+                eps, FROZEN < 2, FROZEN < 1, RELU, KINDS,
+                dv2, dvd2, dth2, dv1, up, dsa, dsb, d_boundary,
             )  # fmt: skip
         if L >= 3:
             up = _handed_up(dv2, dvd2, dth2, vd2, th2, FROZEN < 2)
-            sa, dsa = _selves(SX, DSX, 2, u, clock, n1, rows, in_r, ndir, p, DIRS, True)
-            sb, dsb = _selves(SY, DSY, 2, u, clock, n2, cols, in_c, ndir, p, DIRS, False)
+            sa, dsa = _selves(SX, DSX, 2, u, clock, n1, rows, in_r, ND, True)
+            sb, dsb = _selves(SY, DSY, 2, u, clock, n2, cols, in_c, ND, False)
             v3, vd3, th3, dv3, dvd3, dth3 = _layer(
                 v3, vd3, th3, v2, vd2 * th2, sa, sb, cont, boundary, same, sw2, su2, sb2, pi,
-                eps, FROZEN < 3, FROZEN < 2, RELU, DIRS,
-                dv3, dvd3, dth3, dv2, up, dsa, dsb, d_boundary, is_w, is_u, is_b, is_init,
+                eps, FROZEN < 3, FROZEN < 2, RELU, KINDS,
+                dv3, dvd3, dth3, dv2, up, dsa, dsb, d_boundary,
             )  # fmt: skip
     if L == 1:
         v, vd, th, dv, dvd, dth = v1, vd1, th1, dv1, dvd1, dth1
@@ -297,24 +307,28 @@ def _cross_kernel(
         v, vd, th, dv, dvd, dth = v2, vd2, th2, dv2, dvd2, dth2
     else:
         v, vd, th, dv, dvd, dth = v3, vd3, th3, dv3, dvd3, dth3
-    out = v + vd * th if FROZEN < L else v
     a = tl.load(O1 + rows, mask=in_r, other=0).to(tl.int64)
     b = tl.load(O2 + cols, mask=in_c, other=0).to(tl.int64)
-    tl.store(OUT + a[:, None] * n2 + b[None, :], out, mask=keep)
-    if SYMMETRIC:
-        tl.store(OUT + b[None, :] * n1 + a[:, None], out, mask=keep)
-    if DIRS > 0:
-        d_out = dv + _handed_up(dv, dvd, dth, vd, th, FROZEN < L)
-        plane = (1 + p.to(tl.int64))[None, None, :] * n1 * n2
-        keep3 = keep[:, :, None] & (p < ndir)[None, None, :]
-        tl.store(OUT + plane + a[:, None, None] * n2 + b[None, :, None], d_out, mask=keep3)
-        if SYMMETRIC:
-            tl.store(OUT + plane + b[None, :, None] * n1 + a[:, None, None], d_out, mask=keep3)
+    up = _handed_up(dv, dvd, dth, vd, th, FROZEN < L)
+    planes = (v + vd * th if FROZEN < L else v,)  # the Gram matrix, then its derivatives
+    for i in tl.static_range(ND):
+        planes = planes + (dv[i] + up[i],)
+    for i in tl.static_range(ND + 1):
+        tl.store(OUT + (i * n1 + a[:, None]) * n2 + b[None, :], planes[i], mask=keep)
+        if SYMMETRIC:  # n1 = n2
+            tl.store(OUT + (i * n2 + b[None, :]) * n1 + a[:, None], planes[i], mask=keep)
 
 
-BLOCK = (32, 64)  # rows x columns of the tile of one program
-# ... in forward mode, whose state is (1 + 3 P) x larger per pair
-FORWARD_MODE_BLOCK = (16, 32)
+# One program's tile (rows x columns) and warps, for values only and for forward mode (whose
+# state per pair is 1 + P times larger), by dtype: tiles that ptxas compiles for sm_90 without
+# spilling registers up to three layers and four directions (benchmarks/triton_registers.py;
+# float32 values keep the measured 32 x 64, 4 warps, which spill 56 bytes at three layers).
+TILES = {
+    (torch.float32, False): (32, 64, 4),
+    (torch.float64, False): (32, 32, 8),
+    (torch.float32, True): (16, 32, 8),
+    (torch.float64, True): (16, 16, 8),
+}
 
 
 def _params(variances, like: torch.Tensor) -> torch.Tensor:
@@ -330,6 +344,7 @@ def _self_layer(
     length,
     t,
     OUT,
+    DOUT,
     seq,
     ok,
     n,
@@ -341,43 +356,36 @@ def _self_layer(
     pi,
     eps,
     RELU: tl.constexpr,
-    DIRS: tl.constexpr,
+    KINDS: tl.constexpr,
     d_previous,
     d_below,
-    DOUT,
-    p,
-    ndir,
-    is_w,
-    is_u,
-    is_b,
 ):
     """One layer of the self-term recursion at step ``t``: stores ``S(t, t)`` (1 past the
-    length) and, with ``DIRS`` direction slots, its derivatives ``(BN, DIRS)`` (0 past the
-    length); returns the layer's ``V(t, t)`` and its derivatives."""
+    length) and its derivatives along the variances ``KINDS`` numbers (0 past the length);
+    returns the layer's ``V(t, t)`` and the tuple of its derivatives."""
     s = sw2 * previous + su2 * below + sb2
-    tl.store(OUT + (layer * T + t) * n + seq, tl.where(t < length, s, 1.0), mask=ok)
-    if DIRS > 0:
-        ds = sw2 * d_previous + su2 * d_below + is_b
-        ds += previous[:, None] * is_w + below[:, None] * is_u
-        offsets = ((layer * T + t) * ndir + p[None, :]) * n + seq[:, None]
-        inside = (t < length)[:, None]
-        tl.store(DOUT + offsets, tl.where(inside, ds, 0.0), mask=ok[:, None] & (p < ndir)[None, :])
+    inside = t < length
+    tl.store(OUT + (layer * T + t) * n + seq, tl.where(inside, s, 1.0), mask=ok)
     if RELU:
         v = 0.5 * s
-        if DIRS > 0:
-            d_previous = 0.5 * ds
     else:
         prod = (1 + 2 * s) * (1 + 2 * s)
         root = tl.sqrt(prod)
         raw = 2 * s / root
         z = tl.minimum(tl.maximum(raw, eps - 1), 1 - eps)
         v = (2 / pi) * _math.asin(z)
-        if DIRS > 0:
-            d_prod = (4 * (1 + 2 * s))[:, None] * ds
-            d_raw = 2 * ds / root[:, None] - (raw / (2 * prod))[:, None] * d_prod
-            d_z = tl.where((raw == z)[:, None], d_raw, 0.0)
-            d_previous = d_z * ((2 / pi) / tl.sqrt((1 - z) * (1 + z)))[:, None]
-    return v, d_previous
+    dv = ()
+    for i in tl.static_range(len(KINDS)):
+        ds = _plus_own(sw2 * d_previous[i] + su2 * d_below[i], previous, below, KINDS[i])
+        offset = ((layer * T + t) * len(KINDS) + i) * n + seq
+        tl.store(DOUT + offset, tl.where(inside, ds, 0.0), mask=ok)
+        if RELU:
+            dv = dv + (0.5 * ds,)
+        else:
+            d_raw = 2 * ds / root - (raw / (2 * prod)) * (4 * (1 + 2 * s)) * ds
+            d_z = tl.where(raw == z, d_raw, 0.0)
+            dv = dv + (d_z * ((2 / pi) / tl.sqrt((1 - z) * (1 + z))),)
+    return v, dv
 
 
 @triton.jit
@@ -385,23 +393,20 @@ def _self_kernel(
     X,
     LEN,
     P,
-    UNIT,
     OUT,
     DOUT,
     n,
     T,
-    ndir,
     M: tl.constexpr,
     L: tl.constexpr,
     RELU: tl.constexpr,
     INIT: tl.constexpr,
-    DIRS: tl.constexpr,
-    SLOTS: tl.constexpr,
+    KINDS: tl.constexpr,
     BN: tl.constexpr,
 ):
     """X: (n, T, M) values; OUT: (L, T, n) the self terms from each start, 1 past each length;
-    P and UNIT as for :func:`_cross_kernel`; with ``DIRS`` direction slots DOUT (L, T, ndir, n)
-    their derivatives. A program walks ``BN`` sequences through all steps."""
+    P and KINDS as for :func:`_cross_kernel`; DOUT (L, T, len(KINDS), n) their derivatives. A
+    program walks ``BN`` sequences through all steps."""
     seq = tl.program_id(0) * BN + tl.arange(0, BN)
     ok = seq < n
     sw2 = tl.load(P + 0)
@@ -410,18 +415,18 @@ def _self_kernel(
     pi = tl.load(P + 4)
     eps = tl.load(P + 5)
     length = tl.load(LEN + seq, mask=ok, other=0)
-    p = tl.arange(0, SLOTS)
-    is_w = tl.load(UNIT + p)[None, :]
-    is_u = tl.load(UNIT + SLOTS + p)[None, :]
-    is_b = tl.load(UNIT + 2 * SLOTS + p)[None, :]
     start = tl.zeros([BN], dtype=sw2.dtype)
-    d_start = tl.zeros([BN, SLOTS], dtype=sw2.dtype)
     if INIT:
         start += tl.load(P + 3)
-        d_start += tl.load(UNIT + 3 * SLOTS + p)[None, :]
+    zeros, d_start = (), ()  # the initial state's derivative: 1 along init_var
+    for i in tl.static_range(len(KINDS)):
+        zeros = zeros + (start * 0.0,)
+        if INIT and KINDS[i] == 3:
+            d_start = d_start + (start * 0.0 + 1.0,)
+        else:
+            d_start = d_start + (start * 0.0,)
     v0, v1, v2 = start, start, start
     d0, d1, d2 = d_start, d_start, d_start
-    zero = tl.zeros([BN, SLOTS], dtype=sw2.dtype)
     for t in range(0, T):
         data = tl.zeros([BN], dtype=sw2.dtype)
         for c in tl.static_range(M):
@@ -429,29 +434,19 @@ def _self_kernel(
             data += x * x
         data = data / M
         v0, d0 = _self_layer(
-            v0, data, length, t, OUT, seq, ok, n, T, 0, sw2, su2, sb2, pi, eps, RELU,
-            DIRS, d0, zero, DOUT, p, ndir, is_w, is_u, is_b,
+            v0, data, length, t, OUT, DOUT, seq, ok, n, T, 0, sw2, su2, sb2, pi, eps, RELU,
+            KINDS, d0, zeros,
         )  # fmt: skip
         if L >= 2:
             v1, d1 = _self_layer(
-                v1, v0, length, t, OUT, seq, ok, n, T, 1, sw2, su2, sb2, pi, eps, RELU,
-                DIRS, d1, d0, DOUT, p, ndir, is_w, is_u, is_b,
+                v1, v0, length, t, OUT, DOUT, seq, ok, n, T, 1, sw2, su2, sb2, pi, eps, RELU,
+                KINDS, d1, d0,
             )  # fmt: skip
         if L >= 3:
             v2, d2 = _self_layer(
-                v2, v1, length, t, OUT, seq, ok, n, T, 2, sw2, su2, sb2, pi, eps, RELU,
-                DIRS, d2, d1, DOUT, p, ndir, is_w, is_u, is_b,
+                v2, v1, length, t, OUT, DOUT, seq, ok, n, T, 2, sw2, su2, sb2, pi, eps, RELU,
+                KINDS, d2, d1,
             )  # fmt: skip
-
-
-def _units(directions, like: torch.Tensor) -> tuple[torch.Tensor, int]:
-    """``UNIT`` (4, slots): 1 where direction ``p`` is along variance ``i``; the slots are
-    the directions' count rounded up to a power of two (1 without directions)."""
-    slots = 1 << (len(directions) - 1).bit_length() if directions else 1
-    unit = like.new_zeros(4, slots)
-    for p, i in enumerate(directions):
-        unit[i, p] = 1.0
-    return unit, slots
 
 
 def triton_self_terms(
@@ -471,24 +466,20 @@ def triton_self_terms(
     n, steps, m = values.shape
     out = values.new_empty(num_layers, steps, n)
     d_out = values.new_empty(num_layers, steps, len(directions), n)
-    unit, slots = _units(directions, values)
     block = 128
     _self_kernel[(triton.cdiv(n, block),)](
         values.contiguous(),
         lengths.to(torch.int32).contiguous(),
         _params(variances, values),
-        unit,
         out,
         d_out,
         n,
         steps,
-        len(directions),
         M=m,
         L=num_layers,
         RELU=nonlinearity == "relu",
         INIT=initial_state != "zero",
-        DIRS=slots if directions else 0,
-        SLOTS=slots,
+        KINDS=tuple(directions),
         BN=block,
         num_warps=4,
     )
@@ -524,8 +515,7 @@ def triton_cross(
     )
     n1, n2 = len(lengths1), len(lengths2)
     clock, m = x1.shape[-2:]
-    unit, slots = _units(directions, x1)
-    bm, bn = BLOCK if not directions else FORWARD_MODE_BLOCK
+    bm, bn, warps = TILES[x1.dtype, bool(directions)]
     grid = (triton.cdiv(n1, bm), triton.cdiv(n2, bn))
     _cross_kernel[grid](
         x1.permute(1, 2, 0).contiguous(),
@@ -539,23 +529,20 @@ def triton_cross(
         ids1.to(torch.int32).contiguous(),
         ids2.to(torch.int32).contiguous(),
         _params(variances, x1),
-        unit,
         out,
         order1.contiguous(),
         order2.contiguous(),
         n1,
         n2,
         clock,
-        len(directions),
         M=m,
         L=num_layers,
         FROZEN=frozen_layers,
         RELU=nonlinearity == "relu",
         INIT_MODE=init_mode,
         SYMMETRIC=symmetric,
-        DIRS=slots if directions else 0,
-        SLOTS=slots,
+        KINDS=tuple(directions),
         BM=bm,
         BN=bn,
-        num_warps=4,
+        num_warps=warps,
     )

@@ -1,0 +1,91 @@
+"""Registers and spilled bytes per thread of the Triton cross kernel, compiled for an H100
+(sm_90a) on any machine, GPU or not: Triton's compiler and the ``ptxas`` it ships.
+
+A thread holds its tile's share of every layer's state (and, in forward mode, of each
+direction's derivatives) in registers; past 255 registers ``ptxas`` spills to local memory,
+which costs several times the arithmetic. ``_triton.TILES`` is chosen with this script.
+
+    python benchmarks/triton_registers.py                    # TILES, 1-3 layers, P = 0, 3, 4
+    python benchmarks/triton_registers.py --dtypes float64 --directions 3 --tile 16 32 4
+"""
+
+from __future__ import annotations
+
+import argparse
+import re
+import subprocess
+import tempfile
+from pathlib import Path
+
+import torch
+import triton
+from triton import knobs
+from triton.backends.compiler import GPUTarget
+from triton.compiler import ASTSource
+
+from gpytorch_rntk import _triton
+
+
+def resources(dtype, num_layers, directions, tile, nonlinearity="relu") -> tuple[int, int, int]:
+    """``(registers, spill-store bytes, spill-load bytes)`` per thread of ``_cross_kernel`` for
+    ``num_layers`` layers, ``directions`` forward-mode directions (along sw2, su2, sb2,
+    init_var in that order) and ``tile = (rows, columns, warps)``."""
+    rows, cols, warps = tile
+    constants = dict(
+        M=1,
+        L=num_layers,
+        FROZEN=0,
+        RELU=nonlinearity == "relu",
+        INIT_MODE=2 if directions == 4 else 0,  # init_var is a direction only if it is learned
+        SYMMETRIC=True,
+        KINDS=tuple(range(directions)),
+        BM=rows,
+        BN=cols,
+    )
+    types = dict.fromkeys(("LX", "LY", "IX", "IY"), "*i32") | dict.fromkeys(("O1", "O2"), "*i64")
+    types |= dict.fromkeys(("n1", "n2", "clock"), "i32") | dict.fromkeys(constants, "constexpr")
+    pointer = {torch.float32: "*fp32", torch.float64: "*fp64"}[dtype]
+    names = _triton._cross_kernel.arg_names
+    source = ASTSource(
+        fn=_triton._cross_kernel,
+        signature={name: types.get(name, pointer) for name in names},
+        constexprs={(names.index(k),): v for k, v in constants.items()},
+    )
+    kernel = triton.compile(source, target=GPUTarget("cuda", 90, 32), options={"num_warps": warps})
+    with tempfile.TemporaryDirectory() as folder:
+        ptx = Path(folder) / "kernel.ptx"
+        ptx.write_text(kernel.asm["ptx"])
+        report = subprocess.run(
+            [knobs.nvidia.ptxas.path, "-arch=sm_90a", "-v", str(ptx), "-o", str(ptx) + ".o"],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stderr
+    registers = int(re.search(r"Used (\d+) registers", report).group(1))
+    stores, loads = re.search(r"(\d+) bytes spill stores, (\d+) bytes spill loads", report).groups()
+    return registers, int(stores), int(loads)
+
+
+def main(argv=None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--dtypes", nargs="+", default=["float32", "float64"])
+    parser.add_argument("--layers", type=int, nargs="+", default=[1, 2, 3])
+    parser.add_argument("--directions", type=int, nargs="+", default=[0, 3, 4])
+    parser.add_argument("--nonlinearities", nargs="+", default=["relu", "erf"])
+    parser.add_argument("--tile", type=int, nargs=3, metavar=("ROWS", "COLS", "WARPS"))
+    args = parser.parse_args(argv)
+    print("| dtype | L | P | phi | tile | registers | spill stores | spill loads |")
+    print("|---|---|---|---|---|---|---|---|")
+    for name in args.dtypes:
+        dtype = getattr(torch, name)
+        for layers in args.layers:
+            for directions in args.directions:
+                tile = tuple(args.tile or _triton.TILES[dtype, directions > 0])
+                for phi in args.nonlinearities:
+                    found = resources(dtype, layers, directions, tile, phi)
+                    cells = " | ".join(map(str, found))
+                    print(f"| {name} | {layers} | {directions} | {phi} | {tile} | {cells} |")
+
+
+if __name__ == "__main__":
+    main()
