@@ -1,10 +1,9 @@
 """The cross scan as one Triton kernel: a program per tile of pairs, state in registers.
 
 Runs on CUDA, and on CPU tensors under Triton's interpreter (``TRITON_INTERPRET=1``), which is
-how the tests check it without a GPU. Up to :data:`MAX_LAYERS` layers (each layer's state is a
-set of named registers); deeper networks use the compiled path. In forward mode each direction's
-derivatives are a tuple of tiles beside the values, in registers too (:data:`TILES` keeps them
-from spilling).
+how the tests check it without a GPU. Every layer's state, and in forward mode each direction's
+derivatives beside it, are tuples of tiles held in registers; :data:`TILES` keeps them from
+spilling for up to :data:`MAX_LAYERS` layers, and deeper networks use the compiled path.
 """
 
 from __future__ import annotations
@@ -249,15 +248,14 @@ def _cross_kernel(
         keep = keep & (rows[:, None] <= cols[None, :])  # each unordered pair once
 
     zero = tl.zeros((BM, BN), dtype=OUT.dtype.element_ty)
-    v1, vd1, th1 = zero, zero, zero
-    v2, vd2, th2 = zero, zero, zero
-    v3, vd3, th3 = zero, zero, zero
     zeros = ()
     for _ in tl.static_range(ND):
         zeros = zeros + (zero,)
-    dv1, dvd1, dth1 = zeros, zeros, zeros
-    dv2, dvd2, dth2 = zeros, zeros, zeros
-    dv3, dvd3, dth3 = zeros, zeros, zeros
+    # Per layer: V, V', Th and their derivatives (a tuple of directions each).
+    vs, vds, ths, dvs, dvds, dths = (), (), (), (), (), ()
+    for _ in tl.static_range(L):
+        vs, vds, ths = vs + (zero,), vds + (zero,), ths + (zero,)
+        dvs, dvds, dths = dvs + (zeros,), dvds + (zeros,), dths + (zeros,)
     for k in range(0, need):
         remaining = need - k
         u = clock - remaining
@@ -276,37 +274,23 @@ def _cross_kernel(
             yb = tl.load(Y + (u * M + c) * n2 + cols, mask=in_c, other=0.0)
             below += xa[:, None] * yb[None, :]
         below = below * (1.0 / M)
-        sa, dsa = _selves(SX, DSX, 0, u, clock, n1, rows, in_r, ND, True)
-        sb, dsb = _selves(SY, DSY, 0, u, clock, n2, cols, in_c, ND, False)
-        v1, vd1, th1, dv1, dvd1, dth1 = _layer(
-            v1, vd1, th1, below, zero, sa, sb, cont, boundary, same, sw2, su2, sb2, pi, eps,
-            FROZEN < 1, False, RELU, KINDS,
-            dv1, dvd1, dth1, zeros, zeros, dsa, dsb, d_boundary,
-        )  # fmt: skip
-        if L >= 2:
-            up = _handed_up(dv1, dvd1, dth1, vd1, th1, FROZEN < 1)
-            sa, dsa = _selves(SX, DSX, 1, u, clock, n1, rows, in_r, ND, True)
-            sb, dsb = _selves(SY, DSY, 1, u, clock, n2, cols, in_c, ND, False)
-            v2, vd2, th2, dv2, dvd2, dth2 = _layer(
-                v2, vd2, th2, v1, vd1 * th1, sa, sb, cont, boundary, same, sw2, su2, sb2, pi,
-                eps, FROZEN < 2, FROZEN < 1, RELU, KINDS,
-                dv2, dvd2, dth2, dv1, up, dsa, dsb, d_boundary,
+        below_th, d_below, d_below_th = zero, zeros, zeros  # the data: no Th, no derivative
+        new_vs, new_vds, new_ths, new_dvs, new_dvds, new_dths = (), (), (), (), (), ()
+        for layer in tl.static_range(L):
+            sa, dsa = _selves(SX, DSX, layer, u, clock, n1, rows, in_r, ND, True)
+            sb, dsb = _selves(SY, DSY, layer, u, clock, n2, cols, in_c, ND, False)
+            v, vd, th, dv, dvd, dth = _layer(
+                vs[layer], vds[layer], ths[layer], below, below_th, sa, sb, cont, boundary,
+                same, sw2, su2, sb2, pi, eps, layer >= FROZEN, layer > FROZEN, RELU, KINDS,
+                dvs[layer], dvds[layer], dths[layer], d_below, d_below_th, dsa, dsb, d_boundary,
             )  # fmt: skip
-        if L >= 3:
-            up = _handed_up(dv2, dvd2, dth2, vd2, th2, FROZEN < 2)
-            sa, dsa = _selves(SX, DSX, 2, u, clock, n1, rows, in_r, ND, True)
-            sb, dsb = _selves(SY, DSY, 2, u, clock, n2, cols, in_c, ND, False)
-            v3, vd3, th3, dv3, dvd3, dth3 = _layer(
-                v3, vd3, th3, v2, vd2 * th2, sa, sb, cont, boundary, same, sw2, su2, sb2, pi,
-                eps, FROZEN < 3, FROZEN < 2, RELU, KINDS,
-                dv3, dvd3, dth3, dv2, up, dsa, dsb, d_boundary,
-            )  # fmt: skip
-    if L == 1:
-        v, vd, th, dv, dvd, dth = v1, vd1, th1, dv1, dvd1, dth1
-    elif L == 2:
-        v, vd, th, dv, dvd, dth = v2, vd2, th2, dv2, dvd2, dth2
-    else:
-        v, vd, th, dv, dvd, dth = v3, vd3, th3, dv3, dvd3, dth3
+            below, below_th = v, vd * th  # what the layer above reads
+            d_below, d_below_th = dv, _handed_up(dv, dvd, dth, vd, th, layer >= FROZEN)
+            new_vs, new_vds, new_ths = new_vs + (v,), new_vds + (vd,), new_ths + (th,)
+            new_dvs, new_dvds, new_dths = new_dvs + (dv,), new_dvds + (dvd,), new_dths + (dth,)
+        vs, vds, ths, dvs, dvds, dths = new_vs, new_vds, new_ths, new_dvs, new_dvds, new_dths
+    v, vd, th = vs[L - 1], vds[L - 1], ths[L - 1]
+    dv, dvd, dth = dvs[L - 1], dvds[L - 1], dths[L - 1]
     a = tl.load(O1 + rows, mask=in_r, other=0).to(tl.int64)
     b = tl.load(O2 + cols, mask=in_c, other=0).to(tl.int64)
     up = _handed_up(dv, dvd, dth, vd, th, FROZEN < L)
@@ -425,28 +409,23 @@ def _self_kernel(
             d_start = d_start + (start * 0.0 + 1.0,)
         else:
             d_start = d_start + (start * 0.0,)
-    v0, v1, v2 = start, start, start
-    d0, d1, d2 = d_start, d_start, d_start
+    vs, ds = (), ()  # per layer: V(t, t) and its derivatives
+    for _ in tl.static_range(L):
+        vs, ds = vs + (start,), ds + (d_start,)
     for t in range(0, T):
-        data = tl.zeros([BN], dtype=sw2.dtype)
+        below = tl.zeros([BN], dtype=sw2.dtype)
         for c in tl.static_range(M):
             x = tl.load(X + (seq * T + t) * M + c, mask=ok, other=0.0)
-            data += x * x
-        data = data / M
-        v0, d0 = _self_layer(
-            v0, data, length, t, OUT, DOUT, seq, ok, n, T, 0, sw2, su2, sb2, pi, eps, RELU,
-            KINDS, d0, zeros,
-        )  # fmt: skip
-        if L >= 2:
-            v1, d1 = _self_layer(
-                v1, v0, length, t, OUT, DOUT, seq, ok, n, T, 1, sw2, su2, sb2, pi, eps, RELU,
-                KINDS, d1, d0,
+            below += x * x
+        below, d_below = below / M, zeros
+        new_vs, new_ds = (), ()
+        for layer in tl.static_range(L):
+            below, d_below = _self_layer(
+                vs[layer], below, length, t, OUT, DOUT, seq, ok, n, T, layer, sw2, su2, sb2, pi,
+                eps, RELU, KINDS, ds[layer], d_below,
             )  # fmt: skip
-        if L >= 3:
-            v2, d2 = _self_layer(
-                v2, v1, length, t, OUT, DOUT, seq, ok, n, T, 2, sw2, su2, sb2, pi, eps, RELU,
-                KINDS, d2, d1,
-            )  # fmt: skip
+            new_vs, new_ds = new_vs + (below,), new_ds + (d_below,)
+        vs, ds = new_vs, new_ds
 
 
 def triton_self_terms(

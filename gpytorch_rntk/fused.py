@@ -51,7 +51,8 @@ _UNROLL = 8
 # Inductor's kernels for 8 cells ran 2.2x slower than for 2 (the last readout: 8 is best).
 _UNROLL_CUDA_MEAN_FORWARD_MODE = 2
 INIT_MODES = {"zero": 0, "per_input": 1, "shared": 2}
-# The Triton kernel keeps each layer's state in named registers, for up to this many layers.
+# The Triton kernel keeps every layer's state in registers; its tiles are chosen to hold up to
+# this many layers without spilling (deeper networks use the compiled loop).
 TRITON_MAX_LAYERS = 3
 # Pair-steps (time pairs for the mean readout) above which ``engine="auto"`` fuses: a Triton
 # kernel compiles in about a second, a CPU loop in 10-60 s the first time in a process (then
