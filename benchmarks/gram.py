@@ -229,6 +229,25 @@ def memory_check(n, steps, device, dtype):
     )
 
 
+def add_triton_tile_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--triton-tile",
+        type=int,
+        nargs=3,
+        metavar=("ROWS", "COLS", "WARPS"),
+        help="one program's tile and warps in the Triton kernel (CUDA)",
+    )
+
+
+def use_triton_tile(tile, dtypes, forward_mode: bool) -> None:
+    """Run the Triton kernel (values, or forward mode) on ``tile`` for ``dtypes``."""
+    if tile:
+        from gpytorch_rntk import _triton
+
+        for dtype in dtypes:
+            _triton.TILES[dtype, forward_mode] = tuple(tile)
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--device", default="cpu")
@@ -248,19 +267,9 @@ def main(argv=None):
     parser.add_argument("--repeats", type=int, default=2, help="timed fused calls (best kept)")
     parser.add_argument("--threads", type=int, default=None)
     parser.add_argument("--memory", type=int, nargs=2, metavar=("N", "T"))
-    parser.add_argument(
-        "--triton-tile",
-        type=int,
-        nargs=3,
-        metavar=("ROWS", "COLS", "WARPS"),
-        help="one program's tile and warps in the Triton kernel (CUDA, both dtypes)",
-    )
+    add_triton_tile_option(parser)
     args = parser.parse_args(argv)
-    if args.triton_tile:
-        from gpytorch_rntk import _triton
-
-        for dtype in (torch.float32, torch.float64):
-            _triton.TILES[dtype, False] = tuple(args.triton_tile)
+    use_triton_tile(args.triton_tile, (torch.float32, torch.float64), forward_mode=False)
     if args.threads:
         torch.set_num_threads(args.threads)
     device = torch.device(args.device)

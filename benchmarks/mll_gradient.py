@@ -18,7 +18,7 @@ import argparse
 
 import gpytorch
 import torch
-from gram import timed  # benchmarks/gram.py, beside this script
+from gram import add_triton_tile_option, timed, use_triton_tile  # beside this script
 
 from gpytorch_rntk import RNTKKernel
 
@@ -85,18 +85,9 @@ def main(argv=None) -> None:
     parser.add_argument("--dtype", default="float64", choices=["float32", "float64"])
     parser.add_argument("--engines", nargs="+", default=["fused", "tensor"])
     parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument(
-        "--triton-tile",
-        type=int,
-        nargs=3,
-        metavar=("ROWS", "COLS", "WARPS"),
-        help="one program's tile and warps in the forward-mode Triton kernel (CUDA)",
-    )
+    add_triton_tile_option(parser)  # the forward-mode kernel's
     args = parser.parse_args(argv)
-    if args.triton_tile:
-        from gpytorch_rntk import _triton
-
-        _triton.TILES[getattr(torch, args.dtype), True] = tuple(args.triton_tile)
+    use_triton_tile(args.triton_tile, [getattr(torch, args.dtype)], forward_mode=True)
     print(f"device {args.device}, torch {torch.__version__}, {torch.get_num_threads()} threads")
     print(
         "| engine | N | T | L | dtype | forward_s | gradient_s | gradient/forward | max_rel_diff |"
