@@ -145,6 +145,28 @@ def test_triton_kernel_matches_tensor_path(dtype, device, symmetric, options):
     _check("triton", dtype, device, symmetric, **options)
 
 
+@pytest.mark.parametrize("symmetric", [False, True], ids=["cross", "symmetric"])
+def test_triton_kernel_tiles(dtype, device, symmetric, monkeypatch):
+    """On tiles smaller than the sets (ragged edges; for K(x, x) tiles below the diagonal
+    skipped and mirrored), the Triton kernel's values and forward-mode gradients still equal
+    the tensor path's."""
+    if not fused_available(device):
+        pytest.skip("Triton cannot run on this device")
+    from gpytorch_rntk import _triton
+
+    monkeypatch.setitem(_triton.TILES, (dtype, False), (8, 16, 4))
+    monkeypatch.setitem(_triton.TILES, (dtype, True), (16, 8, 4))
+    options = dict(nonlinearity="erf", num_layers=2, initial_state="per_input")
+    _check("triton", dtype, device, symmetric, **options)
+    x1, l1, x2, l2 = _pair_sets(dtype, device)
+    args = (x1, l1, x1, l1) if symmetric else (x1, l1, x2, l2)
+    weights = torch.randn(23, 23, dtype=torch.float64, generator=torch.Generator().manual_seed(3))
+    options |= {"frozen_layers": 0}
+    expected = _variance_gradients("tensor", args, weights, options, "last", dtype)
+    got = _variance_gradients("triton", args, weights, options, "last", dtype)
+    assert _scale_error(got, expected) < _tolerance(dtype)
+
+
 @pytest.mark.parametrize("options", TRITON_CONFIGS, ids=lambda o: "-".join(map(str, o.values())))
 def test_triton_self_terms(dtype, device, options):
     """The self-term recursion as one Triton kernel equals the loop of tensor operations, on
