@@ -71,7 +71,8 @@ def self_terms(
     steps: int,
     align: str = "end",
     triton: bool = False,
-) -> Tensor:
+    directions: tuple[int, ...] | None = None,
+) -> Tensor | tuple[Tensor, Tensor]:
     r"""The pre-activation variances :math:`S^l(t, t)` of each sequence on a clock of ``steps``.
 
     Args:
@@ -81,32 +82,56 @@ def self_terms(
         steps: The clock's length (at least ``T``).
         align: ``"end"``: index ``u`` holds the self term ``steps - u`` steps before the readout
             (the last readout's clock); ``"start"``: index ``u`` holds step ``u``.
-        triton: Run the recursion as one Triton kernel (no gradients) rather than a loop of
+        triton: Run the recursion as one Triton kernel (no autograd) rather than a loop of
             tensor operations over the steps, which is launch-bound on a GPU.
+        directions: Variances (numbered as in :class:`RecurrentVariances`) to differentiate
+            along in forward mode, in the same pass.
 
     Returns:
-        ``(L, steps, N)``, with 1 (a finite placeholder) where the sequence is not running.
+        ``(L, steps, N)``, with 1 (a finite placeholder) where the sequence is not running;
+        with ``directions`` also their derivatives ``(L, steps, P, N)``, 0 there.
     """
+    options = dict(nonlinearity=nonlinearity, num_layers=num_layers, initial_state=initial_state)
     if triton:
         from ._triton import triton_self_terms
 
-        options = dict(nonlinearity=nonlinearity, num_layers=num_layers)
-        tables = triton_self_terms(
-            values, lengths, variances, initial_state=initial_state, **options
+        found = triton_self_terms(
+            values, lengths, variances, directions=directions or (), **options
         )
     else:
-        tables = torch.stack(
-            _self_terms(
-                values,
-                lengths,
-                variances,
-                NONLINEARITIES[nonlinearity],
-                num_layers,
-                init=initial_state != "zero",
-            ),
-            -1,
-        )  # (N, T, L), 1 past each length
-    return _on_clock(tables, lengths, steps, align, 1.0).permute(2, 1, 0)
+        found = _looped_self_terms(values, lengths, variances, directions, **options)
+    if directions is None:
+        return _on_clock(found, lengths, steps, align, 1.0).permute(2, 1, 0)
+    tables, derivatives = found
+    return (
+        _on_clock(tables, lengths, steps, align, 1.0).permute(2, 1, 0),
+        _on_clock(derivatives, lengths, steps, align, 0.0).permute(2, 1, 3, 0),
+    )
+
+
+def _looped_self_terms(
+    values, lengths, variances, directions, *, nonlinearity, num_layers, initial_state
+) -> Tensor | tuple[Tensor, Tensor]:
+    """:func:`self_terms`' tables ``(N, T, L)`` (1 past each length) by the loop of tensor
+    operations, and with ``directions`` their derivatives ``(N, T, L, P)`` by ``jvp``."""
+
+    def tables(*v: Tensor) -> Tensor:
+        dual = NONLINEARITIES[nonlinearity]
+        init = initial_state != "zero"
+        return torch.stack(
+            _self_terms(values, lengths, RecurrentVariances(*v), dual, num_layers, init=init), -1
+        )
+
+    if directions is None:
+        return tables(*variances)
+    units = torch.eye(4, dtype=values.dtype, device=values.device)[list(directions)]
+
+    def along(unit: Tensor) -> tuple[Tensor, Tensor]:
+        return torch.func.jvp(tables, tuple(variances), tuple(unit))
+
+    # one pass over the steps for every direction at once (the values repeated along them)
+    repeated, derivatives = torch.func.vmap(along, out_dims=(0, 3))(units)
+    return repeated[0], derivatives
 
 
 def _on_clock(tables: Tensor, lengths: Tensor, steps: int, align: str, fill: float) -> Tensor:
@@ -568,14 +593,16 @@ def _fused(
         (values2, lengths2, ids2, order2),
     ):
         values, lengths, ids = values[order], lengths[order], ids[order]
-        selves = self_terms(values, lengths, variances, triton=backend == "triton", **self_options)
-        side = [None, lengths, ids, selves]
-        if directions is not None:  # and the self terms' derivatives, (L, steps, P, N)
-            side.append(
-                _self_term_derivatives(
-                    values, lengths, variances, directions, self_options, backend == "triton"
-                )
-            )
+        # the self terms and, with directions, their derivatives (L, steps, P, N)
+        found = self_terms(
+            values,
+            lengths,
+            variances,
+            triton=backend == "triton",
+            directions=directions,
+            **self_options,
+        )
+        side = [None, lengths, ids, *(found if directions is not None else [found])]
         if align == "end":
             side[0] = _right_align(values, lengths, steps)
         else:
@@ -612,30 +639,6 @@ def _fused(
             **scan_options,
         )
     return outs if directions is not None else outs[0]
-
-
-def _self_term_derivatives(values, lengths, variances, directions, options, triton) -> Tensor:
-    """The derivatives of :func:`self_terms` along each variance numbered in ``directions``
-    (forward mode), stacked as ``(L, steps, P, N)``: by the Triton kernel, or by ``jvp``
-    through the loop of tensor operations."""
-    if triton:
-        from ._triton import triton_self_terms
-
-        setup = {k: options[k] for k in ("nonlinearity", "num_layers", "initial_state")}
-        _, tables = triton_self_terms(values, lengths, variances, directions=directions, **setup)
-        return _on_clock(tables, lengths, options["steps"], options["align"], 0.0).permute(
-            2, 1, 3, 0
-        )
-    units = torch.eye(4, dtype=values.dtype, device=values.device)[list(directions)]
-
-    def selves(*v: Tensor) -> Tensor:
-        return self_terms(values, lengths, RecurrentVariances(*v), **options)
-
-    def along(unit: Tensor) -> Tensor:
-        return torch.func.jvp(selves, tuple(variances), tuple(unit))[1]
-
-    # one pass over the steps for every direction at once
-    return torch.func.vmap(along, out_dims=2)(units)
 
 
 def _row_ids(
