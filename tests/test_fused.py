@@ -158,13 +158,7 @@ def test_triton_kernel_tiles(dtype, device, symmetric, monkeypatch):
     monkeypatch.setitem(_triton.TILES, (dtype, True), (16, 8, 4))
     options = dict(nonlinearity="erf", num_layers=2, initial_state="per_input")
     _check("triton", dtype, device, symmetric, **options)
-    x1, l1, x2, l2 = _pair_sets(dtype, device)
-    args = (x1, l1, x1, l1) if symmetric else (x1, l1, x2, l2)
-    weights = torch.randn(23, 23, dtype=torch.float64, generator=torch.Generator().manual_seed(3))
-    options |= {"frozen_layers": 0}
-    expected = _variance_gradients("tensor", args, weights, options, "last", dtype)
-    got = _variance_gradients("triton", args, weights, options, "last", dtype)
-    assert _scale_error(got, expected) < _tolerance(dtype)
+    _check_triton_forward_mode(dtype, device, symmetric, frozen_layers=0, **options)
 
 
 @pytest.mark.parametrize("options", TRITON_CONFIGS, ids=lambda o: "-".join(map(str, o.values())))
@@ -284,12 +278,18 @@ def test_triton_forward_mode(dtype, device, options):
     if not fused_available(device):
         pytest.skip("Triton cannot run on this device")
     options = {"initial_state": "zero", "frozen_layers": 0} | options
+    for symmetric in (False, True):
+        _check_triton_forward_mode(dtype, device, symmetric, **options)
+
+
+def _check_triton_forward_mode(dtype, device, symmetric, **options):
+    """The Triton kernel's variance gradients (last readout) equal the tensor path's."""
     x1, l1, x2, l2 = _pair_sets(dtype, device)
+    args = (x1, l1, x1, l1) if symmetric else (x1, l1, x2, l2)
     weights = torch.randn(23, 23, dtype=torch.float64, generator=torch.Generator().manual_seed(3))
-    for args in ((x1, l1, x2, l2), (x1, l1, x1, l1)):
-        expected = _variance_gradients("tensor", args, weights, options, "last", dtype)
-        got = _variance_gradients("triton", args, weights, options, "last", dtype)
-        assert _scale_error(got, expected) < _tolerance(dtype)
+    expected = _variance_gradients("tensor", args, weights, options, "last", dtype)
+    got = _variance_gradients("triton", args, weights, options, "last", dtype)
+    assert _scale_error(got, expected) < _tolerance(dtype)
 
 
 @pytest.mark.parametrize("readout", ["last", "mean"])
