@@ -1,9 +1,16 @@
-"""Registers and spilled bytes per thread of the Triton cross kernel, compiled for an H100
-(sm_90a) on any machine, GPU or not: Triton's compiler and the ``ptxas`` it ships.
+"""Registers, spilled bytes and the scan loop's instructions per pair-step of the Triton cross
+kernel, compiled for an H100 (sm_90a) on any machine, GPU or not: Triton's compiler and the
+``ptxas`` and ``cuobjdump`` it ships.
 
 A thread holds its tile's share of every layer's state (and, in forward mode, of each
 direction's derivatives) in registers; past 255 registers ``ptxas`` spills to local memory,
 which costs several times the arithmetic. ``_triton.TILES`` is chosen with this script.
+
+The instruction columns count the SASS of the time loop's body (every layer of one step, both
+sides of any branch) divided by the pairs a thread holds: a static measure of the work per
+pair-step, no timing. ``fp64`` counts DFMA/DMUL/DADD (half rate on an H100), ``mufu`` the
+special-function unit's (a quarter of the FP32 rate, or less), ``calls`` call sites (the slow
+paths of float64 division and square root).
 
     python benchmarks/triton_registers.py                    # TILES, 1-3 layers, P = 0, 3, 4
     python benchmarks/triton_registers.py --dtypes float64 --directions 3 --tile 16 32 4
@@ -12,6 +19,7 @@ which costs several times the arithmetic. ``_triton.TILES`` is chosen with this 
 from __future__ import annotations
 
 import argparse
+import collections
 import re
 import subprocess
 import tempfile
@@ -26,8 +34,9 @@ from triton.compiler import ASTSource
 from gpytorch_rntk import _triton
 
 
-def resources(dtype, num_layers, directions, tile, nonlinearity="relu") -> tuple[int, int, int]:
-    """``(registers, spill-store bytes, spill-load bytes)`` per thread of ``_cross_kernel`` for
+def resources(dtype, num_layers, directions, tile, nonlinearity="relu") -> tuple:
+    """``(registers, spill-store bytes, spill-load bytes, instructions, fp64, mufu, calls)``
+    per thread of ``_cross_kernel`` (the last four per pair-step, see the module's text) for
     ``num_layers`` layers, ``directions`` forward-mode directions (along sw2, su2, sb2,
     init_var in that order) and ``tile = (rows, columns, warps)``."""
     rows, cols, warps = tile
@@ -61,9 +70,42 @@ def resources(dtype, num_layers, directions, tile, nonlinearity="relu") -> tuple
             text=True,
             check=True,
         ).stderr
+        sass = subprocess.run(
+            [str(Path(knobs.nvidia.ptxas.path).with_name("cuobjdump")), "-sass", str(ptx) + ".o"],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout
     registers = int(re.search(r"Used (\d+) registers", report).group(1))
     stores, loads = re.search(r"(\d+) bytes spill stores, (\d+) bytes spill loads", report).groups()
-    return registers, int(stores), int(loads)
+    counts = loop_instructions(sass)
+    pairs = rows * cols / (32 * warps)  # a thread's share of the tile
+    per_pair = (round(counts[k] / pairs, 1) for k in ("all", "fp64", "mufu", "calls"))
+    return registers, int(stores), int(loads), *per_pair
+
+
+def loop_instructions(sass: str) -> collections.Counter:
+    """Instructions of the longest loop in ``cuobjdump -sass`` text (from a backward branch's
+    target to the branch), by kind: ``all``, ``fp64``, ``mufu`` and ``calls``."""
+    code = [
+        (int(address, 16), text.strip())
+        for address, text in re.findall(r"/\*([0-9a-f]{4,})\*/\s+([^;]*);", sass)
+    ]
+    loops = []
+    for address, text in code:
+        target = re.search(r"\bBRA\s+(?:\S+\s+)?0x([0-9a-f]+)", text)
+        if target and int(target.group(1), 16) < address:
+            loops.append((int(target.group(1), 16), address))
+    first, last = max(loops, key=lambda span: span[1] - span[0])
+    counts = collections.Counter()
+    for address, text in code:
+        if first <= address <= last:
+            opcode = re.sub(r"^@!?U?P\w+\s+", "", text).split()[0]
+            counts["all"] += 1
+            counts["fp64"] += opcode.split(".")[0] in ("DFMA", "DMUL", "DADD")
+            counts["mufu"] += opcode.startswith("MUFU")
+            counts["calls"] += opcode.startswith("CALL")
+    return counts
 
 
 def main(argv=None) -> None:
@@ -74,8 +116,11 @@ def main(argv=None) -> None:
     parser.add_argument("--nonlinearities", nargs="+", default=["relu", "erf"])
     parser.add_argument("--tile", type=int, nargs=3, metavar=("ROWS", "COLS", "WARPS"))
     args = parser.parse_args(argv)
-    print("| dtype | L | P | phi | tile | registers | spill stores | spill loads |")
-    print("|---|---|---|---|---|---|---|---|")
+    print(
+        "| dtype | L | P | phi | tile | registers | spill stores | spill loads "
+        "| instructions | fp64 | mufu | calls |"
+    )
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|")
     for name in args.dtypes:
         dtype = getattr(torch, name)
         for layers in args.layers:

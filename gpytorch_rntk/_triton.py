@@ -21,7 +21,7 @@ from .fused import TRITON_MAX_LAYERS as MAX_LAYERS
 
 if os.environ.get("TRITON_INTERPRET") == "1":
     # Triton's interpreter runs the kernel on NumPy arrays and has no libdevice: give it NumPy's
-    # arccos and arcsin on the same tensors.
+    # arccos, arcsin and reciprocal square root on the same tensors.
     from triton.runtime.interpreter import TensorHandle
 
     def _numpy_function(function):
@@ -33,55 +33,61 @@ if os.environ.get("TRITON_INTERPRET") == "1":
     class _math:
         acos = staticmethod(_numpy_function(np.arccos))
         asin = staticmethod(_numpy_function(np.arcsin))
+        rsqrt = staticmethod(_numpy_function(lambda x: 1 / np.sqrt(x)))
 
 else:
     _math = libdevice
 
 
 @triton.jit
-def _dual(s, sa, sb, same, pi, eps, RELU: tl.constexpr):
-    """``(V, V')`` and what their derivatives reuse: ``(norm, s / norm, cos, sin)`` (ReLU) or
-    ``(prod, raw z, z, gap)`` (erf), as named in ``fused._dual``."""
-    # Constants come in as values of the working dtype (``pi``, ``eps``): a Python float
-    # literal would be a float32 constant, too coarse for float64.
+def _dual(s, root_a, inv_a, root_b, inv_b, same, pi, half_over_pi, eps, RELU: tl.constexpr):
+    """``(V, V', jacobian)``: the dual and, for forward mode, its derivatives as a linear map
+    shared by every direction, ``jacobian = (a, b, c, d)`` with ``dV = a h + b dS`` and ``dV' =
+    c h + d dS``, ``h = d log sqrt(c(t, t) c(t', t'))`` (:func:`side_tables`), the clamps
+    included (0 where clamped). The sides come as their tables ``(root, inv)`` so that no pair
+    divides but once (``dV'`` of ReLU): ``fused._dual``'s formulas, each quotient by a side's
+    term a product with its reciprocal."""
+    inv_norm = inv_a * inv_b
     if RELU:
-        norm = tl.sqrt(sa) * tl.sqrt(sb)
-        raw = s / norm
+        raw = s * inv_norm
         cos = tl.minimum(tl.maximum(raw, eps - 1), 1 - eps)
         sin = tl.sqrt((1 - cos) * (1 + cos))
-        vd = (pi - _math.acos(cos)) / (2 * pi)
-        v = norm * (sin / (2 * pi) + vd * cos)
-        v = tl.where(same, 0.5 * s, v)
-        vd = tl.where(same, 0.5, vd)
-        return v, vd, norm, raw, cos, sin
+        vd = (pi - _math.acos(cos)) * half_over_pi
+        norm = root_a * root_b
+        v = norm * (sin * half_over_pi + vd * cos)
+        arc = norm * (sin * half_over_pi)  # V - V' S where unclamped
+        # dV = V h + V' norm dcos, dV' = slope norm dcos, with norm dcos = dS - S h unclamped
+        inside = raw == cos
+        slope = tl.where(inside, half_over_pi * inv_norm / sin, 0.0)
+        jacobian = (tl.where(inside, arc, v), tl.where(inside, vd, 0.0), -slope * s, slope)
+        jacobian = (
+            tl.where(same, 0.0, jacobian[0]),
+            tl.where(same, 0.5, jacobian[1]),
+            tl.where(same, 0.0, jacobian[2]),
+            tl.where(same, 0.0, jacobian[3]),
+        )
+        return tl.where(same, 0.5 * s, v), tl.where(same, 0.5, vd), jacobian
     else:
-        prod = (1 + 2 * sa) * (1 + 2 * sb)
-        raw = 2 * s / tl.sqrt(prod)
+        prod = root_a * root_b
+        raw = 2 * s * inv_norm
         z = tl.minimum(tl.maximum(raw, eps - 1), 1 - eps)
-        v = (2 / pi) * _math.asin(z)
+        v = (4 * half_over_pi) * _math.asin(z)
         gap = prod - 4 * s * s
-        vd = (4 / pi) / tl.sqrt(tl.maximum(gap, eps * prod))
-        return v, vd, prod, raw, z, gap
-
-
-@triton.jit
-def _tangent(ds, dsa, dsb, s, sa, sb, same, v, vd, a, raw, c, d, pi, eps, RELU: tl.constexpr):
-    """``(dV, dV')`` along one direction from ``dS``, ``dS(t, t)``, ``dS'(t', t')`` and
-    :func:`_dual`'s values: ``fused._dual``'s formulas, clamps included."""
-    inside = raw == c
-    if RELU:
-        half_log = 0.5 * (dsa / sa + dsb / sb)  # d log(norm)
-        dcos_norm = tl.where(inside, ds - s * half_log, 0.0)  # norm * d(cos)
-        dv = v * half_log + vd * dcos_norm
-        dvd = dcos_norm * (0.5 / (pi * a * d))
-        return tl.where(same, 0.5 * ds, dv), tl.where(same, 0.0, dvd)
-    else:
-        dlog_prod = 2 * dsa / (1 + 2 * sa) + 2 * dsb / (1 + 2 * sb)
-        dz = tl.where(inside, 2 * ds / tl.sqrt(a) - 0.5 * raw * dlog_prod, 0.0)
-        dv = dz * ((2 / pi) / tl.sqrt((1 - c) * (1 + c)))
-        q = tl.maximum(d, eps * a)  # as in _dual, from the same gap: equal where unclamped
-        dq = tl.where(d == q, a * dlog_prod - 8 * s * ds, eps * a * dlog_prod)
-        return dv, (-0.5 * vd / q) * dq
+        q = tl.maximum(gap, eps * prod)
+        inv_root_q = _math.rsqrt(q)
+        vd = (8 * half_over_pi) * inv_root_q
+        # dV = arcsine' dz, dz = 2 dS / sqrt(prod) - z h unclamped; dV' = -V' dq / (2 q), dq
+        # = 2 prod h - 8 S dS (q = gap) or 2 eps prod h (q = eps prod)
+        arcsine = tl.where(raw == z, (4 * half_over_pi) * _math.rsqrt((1 - z) * (1 + z)), 0.0)
+        dvd_dq = -0.5 * vd * inv_root_q * inv_root_q
+        unclamped = gap == q
+        jacobian = (
+            -raw * arcsine,
+            2 * inv_norm * arcsine,
+            2 * dvd_dq * tl.where(unclamped, prod, eps * prod),
+            tl.where(unclamped, -8 * s * dvd_dq, 0.0),
+        )
+        return v, vd, jacobian
 
 
 @triton.jit
@@ -113,9 +119,11 @@ def _layer(
     su2,
     sb2,
     pi,
+    half_over_pi,
     eps,
     TRAINED: tl.constexpr,
     BELOW_TRAINED: tl.constexpr,
+    BELOW_DATA: tl.constexpr,
     RELU: tl.constexpr,
     KINDS: tl.constexpr,
     dv,
@@ -123,13 +131,15 @@ def _layer(
     dth,
     d_below,
     d_below_th,
-    dsa,
-    dsb,
+    ha,
+    hb,
     d_boundary,
 ):
     """One layer of one step: the new ``(V, V', Th)`` and their derivatives ``(dV, dV', dTh)``:
     tuples of tiles, one per direction, ``KINDS[i]`` the variance direction ``i`` is along
-    (0 sw2, 1 su2, 2 sb2, 3 init_var, which enters through the boundary)."""
+    (0 sw2, 1 su2, 2 sb2, 3 init_var, which enters through the boundary). ``sa``, ``sb``:
+    the sides' ``(root, inv)``; ``ha``, ``hb``: their ``h`` per direction (:func:`side_tables`);
+    ``BELOW_DATA``: the layer reads the data, which has no derivative."""
     previous = tl.where(cont, v, boundary)
     s = sw2 * previous + su2 * below + sb2
     new_th = th
@@ -138,14 +148,18 @@ def _layer(
         new_th = s + sw2 * recurrent
         if BELOW_TRAINED:
             new_th = new_th + su2 * below_th
-    new_v, new_vd, a, raw, c, d = _dual(s, sa, sb, same, pi, eps, RELU)
+    new_v, new_vd, jacobian = _dual(
+        s, sa[0], sa[1], sb[0], sb[1], same, pi, half_over_pi, eps, RELU
+    )
     new_dv, new_dvd, new_dth = (), (), ()
     for i in tl.static_range(len(KINDS)):
         if KINDS[i] == 3:
             ds = sw2 * tl.where(cont, dv[i], d_boundary)
         else:
             ds = sw2 * tl.where(cont, dv[i], 0.0)
-        ds = _plus_own(ds + su2 * d_below[i], previous, below, KINDS[i])
+        if not BELOW_DATA:
+            ds += su2 * d_below[i]
+        ds = _plus_own(ds, previous, below, KINDS[i])
         dt = dth[i]
         if TRAINED:
             dt = ds + sw2 * tl.where(cont, dvd[i] * th + vd * dth[i], 0.0)
@@ -155,9 +169,9 @@ def _layer(
                 dt += su2 * d_below_th[i]
                 if KINDS[i] == 1:
                     dt += below_th
-        dv_i, dvd_i = _tangent(
-            ds, dsa[i], dsb[i], s, sa, sb, same, new_v, new_vd, a, raw, c, d, pi, eps, RELU
-        )
+        h = ha[i] + hb[i]
+        dv_i = jacobian[0] * h + jacobian[1] * ds
+        dvd_i = jacobian[2] * h + jacobian[3] * ds
         new_dv, new_dvd, new_dth = new_dv + (dv_i,), new_dvd + (dvd_i,), new_dth + (dt,)
     return new_v, new_vd, new_th, new_dv, new_dvd, new_dth
 
@@ -174,14 +188,18 @@ def _handed_up(dv, dvd, dth, vd, th, TRAINED: tl.constexpr):
 
 @triton.jit
 def _selves(S, DS, layer, u, clock, n, idx, ok, ND: tl.constexpr, ROWS: tl.constexpr):
-    """``S^layer(u, u)`` of sequences ``idx`` as a column (``ROWS``) or a row of the tile, and
-    the tuple of its derivatives along the ``ND`` directions."""
-    s = tl.load(S + (layer * clock + u) * n + idx, mask=ok, other=1.0)
-    ds = ()
+    """The tables of ``S^layer(u, u)`` (:func:`side_tables`) of sequences ``idx`` as columns
+    (``ROWS``) or rows of the tile: ``(root, inv)`` and the tuple of ``h`` along the ``ND``
+    directions."""
+    tables = ()
+    for j in tl.static_range(2):
+        t = tl.load(S + ((layer * clock + u) * 2 + j) * n + idx, mask=ok, other=1.0)
+        tables = tables + (t[:, None] if ROWS else t[None, :],)
+    hs = ()
     for i in tl.static_range(ND):
-        d = tl.load(DS + ((layer * clock + u) * ND + i) * n + idx, mask=ok, other=0.0)
-        ds = ds + (d[:, None] if ROWS else d[None, :],)
-    return (s[:, None] if ROWS else s[None, :]), ds
+        h = tl.load(DS + ((layer * clock + u) * ND + i) * n + idx, mask=ok, other=0.0)
+        hs = hs + (h[:, None] if ROWS else h[None, :],)
+    return tables, hs
 
 
 @triton.jit
@@ -213,13 +231,13 @@ def _cross_kernel(
     BM: tl.constexpr,
     BN: tl.constexpr,
 ):
-    """X: (clock, M, n1) right-aligned values; SX: (L, clock, n1) self terms; LX lengths
-    (sorted); IX ids of identical rows; P: (sw2, su2, sb2, init_var, pi, eps) in the working
-    dtype. OUT: (1 + P, n1, n2), pair (a, b) of the sorted sets going to OUT[:, O1[a], O2[b]]:
-    the Gram matrix and (forward mode) its derivatives along the ``P = len(KINDS)`` variances
-    ``KINDS`` numbers (0 sw2, 1 su2, 2 sb2, 3 init_var), with DSX (L, clock, P, n1) the self
-    terms' derivatives. Each direction's state is its own tiles (a tuple), in registers like
-    the values'."""
+    """X: (clock, M, n1) right-aligned values; SX: (L, clock, 2, n1) the self terms' tables
+    (:func:`side_tables`); LX lengths (sorted); IX ids of identical rows; P: (sw2, su2, sb2,
+    init_var, pi, eps) in the working dtype. OUT: (1 + P, n1, n2), pair (a, b) of the sorted
+    sets going to OUT[:, O1[a], O2[b]]: the Gram matrix and (forward mode) its derivatives
+    along the ``P = len(KINDS)`` variances ``KINDS`` numbers (0 sw2, 1 su2, 2 sb2, 3
+    init_var), with DSX (L, clock, P, n1) the self terms' ``h``. Each direction's state is its
+    own tiles (a tuple), in registers like the values'."""
     ND: tl.constexpr = len(KINDS)
     pid_m = tl.program_id(0)
     pid_n = tl.program_id(1)
@@ -228,6 +246,7 @@ def _cross_kernel(
     sb2 = tl.load(P + 2)
     init_var = tl.load(P + 3)
     pi = tl.load(P + 4)
+    half_over_pi = 0.5 / pi
     eps = tl.load(P + 5)
     rows = pid_m * BM + tl.arange(0, BM)
     cols = pid_n * BN + tl.arange(0, BN)
@@ -281,8 +300,9 @@ def _cross_kernel(
             sb, dsb = _selves(SY, DSY, layer, u, clock, n2, cols, in_c, ND, False)
             v, vd, th, dv, dvd, dth = _layer(
                 vs[layer], vds[layer], ths[layer], below, below_th, sa, sb, cont, boundary,
-                same, sw2, su2, sb2, pi, eps, layer >= FROZEN, layer > FROZEN, RELU, KINDS,
-                dvs[layer], dvds[layer], dths[layer], d_below, d_below_th, dsa, dsb, d_boundary,
+                same, sw2, su2, sb2, pi, half_over_pi, eps, layer >= FROZEN, layer > FROZEN,
+                layer == 0, RELU, KINDS, dvs[layer], dvds[layer], dths[layer], d_below,
+                d_below_th, dsa, dsb, d_boundary,
             )  # fmt: skip
             below, below_th = v, vd * th  # what the layer above reads
             d_below, d_below_th = dv, _handed_up(dv, dvd, dth, vd, th, layer >= FROZEN)
@@ -467,6 +487,18 @@ def triton_self_terms(
     return out.permute(2, 1, 0)
 
 
+def side_tables(selves: torch.Tensor, tangents: torch.Tensor | None, relu: bool):
+    """What the cross kernel reads of one side's self terms ``S`` ``(L, steps, n)``, so that
+    no pair divides: with ``c = S`` (ReLU) or ``1 + 2 S`` (erf), the tables ``(root, inv)``,
+    ``(L, steps, 2, n)``: ``root = sqrt(c)`` (ReLU) or ``c`` (erf), ``inv = 1 / sqrt(c)``; and
+    from the derivatives ``dS`` ``(L, steps, P, n)`` (or ``None``), ``h = d log sqrt(c)``."""
+    c = selves if relu else 1 + 2 * selves
+    tables = torch.stack([c.sqrt() if relu else c, c.rsqrt()], 2)
+    if tangents is None:
+        return tables, None
+    return tables, (0.5 if relu else 1.0) * tangents / c.unsqueeze(2)
+
+
 def triton_cross(
     side1,
     side2,
@@ -494,15 +526,22 @@ def triton_cross(
     )
     n1, n2 = len(lengths1), len(lengths2)
     clock, m = x1.shape[-2:]
+    relu = nonlinearity == "relu"
+    tables1, h1 = side_tables(selves1, tangent1[0] if directions else None, relu)
+    tables2, h2 = (
+        (tables1, h1)
+        if side2 is side1
+        else side_tables(selves2, tangent2[0] if directions else None, relu)
+    )
     bm, bn, warps = TILES[x1.dtype, bool(directions)]
     grid = (triton.cdiv(n1, bm), triton.cdiv(n2, bn))
     _cross_kernel[grid](
         x1.permute(1, 2, 0).contiguous(),
         x2.permute(1, 2, 0).contiguous(),
-        selves1.contiguous(),
-        selves2.contiguous(),
-        tangent1[0].contiguous() if directions else selves1,
-        tangent2[0].contiguous() if directions else selves2,
+        tables1,
+        tables2,
+        tables1 if h1 is None else h1.contiguous(),
+        tables2 if h2 is None else h2.contiguous(),
         lengths1.to(torch.int32).contiguous(),
         lengths2.to(torch.int32).contiguous(),
         ids1.to(torch.int32).contiguous(),
@@ -517,7 +556,7 @@ def triton_cross(
         M=m,
         L=num_layers,
         FROZEN=frozen_layers,
-        RELU=nonlinearity == "relu",
+        RELU=relu,
         INIT_MODE=init_mode,
         SYMMETRIC=symmetric,
         KINDS=tuple(directions),

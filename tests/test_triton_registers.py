@@ -44,6 +44,6 @@ def _resources(*options: str) -> list[list[str]]:
 def test_tiles_do_not_spill(options, cases):
     rows = _resources(*options)
     assert len(rows) == cases
-    for dtype, layers, directions, phi, tile, registers, stores, loads in rows:
+    for dtype, layers, directions, phi, tile, registers, stores, loads, *_ in rows:
         assert int(registers) <= 255
         assert (int(stores), int(loads)) == (0, 0), (dtype, layers, directions, phi, tile)
