@@ -41,32 +41,18 @@ else:
 
 @triton.jit
 def _dual(s, root_a, inv_a, root_b, inv_b, same, pi, half_over_pi, eps, RELU: tl.constexpr):
-    """``(V, V', jacobian)``: the dual and, for forward mode, its derivatives as a linear map
-    shared by every direction, ``jacobian = (a, b, c, d)`` with ``dV = a h + b dS`` and ``dV' =
-    c h + d dS``, ``h = d log sqrt(c(t, t) c(t', t'))`` (:func:`side_tables`), the clamps
-    included (0 where clamped). The sides come as their tables ``(root, inv)`` so that no pair
-    divides but once (``dV'`` of ReLU): ``fused._dual``'s formulas, each quotient by a side's
-    term a product with its reciprocal."""
+    """``(V, V', reuse)``: the dual, and what :func:`_tangent` reuses of it. The sides come as
+    their tables ``(root, inv)`` (``fused.side_tables``), so that no pair divides but once
+    (``dV'`` of ReLU, in forward mode): ``fused._dual``'s formulas."""
     inv_norm = inv_a * inv_b
     if RELU:
         raw = s * inv_norm
         cos = tl.minimum(tl.maximum(raw, eps - 1), 1 - eps)
         sin = tl.sqrt((1 - cos) * (1 + cos))
         vd = (pi - _math.acos(cos)) * half_over_pi
-        norm = root_a * root_b
-        v = norm * (sin * half_over_pi + vd * cos)
-        arc = norm * (sin * half_over_pi)  # V - V' S where unclamped
-        # dV = V h + V' norm dcos, dV' = slope norm dcos, with norm dcos = dS - S h unclamped
-        inside = raw == cos
-        slope = tl.where(inside, half_over_pi * inv_norm / sin, 0.0)
-        jacobian = (tl.where(inside, arc, v), tl.where(inside, vd, 0.0), -slope * s, slope)
-        jacobian = (
-            tl.where(same, 0.0, jacobian[0]),
-            tl.where(same, 0.5, jacobian[1]),
-            tl.where(same, 0.0, jacobian[2]),
-            tl.where(same, 0.0, jacobian[3]),
-        )
-        return tl.where(same, 0.5 * s, v), tl.where(same, 0.5, vd), jacobian
+        v = (root_a * root_b) * (sin * half_over_pi + vd * cos)
+        slope = half_over_pi * inv_norm / sin  # dV' / (norm dcos)
+        return v, vd, (raw == cos, slope)
     else:
         prod = root_a * root_b
         raw = 2 * s * inv_norm
@@ -76,18 +62,26 @@ def _dual(s, root_a, inv_a, root_b, inv_b, same, pi, half_over_pi, eps, RELU: tl
         q = tl.maximum(gap, eps * prod)
         inv_root_q = _math.rsqrt(q)
         vd = (8 * half_over_pi) * inv_root_q
-        # dV = arcsine' dz, dz = 2 dS / sqrt(prod) - z h unclamped; dV' = -V' dq / (2 q), dq
-        # = 2 prod h - 8 S dS (q = gap) or 2 eps prod h (q = eps prod)
-        arcsine = tl.where(raw == z, (4 * half_over_pi) * _math.rsqrt((1 - z) * (1 + z)), 0.0)
+        arcsine = (4 * half_over_pi) * _math.rsqrt((1 - z) * (1 + z))
         dvd_dq = -0.5 * vd * inv_root_q * inv_root_q
-        unclamped = gap == q
-        jacobian = (
-            -raw * arcsine,
-            2 * inv_norm * arcsine,
-            2 * dvd_dq * tl.where(unclamped, prod, eps * prod),
-            tl.where(unclamped, -8 * s * dvd_dq, 0.0),
-        )
-        return v, vd, jacobian
+        return v, vd, (raw == z, raw, inv_norm, arcsine, gap == q, prod, dvd_dq)
+
+
+@triton.jit
+def _tangent(ds, h, s, same, v, vd, reuse, eps, RELU: tl.constexpr):
+    """``(dV, dV')`` along one direction from ``dS`` and ``h = h(t, t) + h(t', t')``, the
+    sides' ``d log sqrt(c)`` (``fused.side_tables``), with :func:`_dual`'s values:
+    ``fused._dual``'s formulas, clamps included (0 where clamped)."""
+    if RELU:  # h = d log(norm)
+        inside, slope = reuse
+        dcos_norm = tl.where(inside, ds - s * h, 0.0)  # norm * d(cos)
+        dv = v * h + vd * dcos_norm
+        return tl.where(same, 0.5 * ds, dv), tl.where(same, 0.0, dcos_norm * slope)
+    else:  # h = d log(prod) / 2
+        inside, raw, inv_norm, arcsine, unclamped, prod, dvd_dq = reuse
+        dz = tl.where(inside, 2 * ds * inv_norm - raw * h, 0.0)
+        dq = tl.where(unclamped, 2 * prod * h - 8 * s * ds, 2 * eps * prod * h)
+        return dz * arcsine, dvd_dq * dq
 
 
 @triton.jit
@@ -138,8 +132,8 @@ def _layer(
     """One layer of one step: the new ``(V, V', Th)`` and their derivatives ``(dV, dV', dTh)``:
     tuples of tiles, one per direction, ``KINDS[i]`` the variance direction ``i`` is along
     (0 sw2, 1 su2, 2 sb2, 3 init_var, which enters through the boundary). ``sa``, ``sb``:
-    the sides' ``(root, inv)``; ``ha``, ``hb``: their ``h`` per direction (:func:`side_tables`);
-    ``BELOW_DATA``: the layer reads the data, which has no derivative."""
+    the sides' ``(root, inv)``; ``ha``, ``hb``: their ``h`` per direction
+    (``fused.side_tables``); ``BELOW_DATA``: the layer reads the data (no derivative)."""
     previous = tl.where(cont, v, boundary)
     s = sw2 * previous + su2 * below + sb2
     new_th = th
@@ -148,9 +142,7 @@ def _layer(
         new_th = s + sw2 * recurrent
         if BELOW_TRAINED:
             new_th = new_th + su2 * below_th
-    new_v, new_vd, jacobian = _dual(
-        s, sa[0], sa[1], sb[0], sb[1], same, pi, half_over_pi, eps, RELU
-    )
+    new_v, new_vd, reuse = _dual(s, sa[0], sa[1], sb[0], sb[1], same, pi, half_over_pi, eps, RELU)
     new_dv, new_dvd, new_dth = (), (), ()
     for i in tl.static_range(len(KINDS)):
         if KINDS[i] == 3:
@@ -169,10 +161,10 @@ def _layer(
                 dt += su2 * d_below_th[i]
                 if KINDS[i] == 1:
                     dt += below_th
-        h = ha[i] + hb[i]
-        dv_i = jacobian[0] * h + jacobian[1] * ds
-        dvd_i = jacobian[2] * h + jacobian[3] * ds
+        dv_i, dvd_i = _tangent(ds, ha[i] + hb[i], s, same, new_v, new_vd, reuse, eps, RELU)
         new_dv, new_dvd, new_dth = new_dv + (dv_i,), new_dvd + (dvd_i,), new_dth + (dt,)
+    if RELU:
+        new_v, new_vd = tl.where(same, 0.5 * s, new_v), tl.where(same, 0.5, new_vd)
     return new_v, new_vd, new_th, new_dv, new_dvd, new_dth
 
 
@@ -188,9 +180,9 @@ def _handed_up(dv, dvd, dth, vd, th, TRAINED: tl.constexpr):
 
 @triton.jit
 def _selves(S, DS, layer, u, clock, n, idx, ok, ND: tl.constexpr, ROWS: tl.constexpr):
-    """The tables of ``S^layer(u, u)`` (:func:`side_tables`) of sequences ``idx`` as columns
-    (``ROWS``) or rows of the tile: ``(root, inv)`` and the tuple of ``h`` along the ``ND``
-    directions."""
+    """The tables of ``S^layer(u, u)`` (``fused.side_tables``) of sequences ``idx`` as
+    columns (``ROWS``) or rows of the tile: ``(root, inv)`` and the tuple of ``h`` along the
+    ``ND`` directions."""
     tables = ()
     for j in tl.static_range(2):
         t = tl.load(S + ((layer * clock + u) * 2 + j) * n + idx, mask=ok, other=1.0)
@@ -232,7 +224,7 @@ def _cross_kernel(
     BN: tl.constexpr,
 ):
     """X: (clock, M, n1) right-aligned values; SX: (L, clock, 2, n1) the self terms' tables
-    (:func:`side_tables`); LX lengths (sorted); IX ids of identical rows; P: (sw2, su2, sb2,
+    (``fused.side_tables``); LX lengths (sorted); IX ids of identical rows; P: (sw2, su2, sb2,
     init_var, pi, eps) in the working dtype. OUT: (1 + P, n1, n2), pair (a, b) of the sorted
     sets going to OUT[:, O1[a], O2[b]]: the Gram matrix and (forward mode) its derivatives
     along the ``P = len(KINDS)`` variances ``KINDS`` numbers (0 sw2, 1 su2, 2 sb2, 3
@@ -487,18 +479,6 @@ def triton_self_terms(
     return out.permute(2, 1, 0)
 
 
-def side_tables(selves: torch.Tensor, tangents: torch.Tensor | None, relu: bool):
-    """What the cross kernel reads of one side's self terms ``S`` ``(L, steps, n)``, so that
-    no pair divides: with ``c = S`` (ReLU) or ``1 + 2 S`` (erf), the tables ``(root, inv)``,
-    ``(L, steps, 2, n)``: ``root = sqrt(c)`` (ReLU) or ``c`` (erf), ``inv = 1 / sqrt(c)``; and
-    from the derivatives ``dS`` ``(L, steps, P, n)`` (or ``None``), ``h = d log sqrt(c)``."""
-    c = selves if relu else 1 + 2 * selves
-    tables = torch.stack([c.sqrt() if relu else c, c.rsqrt()], 2)
-    if tangents is None:
-        return tables, None
-    return tables, (0.5 if relu else 1.0) * tangents / c.unsqueeze(2)
-
-
 def triton_cross(
     side1,
     side2,
@@ -516,8 +496,8 @@ def triton_cross(
 ) -> None:
     """The cross scan of sorted, right-aligned inputs (see ``fused._compiled_cross``) into
     ``out`` ``(1 + P, n1, n2)``: the Gram matrix and, in forward mode (each side carrying its
-    self terms' derivatives ``(L, steps, P, n)``), its derivatives along the variances numbered
-    ``directions``."""
+    self terms' ``h`` ``(L, steps, P, n)`` after their tables ``(L, steps, 2, n)``, see
+    ``fused.side_tables``), its derivatives along the variances numbered ``directions``."""
     if num_layers > MAX_LAYERS:
         raise ValueError(f"The Triton kernel handles up to {MAX_LAYERS} layers.")
     (x1, lengths1, ids1, selves1, *tangent1), (x2, lengths2, ids2, selves2, *tangent2) = (
@@ -526,22 +506,15 @@ def triton_cross(
     )
     n1, n2 = len(lengths1), len(lengths2)
     clock, m = x1.shape[-2:]
-    relu = nonlinearity == "relu"
-    tables1, h1 = side_tables(selves1, tangent1[0] if directions else None, relu)
-    tables2, h2 = (
-        (tables1, h1)
-        if side2 is side1
-        else side_tables(selves2, tangent2[0] if directions else None, relu)
-    )
     bm, bn, warps = TILES[x1.dtype, bool(directions)]
     grid = (triton.cdiv(n1, bm), triton.cdiv(n2, bn))
     _cross_kernel[grid](
         x1.permute(1, 2, 0).contiguous(),
         x2.permute(1, 2, 0).contiguous(),
-        tables1,
-        tables2,
-        tables1 if h1 is None else h1.contiguous(),
-        tables2 if h2 is None else h2.contiguous(),
+        selves1.contiguous(),
+        selves2.contiguous(),
+        tangent1[0].contiguous() if directions else selves1,
+        tangent2[0].contiguous() if directions else selves2,
         lengths1.to(torch.int32).contiguous(),
         lengths2.to(torch.int32).contiguous(),
         ids1.to(torch.int32).contiguous(),
@@ -556,7 +529,7 @@ def triton_cross(
         M=m,
         L=num_layers,
         FROZEN=frozen_layers,
-        RELU=relu,
+        RELU=nonlinearity == "relu",
         INIT_MODE=init_mode,
         SYMMETRIC=symmetric,
         KINDS=tuple(directions),

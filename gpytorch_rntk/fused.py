@@ -147,26 +147,43 @@ def _on_clock(tables: Tensor, lengths: Tensor, steps: int, align: str, fill: flo
     return flat.view(n, steps, *rest)
 
 
-def _dual(s, sa, sb, same, relu: bool, eps: float, tangents=()):
-    """The cross dual of :mod:`functional`, written so that the compiler fuses it.
+def side_tables(selves: Tensor, tangents: Tensor | None, relu: bool):
+    """What the cross scan reads of one side's self terms ``S`` ``(L, steps, n)``, so that no
+    pair divides by them: with ``c = S`` (ReLU) or ``1 + 2 S`` (erf), the tables ``(root,
+    inv)``, ``(L, steps, 2, n)``: ``root = sqrt(c)`` (ReLU) or ``c`` (erf), ``inv = 1 /
+    sqrt(c)``; and from the derivatives ``dS`` ``(L, steps, P, n)`` (or ``None``), ``h = d log
+    sqrt(c)``."""
+    c = selves if relu else 1 + 2 * selves
+    tables = torch.stack([c.sqrt() if relu else c, c.rsqrt()], 2)
+    if tangents is None:
+        return tables, None
+    return tables, (0.5 if relu else 1.0) * tangents / c.unsqueeze(2)
 
-    Returns ``(V, V', derivatives)``: for each forward-mode direction ``(ds, dsa, dsb)`` in
-    ``tangents``, ``(dV, dV')``, the clamps' derivatives included (zero where clamped).
+
+def _dual(s, side_a, side_b, same, relu: bool, eps: float, tangents=()):
+    """The cross dual of :mod:`functional`, written so that the compiler fuses it, from the
+    sides' tables ``(root, inv)`` (:func:`side_tables`): each quotient by a side's term a
+    product with its reciprocal.
+
+    Returns ``(V, V', derivatives)``: for each forward-mode direction ``(dS, h)`` in
+    ``tangents``, ``h = h(t, t) + h(t', t')`` the sides' ``d log sqrt(c)``, ``(dV, dV')``, the
+    clamps' derivatives included (zero where clamped). ``_triton._dual`` and
+    ``_triton._tangent`` are the same.
     """
+    (root_a, inv_a), (root_b, inv_b) = side_a, side_b
+    inv_norm = inv_a * inv_b
     derivatives = []
     if relu:
-        norm = sa.sqrt() * sb.sqrt()
-        raw = s / norm
+        raw = s * inv_norm
         cos = raw.clamp(-1 + eps, 1 - eps)
         sin = ((1 - cos) * (1 + cos)).sqrt()
         vd = (math.pi - torch.arccos(cos)) * (0.5 / math.pi)
-        v = norm * (sin * (0.5 / math.pi) + vd * cos)
+        v = (root_a * root_b) * (sin * (0.5 / math.pi) + vd * cos)
         inside = raw == cos
-        for ds, dsa, dsb in tangents:
-            half_log = 0.5 * (dsa / sa + dsb / sb)  # d log(norm)
-            dcos_norm = torch.where(inside, ds - s * half_log, 0.0)  # norm * d(cos)
-            dv = v * half_log + vd * dcos_norm
-            dvd = dcos_norm / (norm * sin) * (0.5 / math.pi)
+        slope = (0.5 / math.pi) * inv_norm / sin if tangents else None  # dV' / (norm dcos)
+        for ds, h in tangents:  # h = d log(norm)
+            dcos_norm = torch.where(inside, ds - s * h, 0.0)  # norm * d(cos)
+            dv, dvd = v * h + vd * dcos_norm, dcos_norm * slope
             if same is not None:
                 dv, dvd = torch.where(same, 0.5 * ds, dv), torch.where(same, 0.0, dvd)
             derivatives.append((dv, dvd))
@@ -174,19 +191,21 @@ def _dual(s, sa, sb, same, relu: bool, eps: float, tangents=()):
             v = torch.where(same, 0.5 * s, v)
             vd = torch.where(same, 0.5, vd)
     else:
-        prod = (1 + 2 * sa) * (1 + 2 * sb)
-        raw = 2 * s / prod.sqrt()
+        prod = root_a * root_b
+        raw = 2 * s * inv_norm
         z = raw.clamp(-1 + eps, 1 - eps)
         v = (2 / math.pi) * torch.arcsin(z)
         gap = prod - 4 * s * s
         q = torch.maximum(gap, eps * prod)
-        vd = (4 / math.pi) / q.sqrt()
-        for ds, dsa, dsb in tangents:
-            dlog_prod = 2 * dsa / (1 + 2 * sa) + 2 * dsb / (1 + 2 * sb)
-            dz = torch.where(raw == z, 2 * ds / prod.sqrt() - 0.5 * raw * dlog_prod, 0.0)
-            dv = (2 / math.pi) * dz / ((1 - z) * (1 + z)).sqrt()
-            dq = torch.where(gap == q, prod * dlog_prod - 8 * s * ds, eps * prod * dlog_prod)
-            derivatives.append((dv, -0.5 * vd * dq / q))
+        inv_root_q = q.rsqrt()
+        vd = (4 / math.pi) * inv_root_q
+        if tangents:
+            arcsine = (2 / math.pi) * ((1 - z) * (1 + z)).rsqrt()
+            dvd_dq = -0.5 * vd * inv_root_q * inv_root_q
+        for ds, h in tangents:  # h = d log(prod) / 2
+            dz = torch.where(raw == z, 2 * ds * inv_norm - raw * h, 0.0)
+            dq = torch.where(gap == q, 2 * prod * h - 8 * s * ds, 2 * eps * prod * h)
+            derivatives.append((dz * arcsine, dvd_dq * dq))
     return v, vd, derivatives
 
 
@@ -210,8 +229,9 @@ def _cell(
     variances numbered ``directions``), ``(dV, dV', dTh)``: every tensor the same shape, so
     that the compiler computes the values once and their derivatives in the same loop. Where
     ``cont`` is false the previous cell is the boundary: no recurrent ``Th`` term, and ``P =
-    init_var`` where ``start`` is true, else 0. ``selves``: each layer's ``(S(t, t), S'(t',
-    t'))``; ``d_selves[layer][p]``: their derivatives along direction ``p``.
+    init_var`` where ``start`` is true, else 0. ``selves``: each layer's sides' tables of
+    ``S(t, t)`` and ``S'(t', t')`` (:func:`side_tables`, ``(root, inv)`` each);
+    ``d_selves[layer][p]``: their ``h`` along direction ``p``.
     """
     sw2, su2, sb2, init_var = variances
     width = 3 + 3 * len(directions)
@@ -242,10 +262,9 @@ def _cell(
                     d = d + su2 * d_below_th[p] + (below_th if i == 1 else 0.0)
                 dth[p] = d
             th = new_th
-        tangents = [
-            (ds[p], *d_selves[layer][p]) if d_selves is not None else None
-            for p in range(len(directions))
-        ]
+        tangents = (
+            [(ds[p], ha + hb) for p, (ha, hb) in enumerate(d_selves[layer])] if directions else []
+        )
         v, vd, duals = _dual(s, *selves[layer], same, relu, eps, tangents)
         state[width * layer : width * (layer + 1)] = [
             v,
@@ -306,10 +325,11 @@ def _cross_steps(
 ) -> tuple[Tensor, ...]:
     """``xs.shape[0]`` steps of the last readout's cross scan of one tile, ``top`` steps
     before the readout at the first of them (sequences aligned at their ends). ``state`` is
-    as for :func:`_cell`, each tensor ``(n1, n2)``; ``sxs``: ``(K, L, n1, 1)``.
+    as for :func:`_cell`, each tensor ``(n1, n2)``; ``sxs``: the self terms' tables ``(K, L, 2,
+    n1, 1)`` (:func:`side_tables`).
 
     Forward mode, along the variances numbered ``directions``: ``dsxs`` ``(K, L, P, n1, 1)``
-    and ``dsys`` ``(K, L, P, 1, n2)`` are the self terms' derivatives.
+    and ``dsys`` ``(K, L, P, 1, n2)`` are the self terms' ``h``.
     """
     exact = ids1.unsqueeze(-1) == ids2.unsqueeze(-2)
     shorter = torch.minimum(lengths1.unsqueeze(-1), lengths2.unsqueeze(-2))
@@ -339,7 +359,8 @@ def _cross_steps(
 
 
 def _per_direction(dsxs, dsys, k: int, directions: int):
-    """``[layer][p] = (dS, dS')`` at step ``k``, or ``None`` without directions."""
+    """``[layer][p] = (h, h')`` (:func:`side_tables`) at step ``k``, or ``None`` without
+    directions."""
     if not directions:
         return None
     return [
@@ -377,7 +398,7 @@ def _diagonal_steps(
     cell ``k`` (sequences aligned at their starts); ``keep[k, g]`` is false where a diagonal
     begins, ``origin[k, g]`` true on the diagonal ``t = t'`` (the only one whose boundary
     holds the initial state, and where exact self pairs meet themselves). ``xs``: ``(K, G,
-    n1, m)``; ``sxs``: ``(K, L, G, n1, 1)``; ``dsxs``: ``(K, L, P, G, n1, 1)``. ``state`` is
+    n1, m)``; ``sxs``: ``(K, L, 2, G, n1, 1)``; ``dsxs``: ``(K, L, P, G, n1, 1)``. ``state`` is
     as for :func:`_cell`, each tensor ``(G, n1, n2)``, followed by each lane's sum of the
     readout over the active cells so far and its derivatives.
     """
@@ -593,7 +614,8 @@ def _fused(
         (values2, lengths2, ids2, order2),
     ):
         values, lengths, ids = values[order], lengths[order], ids[order]
-        # the self terms and, with directions, their derivatives (L, steps, P, N)
+        # the self terms and, with directions, their derivatives (L, steps, P, N), as the
+        # scan reads them
         found = self_terms(
             values,
             lengths,
@@ -602,7 +624,9 @@ def _fused(
             directions=directions,
             **self_options,
         )
-        side = [None, lengths, ids, *(found if directions is not None else [found])]
+        selves, tangents = found if directions is not None else (found, None)
+        tables, h = side_tables(selves, tangents, nonlinearity == "relu")
+        side = [None, lengths, ids, tables, *([] if h is None else [h])]
         if align == "end":
             side[0] = _right_align(values, lengths, steps)
         else:
@@ -808,8 +832,8 @@ def _scan_blocks_mean(
     x1, lengths1, ids1, selves1, *tangent1 = side1
     x2, lengths2, ids2, selves2, *tangent2 = side2
     device = x1.device
-    # Blocks as a dimension: data (blocks, block, steps, m), self terms (L, steps, blocks,
-    # block), their derivatives (L, steps, P, blocks, block), lengths and ids (blocks, block).
+    # Blocks as a dimension: data (blocks, block, steps, m), self terms' tables (L, steps, 2,
+    # blocks, block), their h (L, steps, P, blocks, block), lengths and ids (blocks, block).
     x1, x2 = (x.view(-1, block, *x.shape[1:]) for x in (x1, x2))
     selves1, selves2, *tangents = (
         t.view(*t.shape[:-1], -1, block) for t in (selves1, selves2, *tangent1, *tangent2)
@@ -839,8 +863,9 @@ def _scan_blocks_mean(
                 tuple(state),
                 x1[b1, :, s1].contiguous(),  # (K, G, block, m)
                 x2[b2, :, s2].contiguous(),
-                selves1[:, s1, b1].transpose(0, 1)[..., None].contiguous(),  # (K, L, G, block, 1)
-                selves2[:, s2, b2].transpose(0, 1)[..., None, :].contiguous(),
+                # (K, L, 2, G, block, 1), (K, L, 2, G, 1, block)
+                selves1[:, s1, :, b1].permute(0, 2, 3, 1, 4)[..., None].contiguous(),
+                selves2[:, s2, :, b2].permute(0, 2, 3, 1, 4)[..., None, :].contiguous(),
                 s1,
                 s2,
                 keep[c : c + unroll],

@@ -1,0 +1,107 @@
+"""The fused engine of this checkout against the one at another git revision, in one process.
+
+The package at ``--against`` is exported (``git archive``) into a temporary folder as
+``gpytorch_rntk_old`` and both engines are timed on the same inputs, alternately, best of
+``--repeats``: the Gram matrix (*values*) and the Gram matrix with its forward-mode derivatives
+along the three variances of a zero initial state and their contraction (*gradient*, what an
+exact GP's marginal-likelihood gradient asks of the kernel). The ratios old / new are what a
+change to the engine gains, measured where both run under the same load (these machines are
+noisy); the largest difference between the two engines' results is printed too.
+
+    python benchmarks/compare_revisions.py --against cdceee7 --n 1000 --t 100
+    python benchmarks/compare_revisions.py --against cdceee7 --device cuda --n 4000 --t 150 \\
+        --layers 2 --dtype float32
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import io
+import subprocess
+import sys
+import tarfile
+import tempfile
+from pathlib import Path
+
+import torch
+from gram import VARIANCES, make_inputs, timed  # beside this script
+
+import gpytorch_rntk.fused
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def load_revision(revision: str, folder: Path):
+    """The ``fused`` module of the package at ``revision``, imported as ``gpytorch_rntk_old``
+    (its modules import each other relatively)."""
+    archive = subprocess.run(
+        ["git", "archive", revision, "gpytorch_rntk"], cwd=ROOT, capture_output=True, check=True
+    ).stdout
+    with tarfile.open(fileobj=io.BytesIO(archive)) as tar:
+        tar.extractall(folder, filter="data")
+    (folder / "gpytorch_rntk").rename(folder / "gpytorch_rntk_old")
+    sys.path.insert(0, str(folder))
+    return importlib.import_module("gpytorch_rntk_old.fused")
+
+
+def main(argv=None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--against", required=True, help="git revision of the old engine")
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--n", type=int, default=1000)
+    parser.add_argument("--t", type=int, default=100)
+    parser.add_argument("--layers", type=int, default=1)
+    parser.add_argument("--nonlinearity", default="relu", choices=["relu", "erf"])
+    parser.add_argument("--dtype", default="float64", choices=["float32", "float64"])
+    parser.add_argument("--repeats", type=int, default=3)
+    args = parser.parse_args(argv)
+    dtype, device = getattr(torch, args.dtype), torch.device(args.device)
+    x, lengths = make_inputs(args.n, args.t, dtype, device, variable=True)
+    with tempfile.TemporaryDirectory() as folder:
+        engines = {"old": load_revision(args.against, Path(folder)), "new": gpytorch_rntk.fused}
+
+        def run(module, gradient: bool):
+            variances = [
+                torch.tensor(v, dtype=dtype, device=device, requires_grad=gradient)
+                for v in VARIANCES[args.nonlinearity]
+            ]
+            gram = module.fused_kernel(
+                x, lengths, x, lengths, variances, nonlinearity=args.nonlinearity,
+                num_layers=args.layers,
+            )  # fmt: skip
+            if not gradient:
+                return gram
+            # the contraction an MLL gradient does, with a fixed weight matrix
+            grads = torch.autograd.grad((gram * gram.detach()).sum(), variances)
+            return torch.cat([gram.detach().reshape(-1), torch.stack(grads)])
+
+        seconds, results = {}, {}
+        for mode in ("values", "gradient"):
+            for name, module in engines.items():
+                results[name, mode] = run(module, mode == "gradient")  # compile, warm up
+            for _ in range(args.repeats):
+                for name, module in engines.items():
+                    elapsed, _, _ = timed(lambda m=module, g=mode == "gradient": run(m, g), device)
+                    seconds[name, mode] = min(seconds.get((name, mode), elapsed), elapsed)
+    print(
+        f"device {args.device}, N {args.n}, T {args.t} (lengths over [T/4, T]), L {args.layers}, "
+        f"{args.nonlinearity}, {args.dtype}, old = {args.against}, best of {args.repeats}"
+    )
+    print("| mode | old_s | new_s | old/new | max_rel_diff |")
+    print("|---|---|---|---|---|")
+    for mode in ("values", "gradient"):
+        old, new = results["old", mode], results["new", mode]
+        diff = ((new - old).abs() / old.abs().clamp(min=1e-30)).max().item()
+        print(
+            f"| {mode} | {seconds['old', mode]:.4g} | {seconds['new', mode]:.4g} | "
+            f"{seconds['old', mode] / seconds['new', mode]:.2f} | {diff:.1e} |"
+        )
+    print(
+        f"gradient/values: old {seconds['old', 'gradient'] / seconds['old', 'values']:.2f}, "
+        f"new {seconds['new', 'gradient'] / seconds['new', 'values']:.2f}"
+    )
+
+
+if __name__ == "__main__":
+    main()
