@@ -1,12 +1,13 @@
 """The fused engine of this checkout against the one at another git revision, in one process.
 
-The package at ``--against`` is exported (``git archive``) into a temporary folder as
-``gpytorch_rntk_old`` and both engines are timed on the same inputs, alternately, best of
-``--repeats``: the Gram matrix (*values*) and the Gram matrix with its forward-mode derivatives
-along the three variances of a zero initial state and their contraction (*gradient*, what an
-exact GP's marginal-likelihood gradient asks of the kernel). The ratios old / new are what a
-change to the engine gains, measured where both run under the same load (these machines are
-noisy); the largest differences between the two engines' results are printed too.
+The package at ``--against`` (a git revision, or a folder holding an older checkout) is copied
+into a temporary folder as ``gpytorch_rntk_old`` and both engines are timed on the same inputs,
+alternately, best of ``--repeats``: the Gram matrix (*values*) and the Gram matrix with its
+forward-mode derivatives along the three variances of a zero initial state and their
+contraction (*gradient*, what an exact GP's marginal-likelihood gradient asks of the kernel).
+The ratios old / new are what a change to the engine gains, measured where both run under the
+same load (these machines are noisy); the largest differences between the two engines' results
+are printed too.
 
     python benchmarks/compare_revisions.py --against cdceee7 --n 1000 --t 100
     python benchmarks/compare_revisions.py --against cdceee7 --device cuda --n 4000 --t 150 \\
@@ -18,6 +19,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import io
+import shutil
 import subprocess
 import sys
 import tarfile
@@ -33,21 +35,30 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def load_revision(revision: str, folder: Path):
-    """The ``fused`` module of the package at ``revision``, imported as ``gpytorch_rntk_old``
-    (its modules import each other relatively)."""
-    archive = subprocess.run(
-        ["git", "archive", revision, "gpytorch_rntk"], cwd=ROOT, capture_output=True, check=True
-    ).stdout
-    with tarfile.open(fileobj=io.BytesIO(archive)) as tar:
-        tar.extractall(folder, filter="data")
-    (folder / "gpytorch_rntk").rename(folder / "gpytorch_rntk_old")
+    """The ``fused`` module of the package at ``revision`` (a git revision, or a checkout's
+    folder where there is no git history), imported as ``gpytorch_rntk_old`` (its modules
+    import each other relatively)."""
+    if Path(revision).is_dir():
+        shutil.copytree(Path(revision) / "gpytorch_rntk", folder / "gpytorch_rntk_old")
+    else:
+        archive = subprocess.run(
+            ["git", "archive", revision, "gpytorch_rntk"],
+            cwd=ROOT,
+            capture_output=True,
+            check=True,
+        ).stdout
+        with tarfile.open(fileobj=io.BytesIO(archive)) as tar:
+            tar.extractall(folder, filter="data")
+        (folder / "gpytorch_rntk").rename(folder / "gpytorch_rntk_old")
     sys.path.insert(0, str(folder))
     return importlib.import_module("gpytorch_rntk_old.fused")
 
 
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--against", required=True, help="git revision of the old engine")
+    parser.add_argument(
+        "--against", required=True, help="the old engine: a git revision or a checkout's folder"
+    )
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--n", type=int, default=1000)
     parser.add_argument("--t", type=int, default=100)
