@@ -4,11 +4,15 @@ For an exact GP with ``ScaleKernel(RNTKKernel)`` on ``N`` sequences with lengths
 ``[T/4, T]``: *forward* is the negative marginal log likelihood without gradients (the Gram
 matrix, its Cholesky factor, the solve), *gradient* the same loss and its backward pass for all
 hyperparameters. The printed ratio gradient / forward is issue 5's target (at most 3); the
-gradients of each engine are compared with the first one's. Best of ``--repeats`` after one
-warm-up call (compilation) per engine.
+loss and gradients of each row are compared with the first row's. ``--mlls``: GPyTorch's
+``ExactMarginalLogLikelihood`` (``gpytorch``, which differentiates through the Cholesky
+factorisation) and/or :class:`~gpytorch_rntk.mlls.CholeskyMarginalLogLikelihood`
+(``cholesky``, the same loss with the covariance's gradient written down). Best of
+``--repeats`` after one warm-up call (compilation) per row.
 
     python benchmarks/mll_gradient.py --device cuda --n 2000 5000 --t 100
     python benchmarks/mll_gradient.py --n 500 --t 50 --engines fused tensor   # CPU, quick
+    python benchmarks/mll_gradient.py --n 2000 --engines fused --mlls gpytorch cholesky
     python benchmarks/mll_gradient.py --device cuda --n 2000 --engines fused --triton-tile 16 32 8
 """
 
@@ -21,6 +25,12 @@ import torch
 from gram import add_triton_tile_option, timed, use_triton_tile  # beside this script
 
 from gpytorch_rntk import RNTKKernel
+from gpytorch_rntk.mlls import CholeskyMarginalLogLikelihood
+
+MLLS = {
+    "gpytorch": gpytorch.mlls.ExactMarginalLogLikelihood,
+    "cholesky": CholeskyMarginalLogLikelihood,
+}
 
 
 class _GP(gpytorch.models.ExactGP):
@@ -44,9 +54,9 @@ def run_case(n: int, steps: int, args) -> list[str]:
     x = torch.cat([lengths[:, None].to(dtype), values], 1).to(device)
     y = torch.randn(n, dtype=dtype, generator=gen).to(device)
     rows, reference = [], None
-    for engine in args.engines:
+    for engine, mll_name in ((e, m) for e in args.engines for m in args.mlls):
         model = _GP(x, y, engine, args.layers).to(device=device, dtype=dtype)
-        mll = gpytorch.mlls.ExactMarginalLogLikelihood(model.likelihood, model)
+        mll = MLLS[mll_name](model.likelihood, model)
         parameters = [p for _, p in sorted(model.named_parameters())]
 
         def forward(model=model, mll=mll):
@@ -69,7 +79,7 @@ def run_case(n: int, steps: int, args) -> list[str]:
         reference = out if reference is None else reference
         difference = ((out - reference).abs() / reference.abs().clamp(min=1e-300)).max().item()
         rows.append(
-            f"| {engine} | {n} | {steps} | {args.layers} | {args.dtype} | "
+            f"| {engine} | {mll_name} | {n} | {steps} | {args.layers} | {args.dtype} | "
             f"{seconds['forward']:.4g} | {seconds['gradient']:.4g} | "
             f"{seconds['gradient'] / seconds['forward']:.2f} | {difference:.1e} |"
         )
@@ -84,15 +94,17 @@ def main(argv=None) -> None:
     parser.add_argument("--layers", type=int, default=1)
     parser.add_argument("--dtype", default="float64", choices=["float32", "float64"])
     parser.add_argument("--engines", nargs="+", default=["fused", "tensor"])
+    parser.add_argument("--mlls", nargs="+", default=["gpytorch"], choices=list(MLLS))
     parser.add_argument("--repeats", type=int, default=3)
     add_triton_tile_option(parser)  # the forward-mode kernel's
     args = parser.parse_args(argv)
     use_triton_tile(args.triton_tile, [getattr(torch, args.dtype)], forward_mode=True)
     print(f"device {args.device}, torch {torch.__version__}, {torch.get_num_threads()} threads")
     print(
-        "| engine | N | T | L | dtype | forward_s | gradient_s | gradient/forward | max_rel_diff |"
+        "| engine | mll | N | T | L | dtype | forward_s | gradient_s | gradient/forward "
+        "| max_rel_diff |"
     )
-    print("|---|---|---|---|---|---|---|---|---|")
+    print("|---|---|---|---|---|---|---|---|---|---|")
     for n in args.n:
         for steps in args.t:
             for row in run_case(n, steps, args):

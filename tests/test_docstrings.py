@@ -10,6 +10,7 @@ import gpytorch_rntk.functional
 import gpytorch_rntk.gram
 import gpytorch_rntk.kernels
 import gpytorch_rntk.layout
+import gpytorch_rntk.mlls
 import gpytorch_rntk.models
 
 
@@ -21,6 +22,7 @@ import gpytorch_rntk.models
         gpytorch_rntk.functional,
         gpytorch_rntk.gram,
         gpytorch_rntk.models,
+        gpytorch_rntk.mlls,
     ],
 )
 def test_docstring_examples(module):
