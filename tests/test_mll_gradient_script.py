@@ -1,4 +1,5 @@
-"""benchmarks/mll_gradient.py: a small run whose engines must agree on the loss and gradients."""
+"""benchmarks/mll_gradient.py and mll_linear_algebra.py: small runs whose rows must agree on the
+loss and gradients."""
 
 from __future__ import annotations
 
@@ -31,3 +32,22 @@ def test_engines_agree(monkeypatch, capsys):
         assert forward > 0 and gradient > 0 and abs(ratio - gradient / forward) < 0.01 * ratio
     # loss and every hyperparameter's gradient against the first row's (float64)
     assert float(rows[0][9]) == 0 and all(float(row[9]) < 1e-10 for row in rows[1:])
+
+
+def test_linear_algebra_agrees(monkeypatch, capsys):
+    monkeypatch.syspath_prepend(str(BENCHMARKS))
+    spec = importlib.util.spec_from_file_location(
+        "mll_linear_algebra", BENCHMARKS / "mll_linear_algebra.py"
+    )
+    module = importlib.util.module_from_spec(spec)
+    monkeypatch.setitem(sys.modules, spec.name, module)
+    spec.loader.exec_module(module)
+
+    module.main(["--n", "40", "--repeats", "1"])
+    rows = [line.split("|")[1:-1] for line in capsys.readouterr().out.splitlines()[3:]]
+    assert [row[1].strip() for row in rows] == ["gpytorch", "cholesky"]
+    for row in rows:
+        forward, gradient = float(row[2]), float(row[3])
+        assert forward > 0 and gradient > 0
+    # the written-down d/dK against PyTorch's Cholesky backward (float64)
+    assert float(rows[0][5]) == 0 and float(rows[1][5]) < 1e-12
