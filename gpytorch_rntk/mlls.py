@@ -105,7 +105,9 @@ class _GaussianLogProb(torch.autograd.Function):
         factor, alpha = ctx.saved_tensors
         d_diff = -grad.unsqueeze(-1) * alpha
         d_covariance = None
-        if ctx.needs_input_grad[1]:
-            outer = alpha.unsqueeze(-1) * alpha.unsqueeze(-2)
-            d_covariance = (0.5 * grad)[..., None, None] * (outer - torch.cholesky_inverse(factor))
+        if ctx.needs_input_grad[1]:  # two N x N buffers
+            d_covariance = (alpha.unsqueeze(-1) * alpha.unsqueeze(-2)).sub_(
+                torch.cholesky_inverse(factor)
+            )
+            d_covariance.mul_((0.5 * grad)[..., None, None])
         return d_diff, d_covariance

@@ -17,7 +17,7 @@ timeout 150 python3 -m pytest -q -x -p no:cacheprovider -k "cuda and (triton or 
 # 2. an exact GP's marginal-likelihood gradient against its forward (issue 5: at most 3x), with
 # GPyTorch's MLL and with CholeskyMarginalLogLikelihood; then the linear algebra alone
 m="python3 benchmarks/mll_gradient.py --device cuda --mlls gpytorch cholesky"
-timeout 100 $m --n 2000 --t 100 --engines fused tensor 2>&1 | tee "$out/mll.log"
+timeout 100 $m --n 2000 --t 100 --engines fused tensor --repeats 2 2>&1 | tee "$out/mll.log"
 timeout 60 $m --n 5000 --t 100 --engines fused 2>&1 | tail -2 | tee -a "$out/mll.log"
 timeout 70 $m --n 10000 --t 150 --layers 2 --dtype float32 --engines fused 2>&1 | tail -2 | tee -a "$out/mll.log"
 timeout 40 python3 benchmarks/mll_linear_algebra.py --device cuda --n 2000 5000 2>&1 | tee "$out/la.log"
