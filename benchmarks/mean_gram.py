@@ -18,7 +18,7 @@ import argparse
 from functools import partial
 
 import torch
-from gram import timed  # benchmarks/gram.py, beside this script
+from gram import best_of, timed  # benchmarks/gram.py, beside this script
 
 from gpytorch_rntk.functional import RecurrentVariances, recurrent_kernel
 
@@ -34,12 +34,6 @@ def gram_and_gradient(x, lengths, engine: str, grad: bool, weights):
         return k
     grads = torch.autograd.grad((k * weights).sum(), variances)
     return torch.cat([k.detach().flatten(), torch.stack(grads)])
-
-
-def best_of(fn, device, repeats: int = 1) -> tuple[float, torch.Tensor]:
-    """The fastest of ``repeats`` calls (:func:`gram.timed`) and its result."""
-    seconds, _, out = min((timed(fn, device) for _ in range(repeats)), key=lambda r: r[0])
-    return seconds, out
 
 
 COLUMNS = (

@@ -22,7 +22,7 @@ import argparse
 
 import gpytorch
 import torch
-from gram import add_triton_tile_option, timed, use_triton_tile  # beside this script
+from gram import add_triton_tile_option, best_of, use_triton_tile  # beside this script
 
 from gpytorch_rntk import RNTKKernel
 from gpytorch_rntk.mlls import CholeskyMarginalLogLikelihood
@@ -73,9 +73,7 @@ def run_case(n: int, steps: int, args) -> list[str]:
             seconds = {}
             for name, fn in (("forward", forward), ("gradient", gradient)):
                 fn()  # compile and warm up
-                seconds[name], _, out = min(
-                    (timed(fn, device) for _ in range(args.repeats)), key=lambda r: r[0]
-                )
+                seconds[name], out = best_of(fn, device, args.repeats)
         reference = out if reference is None else reference
         difference = ((out - reference).abs() / reference.abs().clamp(min=1e-300)).max().item()
         rows.append(

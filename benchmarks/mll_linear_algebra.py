@@ -18,7 +18,7 @@ import argparse
 
 import gpytorch
 import torch
-from gram import timed  # beside this script
+from gram import best_of  # beside this script
 from linear_operator.operators import DenseLinearOperator
 
 from gpytorch_rntk.mlls import _GaussianLogProb
@@ -53,10 +53,7 @@ def run_case(n: int, dtype, device, repeats: int) -> list[str]:
         with gpytorch.settings.max_cholesky_size(10**9):
             for mode, fn in (("forward", forward), ("gradient", gradient)):
                 fn(loss)  # warm up
-                seconds[mode], _, out = min(
-                    (timed(lambda fn=fn, loss=loss: fn(loss), device) for _ in range(repeats)),
-                    key=lambda r: r[0],
-                )
+                seconds[mode], out = best_of(lambda fn=fn, loss=loss: fn(loss), device, repeats)
         reference = out if reference is None else reference
         diff = ((out - reference).abs().max() / reference.abs().max()).item()
         rows.append(
