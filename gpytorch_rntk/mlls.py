@@ -23,7 +23,7 @@ class CholeskyMarginalLogLikelihood(gpytorch.mlls.ExactMarginalLogLikelihood):
     GPyTorch adds it), plus the priors and added loss terms, over :math:`N`. GPyTorch
     differentiates through the factorisation, and PyTorch's Cholesky backward costs two
     triangular solves with :math:`N` right-hand sides and two :math:`N \times N` products,
-    5.6x to 8.4x the factorisation on a CPU (:math:`N` = 2000 to 4000, docs/performance.md).
+    6.7x and 8.5x the forward on a CPU at :math:`N` = 2000 and 4000 (docs/performance.md).
     Here the gradient with respect to :math:`K` is written down,
 
     .. math::

@@ -31,7 +31,8 @@ b="python3 benchmarks/gram.py --device cuda --sizes 10000 --steps 150 --layers 2
 timeout 60 $b --dtypes float32 float64 --variable both 2>&1 | tee "$out/target.log"
 # 5. forward-mode tiles against TILES' (float64: 16 x 16, 8 warps)
 for tile in "16 32 8" "16 32 4" "32 32 8"; do
-    timeout 30 $m --n 2000 --t 100 --engines fused --mlls cholesky --triton-tile $tile 2>&1 | tail -1 | tee -a "$out/mll.log"
+    timeout 30 python3 benchmarks/mll_gradient.py --device cuda --mlls cholesky --n 2000 --t 100 \
+        --engines fused --triton-tile $tile 2>&1 | tail -1 | tee -a "$out/mll.log"
 done
 # 6. memory of a 20000 x 20000 float32 Gram, T = 100
 timeout 30 python3 benchmarks/gram.py --device cuda --memory 20000 100 2>&1 | tee "$out/memory.log"
