@@ -218,7 +218,7 @@ def recurrent_grams(x: np.ndarray, grid: dict) -> Iterator[tuple[dict, dict[str,
             )
         )
         options: dict = {"num_layers": setting["num_layers"]}
-        if setting["readout"] != "last":  # needs a recurrent_kernel with the readout option
+        if setting["readout"] != "last":
             options["readout"] = setting["readout"]
         grams = {}
         for kind in RECURRENT_KINDS:
@@ -419,8 +419,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--readouts",
         default=None,
-        help="comma-separated readouts to add to the grid's RNTK/NNGP settings, e.g. last,mean "
-        "(anything but 'last' needs a recurrent_kernel with a readout option)",
+        help="comma-separated readouts to add to the grid's RNTK/NNGP settings, e.g. last,mean",
     )
     parser.add_argument(
         "--selection",

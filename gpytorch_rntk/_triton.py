@@ -3,7 +3,8 @@
 Runs on CUDA, and on CPU tensors under Triton's interpreter (``TRITON_INTERPRET=1``), which is
 how the tests check it without a GPU. Every layer's state, and in forward mode each direction's
 derivatives beside it, are tuples of tiles held in registers; :data:`TILES` keeps them from
-spilling for up to :data:`MAX_LAYERS` layers, and deeper networks use the compiled path.
+spilling for up to :data:`MAX_LAYERS` layers (but for float32 values at three layers, 144
+bytes), and deeper networks use the compiled path.
 """
 
 from __future__ import annotations
@@ -318,7 +319,7 @@ def _cross_kernel(
 # One program's tile (rows x columns) and warps, for values only and for forward mode (whose
 # state per pair is 1 + P times larger), by dtype: tiles that ptxas compiles for sm_90 without
 # spilling registers up to three layers and four directions (benchmarks/triton_registers.py;
-# float32 values keep the measured 32 x 64, 4 warps, which spill 56 bytes at three layers).
+# float32 values keep the measured 32 x 64, 4 warps, which spill 144 bytes at three layers).
 TILES = {
     (torch.float32, False): (32, 64, 4),
     (torch.float64, False): (32, 32, 8),

@@ -1,6 +1,6 @@
 r"""Bayesian optimisation over sequences with BoTorch.
 
-A sequence enters BoTorch as one row of the layout of SPEC section 5: column 0 holds the length,
+A sequence enters BoTorch as one row of the layout of :doc:`/layout`: column 0 holds the length,
 then the steps, right-padded with zeros (``D = 1 + T_max * m``), or only the steps for fixed-length
 problems (``D = T * m``). The kernels round and clamp the length and ignore every value past it,
 so BoTorch's optimisers may write anything there. This module adds only what BoTorch lacks:
@@ -81,7 +81,7 @@ def sequence_gp(
     default kernel.
 
     Args:
-        train_x: ``(..., n, D)`` training sequences in the layout of SPEC section 5
+        train_x: ``(..., n, D)`` training sequences in the layout of :doc:`/layout`
             (see :func:`~gpytorch_rntk.encode_sequences`).
         train_y: ``(..., n, k)`` observations.
         input_dim: The step dimension ``m``.

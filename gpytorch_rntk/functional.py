@@ -1,4 +1,4 @@
-r"""The RNTK and RNN-NNGP recursions as plain tensor functions (SPEC sections 2-4).
+r"""The RNTK and RNN-NNGP recursions as plain tensor functions (:doc:`/kernels`).
 
 Everything here works on batches of pairs in one pass through time. A *pair state* is a tensor
 of any broadcastable shape, ``(..., N, N')`` for a Gram matrix or ``(..., N)`` for paired rows;
@@ -50,7 +50,7 @@ Mask = Tensor | bool
 
 
 class RecurrentVariances(NamedTuple):
-    r"""The variances of SPEC section 1, each broadcastable against a pair state.
+    r"""The variances of the network (:doc:`/kernels`), each broadcastable against a pair state.
 
     ``recurrent_var`` is :math:`\sigma_w^2`, ``input_var`` :math:`\sigma_u^2`, ``bias_var``
     :math:`\sigma_b^2` and ``init_var`` :math:`\sigma_h^2` (0 for ``initial_state="zero"``).
@@ -513,8 +513,9 @@ class _Lanes(NamedTuple):
     """Diagonals ``t' - t = d`` of the time grid packed into lanes that are scanned side by side.
 
     A lane runs ``min(T1, T2)`` cells: one diagonal, or a long one followed by short ones, each
-    starting from the boundary of SPEC section 2. The diagonal ``d = 0``, the only one whose
-    boundary holds the initial state, has a lane of its own and starts at the first cell.
+    starting from the recursion's boundary (:doc:`/kernels`). The diagonal ``d = 0``, the only
+    one whose boundary holds the initial state, has a lane of its own and starts at the first
+    cell.
     """
 
     step1: Tensor  # (cells, G): the first input's step at each cell (its longest when idle)
@@ -721,10 +722,11 @@ def _mean_kernel_block(
     needs_grad: bool,
     block_elements: int,
 ) -> Tensor:
-    r"""The average-pooled kernel (SPEC section 4): the mean of the readout over all time pairs.
+    r"""The average-pooled kernel (:doc:`/kernels`, Variants): the readout's mean over all time
+    pairs.
 
-    Each diagonal ``t' - t = d`` of the ``T x T'`` grid is a scan of its own from the boundary
-    of SPEC section 2 (start-aligned: no input is shifted, the diagonal just starts later in one
+    Each diagonal ``t' - t = d`` of the ``T x T'`` grid is a scan of its own from the recursion's
+    boundary (start-aligned: no input is shifted, the diagonal just starts later in one
     of them). Diagonals are packed into lanes of ``min(T, T')`` cells and as many lanes as fit
     ``block_elements`` run side by side; the self terms of each input are tabulated once. With
     ``values2 = None`` the pairs are self pairs, whose grid is symmetric: ``d >= 0`` counted
@@ -937,14 +939,16 @@ def recurrent_kernel(
 ) -> Tensor:
     r"""The RNTK (or, with ``frozen_layers = num_layers``, the RNN-NNGP kernel) between sequences.
 
-    Computes SPEC section 2 for all pairs in one scan over time, sequences aligned at their last
-    elements. Cost :math:`O(L\,T_{max} N N')` elementwise work; memory :math:`O(L N N')` in row
-    blocks of about ``block_elements`` pairs, never an ``N x N' x T`` tensor. When gradients are
-    needed the scan is checkpointed in chunks of :math:`\sqrt{T}` steps.
+    Computes the recursions of :doc:`/kernels` for all pairs in one scan over time, sequences
+    aligned at their last elements. Cost :math:`O(L\,T_{max} N N')` elementwise work; memory
+    :math:`O(L N N')` in row blocks of about ``block_elements`` pairs, never an ``N x N' x T``
+    tensor. When gradients are needed the scan is checkpointed in chunks of :math:`\sqrt{T}`
+    steps.
 
-    ``readout="mean"`` (SPEC section 4) scans every diagonal :math:`t' - t` of the time grid from
-    its boundary instead: :math:`O(L\,T_{max}^2 N N')` work in the same memory, gradients
-    replaying groups of diagonals that are themselves checkpointed every :math:`\sqrt{T}` cells.
+    ``readout="mean"`` (:doc:`/kernels`, Variants) scans every diagonal :math:`t' - t` of the
+    time grid from its boundary instead: :math:`O(L\,T_{max}^2 N N')` work in the same memory,
+    gradients replaying groups of diagonals that are themselves checkpointed every
+    :math:`\sqrt{T}` cells.
 
     Args:
         values1: ``(..., N, T1, m)`` step values, zero past each length.
@@ -954,11 +958,11 @@ def recurrent_kernel(
         variances: Each broadcastable against ``(..., N, N')`` (e.g. shaped ``(*batch, 1, 1)``).
         nonlinearity: ``"relu"`` or ``"erf"``.
         num_layers: Depth ``L``.
-        frozen_layers: Number of untrained bottom layers (SPEC section 4); ``num_layers`` gives
-            the NNGP kernel.
+        frozen_layers: Number of untrained bottom layers (:doc:`/kernels`, Variants);
+            ``num_layers`` gives the NNGP kernel.
         initial_state: ``"zero"``, ``"per_input"`` (the paper's) or ``"shared"``.
         paired: Compute only ``K(x1_i, x2_i)``, giving ``(..., N)`` (needs ``N == N'``).
-        bidirectional: Add the kernel of the time-reversed sequences (SPEC section 4: two
+        bidirectional: Add the kernel of the time-reversed sequences (:doc:`/kernels`, Variants: two
             independent stacks, readouts summed), which compares sequences aligned at their
             first elements.
         readout: ``"last"`` (the state at the last step) or ``"mean"`` (average pooling over

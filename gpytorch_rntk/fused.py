@@ -514,8 +514,8 @@ def fused_kernel(
     next to the values (the same elementwise pass, so the values are computed once), and keeps
     the derivative of the Gram matrix along each: ``P`` more ``N x N'`` matrices and nothing of
     the scan; the backward pass contracts them with the incoming gradient. On the CPU this costs
-    about 2.5x the value-only scan with the three variances of a zero initial state, on CUDA
-    more (docs/performance.md).
+    2x to 4x the value-only scan with the three variances of a zero initial state (float64
+    about 2x; docs/performance.md).
     """
     if backend == "auto":
         triton = fused_available(values1.device) and num_layers <= TRITON_MAX_LAYERS

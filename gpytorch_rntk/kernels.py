@@ -173,7 +173,7 @@ class _RecurrentKernel(Kernel):
         r"""Evaluate the kernel.
 
         Args:
-            x1: ``(..., N, D)`` sequences in the layout of SPEC section 5.
+            x1: ``(..., N, D)`` sequences in the layout of :doc:`/layout`.
             x2: ``(..., N', D')`` sequences (``forward`` accepts another ``T_max``).
             diag: Return only ``K(x1_i, x2_i)``, ``(..., N)``, in :math:`O(L\,T N)`
                 (:math:`O(L\,T^2 N)` with ``readout="mean"``).
@@ -236,7 +236,7 @@ class RNTKKernel(_RecurrentKernel):
     With ``readout="mean"`` the network is read out through average pooling over time,
     :math:`f(x) = v^\top \frac{1}{T}\sum_t h^{L,t}(x) / \sqrt{n}`, and the kernel is the mean of
     the readout over every time pair :math:`(t, t')`, each diagonal :math:`t' - t` starting from
-    the recursion's boundary (SPEC section 4):
+    the recursion's boundary (:doc:`/kernels`, Variants):
     :math:`\Theta_{avg}(x,x') = \frac{1}{T T'}\sum_{t,t'} V[S^{L}(t,t')]
     + V'[S^{L}(t,t')]\,\Theta^{L}(t,t')`.
 
@@ -252,10 +252,10 @@ class RNTKKernel(_RecurrentKernel):
         initial_state: ``"zero"`` (no initial-state term), ``"per_input"`` (the paper's: initial
             states correlated only for identical inputs) or ``"shared"`` (one initial state for
             all inputs). The latter two add the hyperparameter ``init_var``.
-        variable_length: Whether inputs carry the length column (SPEC section 5).
+        variable_length: Whether inputs carry the length column (:doc:`/layout`).
         bidirectional: Add the kernel of the time-reversed sequences (a bidirectional RNN,
-            SPEC section 4): sequences are then also compared aligned at their first elements.
-            Twice the cost.
+            :doc:`/kernels`, Variants): sequences are then also compared aligned at their first
+            elements. Twice the cost.
         frozen_layers: The NTK of a network whose first ``frozen_layers`` layers are not trained;
             ``num_layers`` gives the NNGP kernel.
         readout: ``"last"`` (the paper's: the state at the last step) or ``"mean"`` (average

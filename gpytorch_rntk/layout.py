@@ -1,4 +1,4 @@
-"""The tensor layout of batches of sequences (SPEC section 5).
+"""The tensor layout of batches of sequences (:doc:`/layout`).
 
 GPyTorch reads the last dimension of an input as features and BoTorch refuses NaN inputs, so a
 batch of sequences of different lengths is one float tensor ``(..., N, D)``:
