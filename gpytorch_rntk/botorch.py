@@ -45,7 +45,7 @@ from gpytorch.kernels import ScaleKernel
 from torch import Tensor
 
 from .kernels import kernel_class
-from .layout import split_layout
+from .layout import check_positive_int, split_layout
 
 __all__ = [
     "canonicalize_sequences",
@@ -107,6 +107,11 @@ def sequence_gp(
         >>> model.posterior(train_x[:2]).mean.shape
         torch.Size([2, 1])
     """
+    if train_y.dim() < 2 or train_y.shape[-2] != train_x.shape[-2]:
+        raise ValueError(
+            f"train_y must be (..., n, k) with n = {train_x.shape[-2]} (the rows of train_x), "
+            f"got shape {tuple(train_y.shape)}."
+        )
     batch_shape = train_x.shape[:-2]
     if train_y.dim() >= 2 and train_y.shape[-1] > 1:
         batch_shape = batch_shape + train_y.shape[-1:]
@@ -114,9 +119,11 @@ def sequence_gp(
     covar_module = ScaleKernel(
         kernel_class(kernel)(input_dim, **kernel_kwargs), batch_shape=kernel_kwargs["batch_shape"]
     )
-    return SingleTaskGP(
+    model = SingleTaskGP(
         train_x, train_y, train_Yvar=train_yvar, covar_module=covar_module, input_transform=None
-    )
+    )  # rejects NaN inputs with BoTorch's InputDataError
+    split_layout(train_x, input_dim, covar_module.base_kernel.variable_length)  # the width
+    return model
 
 
 def sequence_bounds(
@@ -151,11 +158,11 @@ def sequence_bounds(
         tensor([[ 2., -1., -1., -1.],
                 [ 3.,  1.,  2.,  3.]])
     """
-    if int(max_len) != max_len or max_len < 1:
-        raise ValueError(f"max_len must be a positive integer, got {max_len!r}.")
+    max_len = check_positive_int(max_len, "max_len")
+    input_dim = check_positive_int(input_dim, "input_dim")
     if not variable_length:
         min_len = max_len
-    if int(min_len) != min_len or not 1 <= min_len <= max_len:
+    if check_positive_int(min_len, "min_len") > max_len:
         raise ValueError(f"min_len must be an integer in [1, max_len={max_len}], got {min_len!r}.")
     like = lower if isinstance(lower, Tensor) else upper if isinstance(upper, Tensor) else None
     if dtype is None:
@@ -177,6 +184,8 @@ def sequence_bounds(
             ) from None
 
     lo, hi = per_step(lower, "lower").reshape(-1), per_step(upper, "upper").reshape(-1)
+    if not (torch.isfinite(lo).all() and torch.isfinite(hi).all()):
+        raise ValueError("The bounds must be finite.")
     if (lo > hi).any():
         raise ValueError("Every lower bound must be at most the matching upper bound.")
     bounds = torch.stack([lo, hi])
@@ -281,8 +290,11 @@ def optimize_acqf_variable_length(
         (torch.Size([1, 5]), True)
     """
     width = bounds.shape[-1]
+    input_dim = check_positive_int(input_dim, "input_dim")
     if bounds.dim() != 2 or bounds.shape[0] != 2:
         raise ValueError(f"bounds must have shape (2, D), got {tuple(bounds.shape)}.")
+    if not torch.isfinite(bounds).all():
+        raise ValueError("The bounds must be finite.")
     if (width - 1) % input_dim != 0 or width < 1 + input_dim:
         raise ValueError(
             f"bounds of width {width} do not fit the variable-length layout 1 + T_max * "
@@ -292,6 +304,8 @@ def optimize_acqf_variable_length(
     if lengths is None:
         low, high = bounds[:, 0].tolist()
         lengths = range(max(1, round(low)), min(max_len, round(high)) + 1)
+    if any(int(t) != t for t in lengths):
+        raise ValueError(f"lengths must be integers, got {list(lengths)}.")
     lengths = sorted({int(t) for t in lengths})
     if not lengths or lengths[0] < 1 or lengths[-1] > max_len:
         raise ValueError(f"lengths must be a non-empty set of integers in [1, {max_len}].")

@@ -13,13 +13,15 @@ active while ``T_i >= r``.
 from __future__ import annotations
 
 import math
+import numbers
 from collections.abc import Callable
 from functools import partial
 from typing import NamedTuple
 
 import torch
 from torch import Tensor
-from torch.autograd.function import once_differentiable
+
+from .layout import check_positive_int
 
 __all__ = [
     "NONLINEARITIES",
@@ -27,6 +29,7 @@ __all__ = [
     "READOUTS",
     "RecurrentVariances",
     "check_options",
+    "check_sequences",
     "erf_dual",
     "identical_rows",
     "recurrent_kernel",
@@ -323,7 +326,10 @@ class _ReplayedScan(torch.autograd.Function):
     The forward runs without building a graph, so neither the steps' tensors nor the graph's
     many small objects stay alive between the chunks (the latter fragment the CPU heap badly).
     The backward recomputes the chunk with autograd on and differentiates it with
-    :func:`torch.autograd.grad`, which keeps an outer ``torch.autograd.grad`` working.
+    :func:`torch.autograd.grad`, which keeps an outer ``torch.autograd.grad`` working. Under
+    ``create_graph=True`` it replays the saved inputs themselves and keeps the graph, so that
+    its gradients are differentiable again (second derivatives, at the memory of plain
+    autograd).
     """
 
     @staticmethod
@@ -334,11 +340,14 @@ class _ReplayedScan(torch.autograd.Function):
             return run(*inputs)
 
     @staticmethod
-    @once_differentiable
     def backward(ctx, *grad_outputs: Tensor):
         needs = ctx.needs_input_grad[1:]
+        higher = torch.is_grad_enabled()  # create_graph=True
+        # one node per input slot (an input may fill several): under create_graph a view of
+        # it, still attached; else a detached leaf
         inputs = [
-            t.detach().requires_grad_(n) for t, n in zip(ctx.saved_tensors, needs, strict=True)
+            (t.view_as(t) if n else t) if higher else t.detach().requires_grad_(n)
+            for t, n in zip(ctx.saved_tensors, needs, strict=True)
         ]
         with torch.enable_grad():
             outputs = ctx.run(*inputs)
@@ -347,13 +356,17 @@ class _ReplayedScan(torch.autograd.Function):
             for o, g in zip(outputs, grad_outputs, strict=True)
             if g is not None and o.requires_grad
         ]
-        wanted = [t for t in inputs if t.requires_grad]
+        wanted = [t for t, n in zip(inputs, needs, strict=True) if n]
         grads = iter(
             torch.autograd.grad(
-                [o for o, _ in used], wanted, [g for _, g in used], allow_unused=True
+                [o for o, _ in used],
+                wanted,
+                [g for _, g in used],
+                allow_unused=True,
+                create_graph=higher,
             )
         )
-        return (None, *(next(grads) if t.requires_grad else None for t in inputs))
+        return (None, *(next(grads) if n else None for n in needs))
 
 
 def _recomputed(
@@ -850,14 +863,97 @@ def check_options(
         raise ValueError(
             f"Unknown initial_state {initial_state!r}; choose one of {list(INITIAL_STATES)}."
         )
-    if int(num_layers) != num_layers or num_layers < 1:
-        raise ValueError(f"num_layers must be a positive integer, got {num_layers!r}.")
-    if not 0 <= frozen_layers <= num_layers:
+    check_positive_int(num_layers, "num_layers")
+    integer = isinstance(frozen_layers, numbers.Integral) and not isinstance(frozen_layers, bool)
+    if not integer or not 0 <= frozen_layers <= num_layers:
         raise ValueError(
-            f"frozen_layers must be in [0, num_layers={num_layers}], got {frozen_layers}."
+            f"frozen_layers must be an integer in [0, num_layers={num_layers}], got "
+            f"{frozen_layers!r}."
         )
     if readout not in READOUTS:
         raise ValueError(f"Unknown readout {readout!r}; choose one of {list(READOUTS)}.")
+
+
+def check_sequences(
+    values1: Tensor,
+    lengths1: Tensor,
+    values2: Tensor | None = None,
+    lengths2: Tensor | None = None,
+    variances: RecurrentVariances | None = None,
+    *,
+    paired: bool = False,
+) -> None:
+    """Raise a ``TypeError`` or ``ValueError`` naming what is wrong with a kernel function's
+    sequences (``(..., N, T, m)`` floating values, ``(..., N)`` integer lengths in ``[1, T]``,
+    finite; both sides of one dtype, device and ``m``) or variances (finite, non-negative).
+    Checks the values with one synchronisation."""
+    sides = {"values1": (values1, lengths1)}
+    if values2 is not None:
+        sides["values2"] = (values2, lengths2)
+    flags, messages = [], []
+    for name, (values, lengths) in sides.items():
+        if not isinstance(values, Tensor) or not values.is_floating_point():
+            found = values.dtype if isinstance(values, Tensor) else type(values).__name__
+            raise TypeError(f"{name} must be a floating-point tensor, got {found}.")
+        if values.dim() < 3 or 0 in values.shape[-2:]:
+            raise ValueError(
+                f"{name} must have shape (..., N, T, m) with T, m >= 1, got {tuple(values.shape)}."
+            )
+        if not isinstance(lengths, Tensor) or lengths.is_floating_point() or lengths.is_complex():
+            found = lengths.dtype if isinstance(lengths, Tensor) else type(lengths).__name__
+            raise TypeError(f"The lengths of {name} must be an integer tensor, got {found}.")
+        if lengths.device != values.device:
+            raise ValueError(
+                f"The lengths of {name} are on {lengths.device}, {name} on {values.device}."
+            )
+        if lengths.shape != values.shape[:-2]:
+            raise ValueError(
+                f"The lengths of {name} have shape {tuple(lengths.shape)}; {name} "
+                f"{tuple(values.shape)} needs {tuple(values.shape[:-2])}."
+            )
+        steps = values.shape[-2]
+        flags += [((lengths < 1) | (lengths > steps)).any(), ~torch.isfinite(values).all()]
+        messages += [f"The lengths of {name} must be in [1, T = {steps}].", f"{name} has NaN/inf."]
+    if values2 is not None:
+        if values2.dtype != values1.dtype or values2.device != values1.device:
+            raise ValueError(
+                f"values1 ({values1.dtype}, {values1.device}) and values2 ({values2.dtype}, "
+                f"{values2.device}) must share a dtype and a device."
+            )
+        if values2.shape[-1] != values1.shape[-1]:
+            raise ValueError(
+                f"values1 has m = {values1.shape[-1]} values per step and values2 "
+                f"{values2.shape[-1]}; they must agree."
+            )
+        if paired and values2.shape[-3] != values1.shape[-3]:
+            raise ValueError(
+                f"paired needs as many sequences on both sides, got {values1.shape[-3]} and "
+                f"{values2.shape[-3]}."
+            )
+    for name, v in zip(RecurrentVariances._fields, variances or (), strict=False):
+        v = torch.as_tensor(v, device=values1.device).detach()
+        flags.append(~(torch.isfinite(v) & (v >= 0)).all())
+        messages.append(f"{name} must be finite and non-negative.")
+    for bad, message in zip(torch.stack(flags).tolist(), messages, strict=True):
+        if bad:
+            raise ValueError(message)
+
+
+def _empty_gram(values1, values2, variances, paired: bool) -> Tensor | None:
+    """The ``(..., N, N')`` (``(..., N)`` if ``paired``) result when a side has no sequences."""
+    n1, n2 = values1.shape[-3], values2.shape[-3]
+    if n1 and n2:
+        return None
+    batch = _batch_shape(values1, values2, variances)
+    return values1.new_zeros(*batch, n1) if paired else values1.new_zeros(*batch, n1, n2)
+
+
+def _batch_shape(values1: Tensor, values2: Tensor, variances: RecurrentVariances) -> torch.Size:
+    return torch.broadcast_shapes(
+        values1.shape[:-3],
+        values2.shape[:-3],
+        *(v.shape[:-2] for v in variances if isinstance(v, Tensor) and v.dim() >= 2),
+    )
 
 
 def _plus_reversed(kernel_fn: Callable[..., Tensor], *sequences: Tensor) -> Tensor:
@@ -980,6 +1076,10 @@ def recurrent_kernel(
         ``(..., N, N')``, or ``(..., N)`` if ``paired``.
     """
     check_options(nonlinearity, initial_state, num_layers, frozen_layers, readout)
+    check_sequences(values1, lengths1, values2, lengths2, variances, paired=paired)
+    empty = _empty_gram(values1, values2, variances, paired)
+    if empty is not None:
+        return empty
     if bidirectional:
         return _plus_reversed(
             partial(
@@ -1035,11 +1135,7 @@ def recurrent_kernel(
             values1, lengths1, values2, lengths2, same, _pair_variances(variances), **options
         )
     n1, n2 = values1.shape[-3], values2.shape[-3]
-    batch = torch.broadcast_shapes(
-        values1.shape[:-3],
-        values2.shape[:-3],
-        *(v.shape[:-2] for v in variances if isinstance(v, Tensor) and v.dim() >= 2),
-    )
+    batch = _batch_shape(values1, values2, variances)
     rows = max(1, block_elements // max(1, math.prod(batch) * n2))
     symmetric = values1 is values2 and lengths1 is lengths2
     if symmetric:  # K(x, x): compute the blocks on and above the diagonal, mirror the rest
@@ -1088,6 +1184,10 @@ def recurrent_kernel_diag(
     Args are as for :func:`recurrent_kernel`; returns ``(..., N)``.
     """
     check_options(nonlinearity, initial_state, num_layers, frozen_layers, readout)
+    check_sequences(values, lengths, variances=variances)
+    empty = _empty_gram(values, values, variances, paired=True)
+    if empty is not None:
+        return empty
     if bidirectional:
         return _plus_reversed(
             partial(

@@ -29,7 +29,6 @@ import os
 
 import torch
 from torch import Tensor
-from torch.autograd.function import once_differentiable
 
 from .functional import (
     NONLINEARITIES,
@@ -37,6 +36,8 @@ from .functional import (
     _diagonal_length,
     _right_align,
     _self_terms,
+    check_options,
+    check_sequences,
     diagonal_lanes,
     row_ids,
 )
@@ -508,8 +509,9 @@ def fused_kernel(
     through the compiled loop, summing the readout of every active cell: :math:`O(L T T')`
     work per pair, memory as for the last readout.
 
-    Gradients: for the variances only (the sequences must not require gradients), in forward
-    mode by the same backend (the Triton kernel, or the compiled loop). When a variance requires
+    Gradients: first derivatives for the variances only (the sequences must not require
+    gradients; a backward pass with ``create_graph=True`` raises), in forward mode by the same
+    backend (the Triton kernel, or the compiled loop). When a variance requires
     a gradient, the scan carries the derivatives of every pair's state along each such variance
     next to the values (the same elementwise pass, so the values are computed once), and keeps
     the derivative of the Gram matrix along each: ``P`` more ``N x N'`` matrices and nothing of
@@ -528,6 +530,17 @@ def fused_kernel(
         raise ValueError("The Triton kernel computes the last readout; use backend='compiled'.")
     if values1.requires_grad or values2.requires_grad:
         raise ValueError("The fused engine gives no gradients for the sequences.")
+    check_options(nonlinearity, initial_state, num_layers, frozen_layers, readout)
+    check_sequences(values1, lengths1, values2, lengths2, variances)
+    if values1.dim() != 3 or values2.dim() != 3:
+        raise ValueError(
+            f"The fused engine takes unbatched (N, T, m) sequences, got shapes "
+            f"{tuple(values1.shape)} and {tuple(values2.shape)}."
+        )
+    if any(isinstance(v, Tensor) and v.numel() != 1 for v in variances):
+        raise ValueError("The fused engine takes scalar variances.")
+    if not (len(lengths1) and len(lengths2)):
+        return values1.new_zeros(len(lengths1), len(lengths2))
     setup = dict(
         nonlinearity=nonlinearity,
         num_layers=num_layers,
@@ -564,8 +577,12 @@ class _FusedGram(torch.autograd.Function):
         return out
 
     @staticmethod
-    @once_differentiable
     def backward(ctx, grad_out):
+        if torch.is_grad_enabled():  # create_graph=True: this backward is not differentiable
+            raise RuntimeError(
+                "The fused engine gives first derivatives only; for higher ones "
+                "(create_graph=True) use engine='tensor'."
+            )
         per_variance = [None] * 4
         for i, derivative in zip(ctx.wanted, ctx.saved_tensors, strict=True):
             per_variance[i] = (grad_out * derivative).sum()

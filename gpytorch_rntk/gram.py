@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 
 import numpy as np
@@ -54,14 +55,20 @@ def gram_matrix(
         >>> svm.predict(gram_matrix(test, train)).shape
         (1,)
     """
+    variances = dict(
+        recurrent_var=recurrent_var, input_var=input_var, bias_var=bias_var, init_var=init_var
+    )
+    variances = {k: v for k, v in variances.items() if v is not None}
+    for name, value in variances.items():
+        if not (math.isfinite(value) and value > 0):
+            raise ValueError(f"{name} must be finite and positive, got {value!r}.")
+    if init_var is not None and kernel_options.get("initial_state", "zero") == "zero":
+        raise ValueError("init_var needs initial_state='per_input' or 'shared'.")
     both = list(seqs1) + ([] if seqs2 is None else list(seqs2))
     x = encode_sequences([torch.as_tensor(s, dtype=torch.float64) for s in both])
     input_dim = (x.shape[-1] - 1) // int(x[:, 0].max())
     module = kernel_class(kernel)(input_dim=input_dim, **kernel_options).double()
-    variances = dict(
-        recurrent_var=recurrent_var, input_var=input_var, bias_var=bias_var, init_var=init_var
-    )
-    module.initialize(**{k: v for k, v in variances.items() if v is not None})
+    module.initialize(**variances)
     x1, x2 = x[: len(seqs1)], x[len(seqs1) :]
     with torch.no_grad():
         gram = module.forward(x1, x1 if seqs2 is None else x2)

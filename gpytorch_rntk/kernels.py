@@ -17,7 +17,7 @@ from .functional import (
     recurrent_kernel,
     recurrent_kernel_diag,
 )
-from .layout import split_layout
+from .layout import check_positive_int, split_layout
 
 __all__ = ["RNNGPKernel", "RNTKKernel", "kernel_class"]
 
@@ -101,11 +101,19 @@ class _RecurrentKernel(Kernel):
         init_var_constraint: Interval | None = None,
         **kwargs,
     ) -> None:
-        if int(input_dim) != input_dim or input_dim < 1:
-            raise ValueError(f"input_dim must be a positive integer, got {input_dim!r}.")
+        check_positive_int(input_dim, "input_dim")
         check_options(nonlinearity, initial_state, num_layers, frozen_layers, readout)
         if engine not in ENGINES:
             raise ValueError(f"Unknown engine {engine!r}; choose one of {list(ENGINES)}.")
+        for name, flag in (("variable_length", variable_length), ("bidirectional", bidirectional)):
+            if not isinstance(flag, bool):
+                raise TypeError(f"{name} must be True or False, got {flag!r}.")
+        unknown = sorted(set(kwargs) - {"batch_shape", "active_dims"})
+        if unknown:
+            raise TypeError(
+                f"{type(self).__name__} got unexpected keyword arguments {unknown}. Set the "
+                "variances after construction, e.g. kernel.initialize(recurrent_var=1.5)."
+            )
         super().__init__(**kwargs)
         self.input_dim = int(input_dim)
         self.num_layers = int(num_layers)
@@ -162,6 +170,15 @@ class _RecurrentKernel(Kernel):
             0.0 if self.initial_state == "zero" else self.init_var,
         )
 
+    def __call__(self, x1: Tensor, x2: Tensor | None = None, **kwargs):
+        if x2 is not None and min(x1.dim(), x2.dim()) >= 2 and x1.shape[-1] != x2.shape[-1]:
+            raise ValueError(
+                f"x1 has width {x1.shape[-1]} and x2 width {x2.shape[-1]}: GPyTorch needs one "
+                "width for both; encode them with the same max_len (encode_sequences(..., "
+                "max_len=T_max))."
+            )
+        return super().__call__(x1, x2, **kwargs)
+
     def forward(
         self,
         x1: Tensor,
@@ -187,6 +204,11 @@ class _RecurrentKernel(Kernel):
                 f"{type(self).__name__} does not support last_dim_is_batch=True: the last "
                 "dimension holds the steps of one sequence."
             )
+        if diag and x1.shape[-2] != x2.shape[-2]:
+            raise ValueError(
+                f"diag=True needs as many sequences in x1 as in x2, got {x1.shape[-2]} and "
+                f"{x2.shape[-2]}."
+            )
         values1, lengths1 = split_layout(x1, self.input_dim, self.variable_length)
         options = dict(
             nonlinearity=self.nonlinearity,
@@ -197,7 +219,10 @@ class _RecurrentKernel(Kernel):
             readout=self.readout,
         )
         variances = self._variances()
-        if x1 is x2 or (x1.shape == x2.shape and torch.equal(x1, x2)):
+        # K(x, x) by its symmetric path; equal values count only when no gradient is asked of
+        # either side (one side's gradient would otherwise count twice or not at all).
+        grads = x1.requires_grad or x2.requires_grad
+        if x1 is x2 or (not grads and x1.shape == x2.shape and torch.equal(x1, x2)):
             if diag:
                 return recurrent_kernel_diag(values1, lengths1, variances, **options)
             values2, lengths2 = values1, lengths1  # lets the Gram be computed as symmetric
@@ -263,14 +288,17 @@ class RNTKKernel(_RecurrentKernel):
         engine: ``"auto"``, ``"tensor"`` or ``"fused"``: how Gram matrices are computed
             (:func:`~gpytorch_rntk.functional.recurrent_kernel`). ``"auto"`` uses the fused
             engine (:mod:`gpytorch_rntk.fused`) for large matrices whose sequences need no
-            gradient (predictions, marginal-likelihood training of the variances); ``"fused"``
-            uses it whatever the size (compiling takes seconds to a minute once per
-            configuration, then many small Gram matrices gain too).
+            gradient (predictions, marginal-likelihood training of the variances) and the
+            tensor path elsewhere; ``"fused"`` uses it whatever the size (compiling takes
+            seconds to a minute once per configuration, then many small Gram matrices gain too)
+            and raises where it does not apply: batched inputs (BoTorch's ``(b, q, D)``
+            candidates), ``diag=True`` between different inputs, gradients for the sequences or
+            of second order.
         recurrent_var_prior, input_var_prior, bias_var_prior, init_var_prior: Optional priors.
         recurrent_var_constraint, input_var_constraint, bias_var_constraint, init_var_constraint:
             Constraints (default :class:`~gpytorch.constraints.Positive`).
-        **kwargs: ``batch_shape``, ``active_dims`` and the other :class:`gpytorch.kernels.Kernel`
-            arguments.
+        **kwargs: :class:`gpytorch.kernels.Kernel`'s ``batch_shape`` and ``active_dims``; any
+            other keyword raises (set the variances with ``kernel.initialize(...)``).
 
     Defaults: ReLU ``recurrent_var=1.8, input_var=1, bias_var=0.1, init_var=0.5``; erf
     ``recurrent_var=1``, the rest the same. There is no readout variance: wrap the kernel in a

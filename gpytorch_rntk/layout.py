@@ -11,13 +11,22 @@ batch of sequences of different lengths is one float tensor ``(..., N, D)``:
 from __future__ import annotations
 
 import functools
+import numbers
 from collections.abc import Sequence
 
 import numpy as np
 import torch
 from torch import Tensor
 
-__all__ = ["decode_sequences", "encode_sequences", "split_layout"]
+__all__ = ["check_positive_int", "decode_sequences", "encode_sequences", "split_layout"]
+
+
+def check_positive_int(value, name: str) -> int:
+    """``value`` as an ``int``, or a ``ValueError`` naming ``name`` if it is not a positive
+    integer (floats such as ``2.0`` and booleans included)."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
+        raise ValueError(f"{name} must be a positive integer, got {value!r}.")
+    return int(value)
 
 
 def encode_sequences(seqs: Sequence[np.ndarray | Tensor], max_len: int | None = None) -> Tensor:
@@ -61,12 +70,20 @@ def encode_sequences(seqs: Sequence[np.ndarray | Tensor], max_len: int | None = 
     if len(dims) > 1:
         raise ValueError(f"All sequences need the same step dimension m; got {sorted(dims)}.")
     m = dims.pop()
+    if m == 0:
+        raise ValueError("The sequences' steps have no values (m = 0); each step needs one.")
     longest = max(t.shape[0] for t in tensors)
     if max_len is None:
         max_len = longest
-    elif max_len < longest:
+    elif check_positive_int(max_len, "max_len") < longest:
         raise ValueError(f"max_len={max_len} is shorter than the longest sequence ({longest}).")
     dtype = functools.reduce(torch.promote_types, (t.dtype for t in tensors))
+    exact = 2 / torch.finfo(dtype).eps  # every integer up to this is representable
+    if longest > exact:
+        raise ValueError(
+            f"{dtype} holds lengths only up to {exact:.0f} exactly and the longest sequence has "
+            f"{longest} steps; encode float32 or float64 sequences."
+        )
     out = torch.zeros(len(tensors), 1 + max_len * m, dtype=dtype, device=tensors[0].device)
     for i, t in enumerate(tensors):
         out[i, 0] = t.shape[0]
@@ -89,6 +106,14 @@ def split_layout(x: Tensor, input_dim: int, variable_length: bool = True) -> tup
     Returns:
         ``values`` of shape ``(..., N, T_max, m)`` and ``lengths`` of shape ``(..., N)`` (int64).
     """
+    if not isinstance(x, Tensor):
+        raise TypeError(f"Sequence inputs must be a torch.Tensor, got {type(x).__name__}.")
+    if x.dim() < 2 or not x.is_floating_point():
+        raise ValueError(
+            f"Sequence inputs must be a floating-point (..., N, D) tensor, got shape "
+            f"{tuple(x.shape)} and dtype {x.dtype}."
+        )
+    input_dim = check_positive_int(input_dim, "input_dim")
     width = x.shape[-1]
     steps = width - 1 if variable_length else width
     if steps < input_dim or steps % input_dim != 0:

@@ -9,7 +9,6 @@ import torch
 from gpytorch.distributions import MultitaskMultivariateNormal, MultivariateNormal
 from linear_operator.utils.cholesky import psd_safe_cholesky
 from torch import Tensor
-from torch.autograd.function import once_differentiable
 
 __all__ = ["CholeskyMarginalLogLikelihood"]
 
@@ -35,7 +34,8 @@ class CholeskyMarginalLogLikelihood(gpytorch.mlls.ExactMarginalLogLikelihood):
     derivatives). Use it where an exact GP's marginal likelihood is trained with Cholesky
     (``gpytorch.settings.max_cholesky_size`` at least :math:`N`, GPyTorch's default up to
     800); elsewhere (multitask distributions, masked NaN observations, larger :math:`N`
-    under GPyTorch's iterative methods) it computes what GPyTorch's does.
+    under GPyTorch's iterative methods) it computes what GPyTorch's does. First derivatives
+    only: a backward pass with ``create_graph=True`` raises.
 
     Example:
         >>> import gpytorch, torch
@@ -100,8 +100,12 @@ class _GaussianLogProb(torch.autograd.Function):
         return -0.5 * (inv_quad + logdet + diff.shape[-1] * math.log(2 * math.pi))
 
     @staticmethod
-    @once_differentiable
     def backward(ctx, grad: Tensor):
+        if torch.is_grad_enabled():  # create_graph=True: this backward is not differentiable
+            raise RuntimeError(
+                "CholeskyMarginalLogLikelihood gives first derivatives only; for higher ones "
+                "(create_graph=True) use gpytorch.mlls.ExactMarginalLogLikelihood."
+            )
         factor, alpha = ctx.saved_tensors
         d_diff = -grad.unsqueeze(-1) * alpha
         d_covariance = None

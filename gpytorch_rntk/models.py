@@ -7,7 +7,7 @@ import torch
 from torch import Tensor
 
 from .kernels import kernel_class
-from .layout import split_layout
+from .layout import check_positive_int, split_layout
 
 __all__ = ["SequenceVariationalGP", "inducing_sequences"]
 
@@ -26,7 +26,10 @@ def inducing_sequences(train_x: Tensor, num_inducing: int) -> Tensor:
     Returns:
         An ``(M, 1 + T_max m)`` copy.
     """
-    if not 0 < num_inducing <= train_x.shape[-2]:
+    if not isinstance(train_x, Tensor) or train_x.dim() != 2:
+        found = tuple(train_x.shape) if isinstance(train_x, Tensor) else type(train_x).__name__
+        raise ValueError(f"train_x must be an (N, D) tensor, got {found}.")
+    if check_positive_int(num_inducing, "num_inducing") > train_x.shape[-2]:
         raise ValueError(
             f"num_inducing must be in [1, {train_x.shape[-2]}] (the number of training rows), "
             f"got {num_inducing}."
@@ -89,15 +92,20 @@ class SequenceVariationalGP(gpytorch.models.ApproximateGP):
         self.mean_module = gpytorch.means.ConstantMean()
         self.covar_module = gpytorch.kernels.ScaleKernel(base_kernel)
 
-    def __call__(self, *args, **kwargs):
+    def __call__(self, x: Tensor, *args, **kwargs):
         points = self.variational_strategy.inducing_points
+        if x.shape[-1] != points.shape[-1]:
+            raise ValueError(
+                f"Inputs of width {x.shape[-1]}, inducing sequences of width {points.shape[-1]}: "
+                "encode both with the same max_len (encode_sequences(..., max_len=T_max))."
+            )
         if self.inducing_lengths is not None and not torch.equal(
             points[..., 0], self.inducing_lengths
         ):
             # Only when they moved: an in-place write would invalidate a graph still in use.
             with torch.no_grad():
                 points[..., 0] = self.inducing_lengths
-        return super().__call__(*args, **kwargs)
+        return super().__call__(x, *args, **kwargs)
 
     def forward(self, x: Tensor) -> gpytorch.distributions.MultivariateNormal:
         return gpytorch.distributions.MultivariateNormal(self.mean_module(x), self.covar_module(x))

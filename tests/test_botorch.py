@@ -122,6 +122,10 @@ def test_sequence_gp_options():
     assert fixed.covar_module.base_kernel.variable_length is False
     with pytest.raises(ValueError, match="Unknown kernel"):
         sequence_gp(x, y, input_dim=2, kernel="rbf")
+    with pytest.raises(ValueError, match="train_y must be"):
+        sequence_gp(x, y[:3], input_dim=2)
+    with pytest.raises(ValueError, match="does not fit input_dim=2"):
+        sequence_gp(x[:, :-1], y, input_dim=2)  # 1 + 2 T_max - 1 columns
 
 
 def test_sequence_bounds():
@@ -138,6 +142,12 @@ def test_sequence_bounds():
         sequence_bounds(3, 1, 0.0, 1.0, min_len=4)
     with pytest.raises(ValueError, match="lower bound"):
         sequence_bounds(3, 1, 1.0, 0.0)
+    with pytest.raises(ValueError, match="input_dim must be a positive integer"):
+        sequence_bounds(3, 0, 0.0, 1.0)
+    with pytest.raises(ValueError, match="max_len must be a positive integer"):
+        sequence_bounds(2.0, 1, 0.0, 1.0)
+    with pytest.raises(ValueError, match="finite"):
+        sequence_bounds(3, 1, float("nan"), 1.0)
 
 
 def test_canonicalize_sequences_keeps_kernel_values():
@@ -246,6 +256,10 @@ def test_variable_length_design_errors(model):
         optimize_acqf_variable_length(acqf, bounds, 1, lengths=[MAX_LEN + 1])
     with pytest.raises(ValueError, match="layout"):
         optimize_acqf_variable_length(acqf, bounds, 3)
+    with pytest.raises(ValueError, match="lengths must be integers"):
+        optimize_acqf_variable_length(acqf, bounds, 1, lengths=[2.7])
+    with pytest.raises(ValueError, match="input_dim must be a positive integer"):
+        optimize_acqf_variable_length(acqf, bounds, 0)
 
 
 def test_model_list_multi_objective(device):

@@ -329,3 +329,17 @@ def test_deeper_than_the_triton_kernel_uses_the_compiled_loop(monkeypatch):
     expected = recurrent_kernel(x, lengths, x, lengths, variances, engine="tensor", **options)
     got = fused_kernel(x, lengths, x, lengths, variances, **options)
     torch.testing.assert_close(got, expected, rtol=1e-12, atol=0)
+
+
+def test_second_derivatives_raise(monkeypatch):
+    """The forward-mode backward gives first derivatives only: create_graph=True raises
+    instead of dropping the terms of the derivatives' own dependence."""
+    monkeypatch.setenv("GPYTORCH_RNTK_COMPILE", "0")
+    x1, l1, _, _ = _pair_sets(torch.float64, "cpu", 5, 3)
+    variances = _variances(torch.float64, "cpu")
+    variances[0].requires_grad_()
+    gram = fused_kernel(x1, l1, x1, l1, variances, initial_state="shared", backend="compiled")
+    (first,) = torch.autograd.grad(gram.sum(), variances[0])
+    assert first != 0
+    with pytest.raises(RuntimeError, match="first derivatives only"):
+        torch.autograd.grad(gram.sum(), variances[0], create_graph=True)

@@ -429,6 +429,55 @@ def test_checkpointed_gradient_equals_plain_autograd(monkeypatch):
         torch.testing.assert_close(a, b, rtol=1e-12, atol=0)
 
 
+def test_checkpointed_second_derivatives_equal_plain_autograd(monkeypatch):
+    """Under create_graph=True the chunked replay keeps its graph: second derivatives for the
+    variances and the inputs (a Hessian-vector product) equal plain autograd's."""
+    import gpytorch_rntk.functional as F
+
+    _, x = random_batch([9, 4, 9, 6, 1], m=1, seed=12)
+    x = x.double()
+    gen = torch.Generator().manual_seed(1)
+    weights = torch.randn(5, 5, dtype=torch.float64, generator=gen)
+
+    def hessian_vector(plain_limit):
+        monkeypatch.setattr(F, "_PLAIN_AUTOGRAD_PAIR_STEPS", plain_limit)
+        kernel = RNTKKernel(input_dim=1, num_layers=2).double()
+        z = x.clone().requires_grad_()
+        wrt = [kernel.raw_recurrent_var, kernel.raw_input_var, z]
+        loss = (kernel(z, x).to_dense() * weights).sum()
+        grads = torch.autograd.grad(loss, wrt, create_graph=True)
+        directions = [torch.randn(g.shape, dtype=g.dtype, generator=gen) for g in grads]
+        product = sum((g * d).sum() for g, d in zip(grads, directions, strict=True))
+        return torch.autograd.grad(product, wrt)
+
+    gen.manual_seed(2)
+    chunked = hessian_vector(0)
+    gen.manual_seed(2)
+    plain = hessian_vector(2**62)
+    for a, b in zip(chunked, plain, strict=True):
+        assert a.abs().max() > 0
+        torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-12)
+
+
+def test_equal_inputs_keep_their_own_gradients():
+    """K(z, x) with z equal to x in value but a different tensor: z's gradient is its own
+    (the symmetric shortcut would count it twice, or drop it from the second argument)."""
+    _, x = random_batch([3, 2, 4, 1, 3], m=1, seed=13)
+    x = x.double()
+    kernel = RNTKKernel(input_dim=1).double()
+    padded = x.clone()
+    padded[3, -1] = 5.0  # past sequence 3's length: the same kernel, not equal to x
+    expected = {}
+    for name, other in (("equal", x.clone()), ("padded", padded)):
+        z = x.clone().requires_grad_()
+        (expected[name],) = torch.autograd.grad(kernel(z, other).to_dense().sum(), z)
+        assert expected[name].abs().max() > 0
+    torch.testing.assert_close(expected["equal"], expected["padded"], rtol=1e-12, atol=0)
+    z = x.clone().requires_grad_()
+    (second_argument,) = torch.autograd.grad(kernel(padded, z).to_dense().sum(), z)
+    torch.testing.assert_close(second_argument, expected["padded"], rtol=1e-12, atol=1e-15)
+
+
 @pytest.mark.parametrize(
     "make,message",
     [
@@ -442,7 +491,7 @@ def test_checkpointed_gradient_equals_plain_autograd(monkeypatch):
         (lambda: RNTKKernel(1, nonlinearity="tanh"), "Unknown nonlinearity 'tanh'"),
         (lambda: RNNGPKernel(1, initial_state="random"), "Unknown initial_state 'random'"),
         (lambda: RNTKKernel(1, num_layers=0), "num_layers must be a positive integer"),
-        (lambda: RNTKKernel(1, num_layers=2, frozen_layers=3), "frozen_layers must be in"),
+        (lambda: RNTKKernel(1, num_layers=2, frozen_layers=3), "frozen_layers must be an int"),
         (lambda: encode_sequences([[1.0, 2.0], []]), "Sequence 1 is empty"),
         (lambda: encode_sequences([torch.zeros(3, 2), torch.zeros(2, 3)]), "same step dimension m"),
         (lambda: encode_sequences([[1.0, float("nan")]]), "NaN or inf"),

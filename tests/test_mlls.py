@@ -88,3 +88,14 @@ def test_falls_back_where_gpytorch_does_not_factorise(device):
             torch.manual_seed(3)  # the same probe vectors for both
             losses.append(-cls(model.likelihood, model)(model(x), y).item())
     assert losses[0] == losses[1] and losses[0] != exact
+
+
+def test_second_derivatives_raise():
+    """create_graph=True raises instead of treating d log p / dK as a constant."""
+    gen = torch.Generator().manual_seed(3)
+    x = encode_sequences([torch.randn(int(t), 2, generator=gen) for t in (3, 5, 4, 6)]).double()
+    y = torch.randn(4, generator=gen, dtype=torch.float64)
+    model = SequenceGP(x, y, "tensor").double()
+    loss = -CholeskyMarginalLogLikelihood(model.likelihood, model)(model(x), y)
+    with pytest.raises(RuntimeError, match="first derivatives only"):
+        torch.autograd.grad(loss, model.covar_module.raw_outputscale, create_graph=True)
