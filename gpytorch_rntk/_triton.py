@@ -57,15 +57,16 @@ def _dual(s, root_a, inv_a, root_b, inv_b, same, pi, half_over_pi, eps, RELU: tl
     else:
         prod = root_a * root_b
         raw = 2 * s * inv_norm
-        z = tl.minimum(tl.maximum(raw, eps - 1), 1 - eps)
-        v = (4 * half_over_pi) * _math.asin(z)
         gap = prod - 4 * s * s
-        q = tl.maximum(gap, eps * prod)
+        # self pairs from their self terms, c = 1 + 2S: z = 1 - 1/c, q = 2c - 1 (erf_dual)
+        z = tl.where(same, 1 - inv_norm, tl.minimum(tl.maximum(raw, eps - 1), 1 - eps))
+        q = tl.where(same, root_a + root_b - 1, tl.maximum(gap, eps * prod))
+        v = (4 * half_over_pi) * _math.asin(z)
         inv_root_q = _math.rsqrt(q)
         vd = (8 * half_over_pi) * inv_root_q
         arcsine = (4 * half_over_pi) * _math.rsqrt((1 - z) * (1 + z))
         dvd_dq = -0.5 * vd * inv_root_q * inv_root_q
-        return v, vd, (raw == z, raw, inv_norm, arcsine, gap == q, prod, dvd_dq)
+        return v, vd, (raw == z, raw, inv_norm, arcsine, gap == q, prod, dvd_dq, root_a + root_b)
 
 
 @triton.jit
@@ -79,9 +80,10 @@ def _tangent(ds, h, s, same, v, vd, reuse, eps, RELU: tl.constexpr):
         dv = v * h + vd * dcos_norm
         return tl.where(same, 0.5 * ds, dv), tl.where(same, 0.0, dcos_norm * slope)
     else:  # h = d log(prod) / 2
-        inside, raw, inv_norm, arcsine, unclamped, prod, dvd_dq = reuse
-        dz = tl.where(inside, 2 * ds * inv_norm - raw * h, 0.0)
+        inside, raw, inv_norm, arcsine, unclamped, prod, dvd_dq, c_sum = reuse
+        dz = tl.where(same, h * inv_norm, tl.where(inside, 2 * ds * inv_norm - raw * h, 0.0))
         dq = tl.where(unclamped, 2 * prod * h - 8 * s * ds, 2 * eps * prod * h)
+        dq = tl.where(same, c_sum * h, dq)
         return dz * arcsine, dvd_dq * dq
 
 

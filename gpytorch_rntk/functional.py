@@ -80,7 +80,8 @@ def relu_dual(
             and ``V' = 1/2`` exactly, since arccos has infinite slope at 1.
 
     Returns:
-        ``(V, V')``.
+        ``(V, V')``. Where a self term is 0 (a zero input with no bias), ``cos = 0``, the limit
+        of a vanishing bias: ``V = 0``, ``V' = 1/4``.
     """
     if same is True:
         return k12 / 2, torch.full_like(k12, 0.5)
@@ -89,7 +90,9 @@ def relu_dual(
     # Clamping one ulp inside [-1, 1] keeps arccos' slope finite for exactly (anti)parallel
     # states that are not self pairs; the value moves by O(sqrt(eps)) in theta, which is the
     # rounding noise such correlations carry anyway.
-    cos = (k12 / norm).clamp(-1 + eps, 1 - eps)
+    positive = norm > 0
+    cos = torch.where(positive, k12 / torch.where(positive, norm, 1.0), 0.0)
+    cos = cos.clamp(-1 + eps, 1 - eps)
     vd = (math.pi - torch.arccos(cos)) / (2 * math.pi)
     sin = ((1 - cos) * (1 + cos)).sqrt()
     v = norm * (sin / (2 * math.pi) + vd * cos)
@@ -108,14 +111,29 @@ def erf_dual(
         V = \frac{2}{\pi}\arcsin\frac{2k_{12}}{\sqrt{(1 + 2k_{11})(1 + 2k_{22})}},\quad
         V' = \frac{4}{\pi}\frac{1}{\sqrt{(1 + 2k_{11})(1 + 2k_{22}) - 4k_{12}^2}}.
 
-    ``same`` is accepted for a common signature; erf needs no special case on self pairs.
+    ``same``: where the two inputs are identical sequences (``True`` for all). There the duals
+    are those of the self term :math:`k = k_{11}`, :math:`z = 2k / (1 + 2k)` and
+    :math:`(1 + 2k)^2 - 4k^2 = 1 + 4k`: no cancellation, and the cross state of a self pair
+    cannot drift from its self terms, as the general form lets its rounding grow
+    geometrically once :math:`\sigma_w^2 V' > 1` (e.g. ``recurrent_var = 4``: inf or 1e246
+    instead of 1e22 after 200 steps).
     """
+    if same is True:
+        return _erf_self(k12)
     prod = (1 + 2 * k11) * (1 + 2 * k22)
     eps = torch.finfo(k12.dtype).eps
     z = (2 * k12 / prod.sqrt()).clamp(-1 + eps, 1 - eps)
     v = (2 / math.pi) * torch.arcsin(z)
     vd = (4 / math.pi) / (prod - 4 * k12.square()).clamp_min(eps * prod).sqrt()
+    if same is not None and same is not False:
+        v_self, vd_self = _erf_self(k11)
+        v, vd = torch.where(same, v_self, v), torch.where(same, vd_self, vd)
     return v, vd
+
+
+def _erf_self(k: Tensor) -> tuple[Tensor, Tensor]:
+    """:func:`erf_dual` of a self pair with covariance ``k``."""
+    return (2 / math.pi) * torch.arcsin(2 * k / (1 + 2 * k)), (4 / math.pi) * (1 + 4 * k).rsqrt()
 
 
 NONLINEARITIES: dict[str, Callable[..., tuple[Tensor, Tensor]]] = {
@@ -1116,8 +1134,7 @@ def recurrent_kernel(
             initial_state=initial_state,
             readout=readout,
         )
-    need_same = nonlinearity == "relu" or initial_state == "per_input"
-    same = identical_rows(values1, lengths1, values2, lengths2, paired) if need_same else None
+    same = identical_rows(values1, lengths1, values2, lengths2, paired)
     options = dict(
         nonlinearity=nonlinearity,
         num_layers=num_layers,

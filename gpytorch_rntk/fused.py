@@ -155,10 +155,14 @@ def side_tables(selves: Tensor, tangents: Tensor | None, relu: bool):
     sqrt(c)``; and from the derivatives ``dS`` ``(L, steps, P, n)`` (or ``None``), ``h = d log
     sqrt(c)``."""
     c = selves if relu else 1 + 2 * selves
-    tables = torch.stack([c.sqrt() if relu else c, c.rsqrt()], 2)
+    positive = c > 0  # c = 0 (ReLU, zero input, no bias): inv = 0 gives cos = 0, V = 0
+    safe = torch.where(positive, c, 1.0)
+    inv = torch.where(positive, safe.rsqrt(), 0.0)
+    tables = torch.stack([c.sqrt() if relu else c, inv], 2)
     if tangents is None:
         return tables, None
-    return tables, (0.5 if relu else 1.0) * tangents / c.unsqueeze(2)
+    h = (0.5 if relu else 1.0) * tangents / safe.unsqueeze(2)
+    return tables, torch.where(positive.unsqueeze(2), h, 0.0)
 
 
 def _dual(s, side_a, side_b, same, relu: bool, eps: float, tangents=()):
@@ -195,9 +199,12 @@ def _dual(s, side_a, side_b, same, relu: bool, eps: float, tangents=()):
         prod = root_a * root_b
         raw = 2 * s * inv_norm
         z = raw.clamp(-1 + eps, 1 - eps)
-        v = (2 / math.pi) * torch.arcsin(z)
         gap = prod - 4 * s * s
         q = torch.maximum(gap, eps * prod)
+        if same is not None:  # self pairs from their self terms, c = 1 + 2S (erf_dual)
+            z = torch.where(same, 1 - inv_norm, z)  # 1 - 1/c
+            q = torch.where(same, root_a + root_b - 1, q)  # 2c - 1
+        v = (2 / math.pi) * torch.arcsin(z)
         inv_root_q = q.rsqrt()
         vd = (4 / math.pi) * inv_root_q
         if tangents:
@@ -206,6 +213,9 @@ def _dual(s, side_a, side_b, same, relu: bool, eps: float, tangents=()):
         for ds, h in tangents:  # h = d log(prod) / 2
             dz = torch.where(raw == z, 2 * ds * inv_norm - raw * h, 0.0)
             dq = torch.where(gap == q, 2 * prod * h - 8 * s * ds, 2 * eps * prod * h)
+            if same is not None:  # h = dc / c
+                dz = torch.where(same, h * inv_norm, dz)
+                dq = torch.where(same, (root_a + root_b) * h, dq)
             derivatives.append((dz * arcsine, dvd_dq * dq))
     return v, vd, derivatives
 
@@ -348,7 +358,7 @@ def _cross_steps(
             cont,
             start,
             list(zip(sxs[k], sys_[k], strict=True)),
-            exact if relu else None,
+            exact,
             variances,
             relu,
             frozen_layers,
@@ -424,7 +434,7 @@ def _diagonal_steps(
             cont,
             start,
             list(zip(sxs[k], sys_[k], strict=True)),
-            exact & on_origin if relu else None,
+            exact & on_origin,
             variances,
             relu,
             frozen_layers,
@@ -609,8 +619,7 @@ def _fused(
     variances they number."""
     variances = RecurrentVariances(*variances)
     lengths1, lengths2 = lengths1.long(), lengths2.long()
-    same = nonlinearity == "relu" or initial_state == "per_input"
-    ids1, ids2 = _row_ids(values1, lengths1, values2, lengths2, same)
+    ids1, ids2 = row_ids(values1, lengths1, values2, lengths2)  # exact self pairs
     # Sort by length so that each tile scans only what its pairs need.
     order1 = torch.argsort(lengths1, stable=True)
     order2 = order1 if symmetric else torch.argsort(lengths2, stable=True)
@@ -680,15 +689,6 @@ def _fused(
             **scan_options,
         )
     return outs if directions is not None else outs[0]
-
-
-def _row_ids(
-    values1: Tensor, lengths1: Tensor, values2: Tensor, lengths2: Tensor, same: bool
-) -> tuple[Tensor, Tensor]:
-    """Ids equal exactly for identical sequences, or -1 / -2 where no one asks."""
-    if not same:
-        return torch.full_like(lengths1, -1), torch.full_like(lengths2, -2)
-    return row_ids(values1, lengths1, values2, lengths2)
 
 
 # Pair cells one compiled call of the mean readout advances per step (lanes x rows x columns).

@@ -17,7 +17,12 @@ import torch
 if not torch.cuda.is_available():
     os.environ.setdefault("TRITON_INTERPRET", "1")
 
-from gpytorch_rntk.functional import ENGINES, RecurrentVariances, recurrent_kernel  # noqa: E402
+from gpytorch_rntk.functional import (  # noqa: E402
+    ENGINES,
+    RecurrentVariances,
+    recurrent_kernel,
+    recurrent_kernel_diag,
+)
 from gpytorch_rntk.fused import fused_available, fused_kernel  # noqa: E402
 
 triton = pytest.importorskip("triton")
@@ -343,3 +348,48 @@ def test_second_derivatives_raise(monkeypatch):
     assert first != 0
     with pytest.raises(RuntimeError, match="first derivatives only"):
         torch.autograd.grad(gram.sum(), variances[0], create_graph=True)
+
+
+@pytest.mark.parametrize("backend", ["tensor", "compiled", "triton"])
+def test_erf_self_pairs_stay_on_their_self_terms(backend, dtype, device, monkeypatch):
+    """erf with recurrent_var = 4: sigma_w^2 V' > 1 on self pairs, where the general dual
+    amplified the rounding gap between a self pair's cross state and its self terms every step
+    (inf or 1e246 after 200 steps, float32 and float64). The self-pair form keeps K(x, x)'s
+    diagonal equal to the self-term scan's."""
+    monkeypatch.setenv("GPYTORCH_RNTK_COMPILE", "0")
+    x, lengths = _batch(6, 200, 1, 4, dtype, device)
+    lengths[0] = 200
+    variances = RecurrentVariances(
+        *(torch.tensor(v, dtype=dtype, device=device) for v in (4.0, 1.0, 0.1))
+    )
+    if backend == "tensor":
+        gram = recurrent_kernel(x, lengths, x, lengths, variances, nonlinearity="erf")
+    else:
+        gram = fused_kernel(x, lengths, x, lengths, variances, nonlinearity="erf", backend=backend)
+    double = RecurrentVariances(*(torch.as_tensor(v).double() for v in variances))
+    diagonal = recurrent_kernel_diag(x.double(), lengths, double, nonlinearity="erf")
+    tol = 1e-5 if dtype == torch.float32 else 1e-12
+    torch.testing.assert_close(gram.diagonal().double(), diagonal, rtol=tol, atol=0)
+
+
+@pytest.mark.parametrize("backend", ["tensor", "compiled", "triton"])
+def test_relu_zero_self_term_is_finite(backend, dtype, device, monkeypatch):
+    """ReLU with bias_var = 0 and a zero step: a self term of 0 gives cos = 0 (the limit of a
+    vanishing bias), not 0 / 0: the zero sequence's kernel is 0, the others unchanged."""
+    monkeypatch.setenv("GPYTORCH_RNTK_COMPILE", "0")
+    x, lengths = _batch(4, 5, 2, 5, dtype, device)
+    x[1] = 0.0
+    x[2, :2] = 0.0  # zero steps first, then data
+    lengths[1:3] = 5
+    variances = RecurrentVariances(
+        *(torch.tensor(v, dtype=dtype, device=device) for v in (1.8, 1.0, 0.0))
+    )
+    if backend == "tensor":
+        gram = recurrent_kernel(x, lengths, x, lengths, variances)
+    else:
+        gram = fused_kernel(x, lengths, x, lengths, variances, backend=backend)
+    assert torch.isfinite(gram).all()
+    assert (gram[1] == 0).all() and (gram[:, 1] == 0).all()
+    tiny = variances._replace(bias_var=torch.tensor(1e-30, dtype=dtype, device=device))
+    limit = recurrent_kernel(x, lengths, x, lengths, tiny)
+    torch.testing.assert_close(gram, limit, rtol=1e-5, atol=1e-6)
