@@ -304,6 +304,7 @@ def optimize_acqf_variable_length(
     if lengths is None:
         low, high = bounds[:, 0].tolist()
         lengths = range(max(1, round(low)), min(max_len, round(high)) + 1)
+    lengths = list(lengths)
     if any(int(t) != t for t in lengths):
         raise ValueError(f"lengths must be integers, got {list(lengths)}.")
     lengths = sorted({int(t) for t in lengths})

@@ -81,18 +81,20 @@ def relu_dual(
 
     Returns:
         ``(V, V')``. Where a self term is 0 (a zero input with no bias), ``cos = 0``, the limit
-        of a vanishing bias: ``V = 0``, ``V' = 1/4``.
+        of a vanishing bias: ``V = 0`` (to the smallest normal number), ``V' = 1/4``.
     """
     if same is True:
         return k12 / 2, torch.full_like(k12, 0.5)
-    norm = k11.sqrt() * k22.sqrt()  # the square roots of the (small) self terms, then one product
+    # The square roots of the (small) self terms, then one product; a self term of 0 (a zero step
+    # with no bias) counts as the smallest normal number, so that cos = 0 there (the limit of a
+    # vanishing bias: V = 0 up to that number, V' = 1/4) with finite gradients.
+    tiny = torch.finfo(k12.dtype).tiny
+    norm = k11.clamp_min(tiny).sqrt() * k22.clamp_min(tiny).sqrt()
     eps = torch.finfo(k12.dtype).eps
     # Clamping one ulp inside [-1, 1] keeps arccos' slope finite for exactly (anti)parallel
     # states that are not self pairs; the value moves by O(sqrt(eps)) in theta, which is the
     # rounding noise such correlations carry anyway.
-    positive = norm > 0
-    cos = torch.where(positive, k12 / torch.where(positive, norm, 1.0), 0.0)
-    cos = cos.clamp(-1 + eps, 1 - eps)
+    cos = (k12 / norm).clamp(-1 + eps, 1 - eps)
     vd = (math.pi - torch.arccos(cos)) / (2 * math.pi)
     sin = ((1 - cos) * (1 + cos)).sqrt()
     v = norm * (sin / (2 * math.pi) + vd * cos)
@@ -116,7 +118,9 @@ def erf_dual(
     :math:`(1 + 2k)^2 - 4k^2 = 1 + 4k`: no cancellation, and the cross state of a self pair
     cannot drift from its self terms, as the general form lets its rounding grow
     geometrically once :math:`\sigma_w^2 V' > 1` (e.g. ``recurrent_var = 4``: inf or 1e246
-    instead of 1e22 after 200 steps).
+    instead of 1e22 after 200 steps). Its derivatives are those of moving both sides
+    together, so where a sequence needs a gradient the kernels keep the general form on
+    identical pairs (one side may move alone).
     """
     if same is True:
         return _erf_self(k12)
@@ -129,6 +133,24 @@ def erf_dual(
         v_self, vd_self = _erf_self(k11)
         v, vd = torch.where(same, v_self, v), torch.where(same, vd_self, vd)
     return v, vd
+
+
+def _erf_dual_one_sided(
+    k12: Tensor, k11: Tensor, k22: Tensor, same: Mask | None = None
+) -> tuple[Tensor, Tensor]:
+    """:func:`erf_dual` with its general form on identical sequences too (a mask ``same`` is
+    ignored; ``True``, pairs of one sequence with itself, is kept)."""
+    return erf_dual(k12, k11, k22, True if same is True else None)
+
+
+def _dual_for(nonlinearity: str, values1: Tensor, values2: Tensor | None) -> Callable:
+    """The dual a scan uses. erf's self-pair form (:func:`erf_dual`) has the derivatives of
+    moving both sides together: right for the variances and for ``K(x_i, x_i)``, not for one
+    of two identical sequences alone; where a sequence needs a gradient erf keeps its general
+    form there (ReLU's self-pair form has the one-sided derivatives too)."""
+    if nonlinearity == "erf" and _needs_grad(values1, values2):
+        return _erf_dual_one_sided
+    return NONLINEARITIES[nonlinearity]
 
 
 def _erf_self(k: Tensor) -> tuple[Tensor, Tensor]:
@@ -482,7 +504,8 @@ def _kernel_block(
         [(zero, zero, zero if layer >= frozen_layers else None)] * len(sides)
         for layer in range(num_layers)
     ]
-    static = (sides, same, NONLINEARITIES[nonlinearity], frozen_layers, (shortest, longest), paired)
+    dual = _dual_for(nonlinearity, values1, values2)
+    static = (sides, same, dual, frozen_layers, (shortest, longest), paired)
     # Plain autograd keeps every step of the scan alive (a few dozen pair states per step and
     # layer). Small scans afford that and run 3-4x faster so; larger ones keep only the state at
     # the boundaries of chunks of about sqrt(T) steps and replay each chunk in the backward pass.
@@ -763,7 +786,7 @@ def _mean_kernel_block(
     ``values2 = None`` the pairs are self pairs, whose grid is symmetric: ``d >= 0`` counted
     twice.
     """
-    dual = NONLINEARITIES[nonlinearity]
+    dual = _dual_for(nonlinearity, values1, values2)
     self_pairs = values2 is None
     if self_pairs:
         values2, lengths2, same = values1, lengths1, True
@@ -1050,6 +1073,7 @@ def recurrent_kernel(
     readout: str = "last",
     block_elements: int | None = None,
     engine: str = "auto",
+    _validated: bool = False,
 ) -> Tensor:
     r"""The RNTK (or, with ``frozen_layers = num_layers``, the RNN-NNGP kernel) between sequences.
 
@@ -1093,8 +1117,9 @@ def recurrent_kernel(
     Returns:
         ``(..., N, N')``, or ``(..., N)`` if ``paired``.
     """
-    check_options(nonlinearity, initial_state, num_layers, frozen_layers, readout)
-    check_sequences(values1, lengths1, values2, lengths2, variances, paired=paired)
+    if not _validated:  # (internal calls pass on what their caller checked)
+        check_options(nonlinearity, initial_state, num_layers, frozen_layers, readout)
+        check_sequences(values1, lengths1, values2, lengths2, variances, paired=paired)
     empty = _empty_gram(values1, values2, variances, paired)
     if empty is not None:
         return empty
@@ -1111,6 +1136,7 @@ def recurrent_kernel(
                 readout=readout,
                 block_elements=block_elements,
                 engine=engine,
+                _validated=True,
             ),
             values1,
             lengths1,
@@ -1133,6 +1159,7 @@ def recurrent_kernel(
             frozen_layers=frozen_layers,
             initial_state=initial_state,
             readout=readout,
+            _validated=True,
         )
     same = identical_rows(values1, lengths1, values2, lengths2, paired)
     options = dict(
@@ -1191,6 +1218,7 @@ def recurrent_kernel_diag(
     initial_state: str = "zero",
     bidirectional: bool = False,
     readout: str = "last",
+    _validated: bool = False,
 ) -> Tensor:
     r"""``K(x_i, x_i)`` for each sequence without an ``N x N`` matrix.
 
@@ -1200,8 +1228,9 @@ def recurrent_kernel_diag(
 
     Args are as for :func:`recurrent_kernel`; returns ``(..., N)``.
     """
-    check_options(nonlinearity, initial_state, num_layers, frozen_layers, readout)
-    check_sequences(values, lengths, variances=variances)
+    if not _validated:
+        check_options(nonlinearity, initial_state, num_layers, frozen_layers, readout)
+        check_sequences(values, lengths, variances=variances)
     empty = _empty_gram(values, values, variances, paired=True)
     if empty is not None:
         return empty
@@ -1215,6 +1244,7 @@ def recurrent_kernel_diag(
                 frozen_layers=frozen_layers,
                 initial_state=initial_state,
                 readout=readout,
+                _validated=True,
             ),
             values,
             lengths,

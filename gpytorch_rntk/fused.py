@@ -506,6 +506,7 @@ def fused_kernel(
     initial_state: str = "zero",
     readout: str = "last",
     backend: str = "auto",
+    _validated: bool = False,
 ) -> Tensor:
     r"""The RNTK / NNGP Gram matrix ``(N, N')`` by the fused engine.
 
@@ -538,10 +539,11 @@ def fused_kernel(
         raise ValueError(f"Unknown readout {readout!r}; choose 'last' or 'mean'.")
     if backend == "triton" and readout != "last":
         raise ValueError("The Triton kernel computes the last readout; use backend='compiled'.")
+    if not _validated:  # (recurrent_kernel passes on what it checked)
+        check_options(nonlinearity, initial_state, num_layers, frozen_layers, readout)
+        check_sequences(values1, lengths1, values2, lengths2, variances)
     if values1.requires_grad or values2.requires_grad:
         raise ValueError("The fused engine gives no gradients for the sequences.")
-    check_options(nonlinearity, initial_state, num_layers, frozen_layers, readout)
-    check_sequences(values1, lengths1, values2, lengths2, variances)
     if values1.dim() != 3 or values2.dim() != 3:
         raise ValueError(
             f"The fused engine takes unbatched (N, T, m) sequences, got shapes "

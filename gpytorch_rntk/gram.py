@@ -60,8 +60,8 @@ def gram_matrix(
     )
     variances = {k: v for k, v in variances.items() if v is not None}
     for name, value in variances.items():
-        if not (math.isfinite(value) and value > 0):
-            raise ValueError(f"{name} must be finite and positive, got {value!r}.")
+        if not (math.isfinite(value) and value >= 0):
+            raise ValueError(f"{name} must be finite and non-negative, got {value!r}.")
     if init_var is not None and kernel_options.get("initial_state", "zero") == "zero":
         raise ValueError("init_var needs initial_state='per_input' or 'shared'.")
     both = list(seqs1) + ([] if seqs2 is None else list(seqs2))

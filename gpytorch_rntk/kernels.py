@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from functools import partial
 
+import numpy as np
 import torch
 from gpytorch.constraints import Interval, Positive
 from gpytorch.kernels import Kernel
@@ -106,7 +107,7 @@ class _RecurrentKernel(Kernel):
         if engine not in ENGINES:
             raise ValueError(f"Unknown engine {engine!r}; choose one of {list(ENGINES)}.")
         for name, flag in (("variable_length", variable_length), ("bidirectional", bidirectional)):
-            if not isinstance(flag, bool):
+            if not isinstance(flag, (bool, np.bool_)):
                 raise TypeError(f"{name} must be True or False, got {flag!r}.")
         unknown = sorted(set(kwargs) - {"batch_shape", "active_dims"})
         if unknown:
@@ -119,7 +120,7 @@ class _RecurrentKernel(Kernel):
         self.num_layers = int(num_layers)
         self.nonlinearity = nonlinearity
         self.initial_state = initial_state
-        self.variable_length = variable_length
+        self.variable_length = bool(variable_length)
         self.frozen_layers = int(frozen_layers)
         self.bidirectional = bool(bidirectional)
         self.readout = readout
@@ -171,7 +172,9 @@ class _RecurrentKernel(Kernel):
         )
 
     def __call__(self, x1: Tensor, x2: Tensor | None = None, **kwargs):
-        if x2 is not None and min(x1.dim(), x2.dim()) >= 2 and x1.shape[-1] != x2.shape[-1]:
+        # (before GPyTorch's own check, which says only "dimensions"; with active_dims it rules)
+        checked = x2 is not None and self.active_dims is None and min(x1.dim(), x2.dim()) >= 2
+        if checked and x1.shape[-1] != x2.shape[-1]:
             raise ValueError(
                 f"x1 has width {x1.shape[-1]} and x2 width {x2.shape[-1]}: GPyTorch needs one "
                 "width for both; encode them with the same max_len (encode_sequences(..., "

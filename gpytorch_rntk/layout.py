@@ -11,7 +11,7 @@ batch of sequences of different lengths is one float tensor ``(..., N, D)``:
 from __future__ import annotations
 
 import functools
-import numbers
+import operator
 from collections.abc import Sequence
 
 import numpy as np
@@ -24,9 +24,13 @@ __all__ = ["check_positive_int", "decode_sequences", "encode_sequences", "split_
 def check_positive_int(value, name: str) -> int:
     """``value`` as an ``int``, or a ``ValueError`` naming ``name`` if it is not a positive
     integer (floats such as ``2.0`` and booleans included)."""
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
+    try:
+        integer = None if isinstance(value, (bool, np.bool_)) else operator.index(value)
+    except TypeError:  # floats, strings, tensors of more than one element
+        integer = None
+    if integer is None or integer < 1:
         raise ValueError(f"{name} must be a positive integer, got {value!r}.")
-    return int(value)
+    return integer
 
 
 def encode_sequences(seqs: Sequence[np.ndarray | Tensor], max_len: int | None = None) -> Tensor:
@@ -108,11 +112,10 @@ def split_layout(x: Tensor, input_dim: int, variable_length: bool = True) -> tup
     """
     if not isinstance(x, Tensor):
         raise TypeError(f"Sequence inputs must be a torch.Tensor, got {type(x).__name__}.")
-    if x.dim() < 2 or not x.is_floating_point():
-        raise ValueError(
-            f"Sequence inputs must be a floating-point (..., N, D) tensor, got shape "
-            f"{tuple(x.shape)} and dtype {x.dtype}."
-        )
+    if not x.is_floating_point():
+        raise TypeError(f"Sequence inputs must be floating point, got {x.dtype}.")
+    if x.dim() < 2:
+        raise ValueError(f"Sequence inputs must be (..., N, D), got shape {tuple(x.shape)}.")
     input_dim = check_positive_int(input_dim, "input_dim")
     width = x.shape[-1]
     steps = width - 1 if variable_length else width

@@ -459,6 +459,31 @@ def test_checkpointed_second_derivatives_equal_plain_autograd(monkeypatch):
         torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-12)
 
 
+@pytest.mark.parametrize("nonlinearity", ["relu", "erf"])
+def test_one_sided_gradient_at_identical_sequences(nonlinearity):
+    """d K(z, x) / dz where z equals x: one side moves alone, so the self-pair forms (which
+    move both sides) must not set the derivative. Central differences, float64."""
+    _, x = random_batch([4, 3, 4], m=2, seed=14)
+    x = x.double()
+    kernel = RNTKKernel(input_dim=2, num_layers=2, nonlinearity=nonlinearity).double()
+    kernel.recurrent_var = 1.3
+    weights = torch.randn(3, 3, dtype=torch.float64, generator=torch.Generator().manual_seed(4))
+
+    def loss(z):
+        return (kernel(z, x).to_dense() * weights).sum()
+
+    z = x.clone().requires_grad_()
+    (grad,) = torch.autograd.grad(loss(z), z)
+    step = 1e-5  # smaller steps meet arccos' rounding near cos = 1 (ReLU)
+    with torch.no_grad():
+        for row, col in [(0, 1), (0, 4), (1, 2), (2, 8)]:  # step values inside each length
+            up, down = x.clone(), x.clone()
+            up[row, col] += step
+            down[row, col] -= step
+            numeric = (loss(up) - loss(down)) / (2 * step)
+            assert abs(grad[row, col] - numeric) < 1e-5 * max(1.0, abs(numeric))
+
+
 def test_equal_inputs_keep_their_own_gradients():
     """K(z, x) with z equal to x in value but a different tensor: z's gradient is its own
     (the symmetric shortcut would count it twice, or drop it from the second argument)."""

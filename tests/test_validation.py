@@ -67,7 +67,7 @@ def _with(**changes):
             "lengths of values1 must be in",
         ),
         # the kernels
-        (lambda: RNTKKernel(2)(X.long()), ValueError, "floating-point"),
+        (lambda: RNTKKernel(2)(X.long()), TypeError, "must be floating point"),
         (lambda: RNTKKernel(2)(X.float(), X[:2]), ValueError, "must share a dtype"),
         (lambda: RNTKKernel(2)(X, X[:2], diag=True), ValueError, "diag=True needs as many"),
         (lambda: RNTKKernel(2)(X, X[:, :7]), ValueError, "x1 has width 9 and x2 width 7"),
@@ -78,7 +78,7 @@ def _with(**changes):
         # the layout
         (lambda: decode_sequences(X.numpy(), 2), TypeError, "must be a torch.Tensor"),
         (lambda: decode_sequences(X, 0), ValueError, "input_dim must be a positive integer"),
-        (lambda: decode_sequences(X[0], 2), ValueError, r"\(..., N, D\) tensor"),
+        (lambda: decode_sequences(X[0], 2), ValueError, r"must be \(..., N, D\)"),
         (lambda: encode_sequences([np.zeros((3, 0))]), ValueError, r"no values \(m = 0\)"),
         (lambda: encode_sequences([[1.0, 2.0]], max_len=3.0), ValueError, "max_len must be a"),
         (
@@ -88,6 +88,7 @@ def _with(**changes):
         ),
         # gram_matrix
         (lambda: gram_matrix([np.ones(3)], recurrent_var=float("inf")), ValueError, "finite"),
+        (lambda: gram_matrix([np.ones(3)], bias_var=-1.0), ValueError, "non-negative"),
         (lambda: gram_matrix([np.ones(3)], init_var=1.0), ValueError, "init_var needs"),
         (lambda: gram_matrix([np.ones(3)], num_layer=2), TypeError, r"unexpected.*num_layer"),
         # variational GPs
@@ -118,3 +119,11 @@ def test_empty_sets_give_empty_results():
     seqs = [np.ones((3, 2)), np.zeros((2, 2))]
     assert gram_matrix(seqs, []).shape == (2, 0)
     assert gram_matrix([], seqs).shape == (0, 2)
+
+
+def test_integer_and_boolean_likes_are_accepted():
+    """NumPy and 0-d torch integers count as integers, NumPy booleans as flags."""
+    kernel = RNTKKernel(torch.tensor(2), num_layers=np.int64(2), bidirectional=np.bool_(False))
+    assert (kernel.input_dim, kernel.num_layers, kernel.bidirectional) == (2, 2, False)
+    assert decode_sequences(X, np.int64(2))[0].shape == VALUES.shape
+    assert np.isfinite(gram_matrix([np.ones(3), np.zeros(2)], bias_var=0.0)).all()
