@@ -13,7 +13,6 @@ active while ``T_i >= r``.
 from __future__ import annotations
 
 import math
-import numbers
 from collections.abc import Callable
 from functools import partial
 from typing import NamedTuple
@@ -21,7 +20,7 @@ from typing import NamedTuple
 import torch
 from torch import Tensor
 
-from .layout import check_positive_int
+from .layout import as_int, check_positive_int
 
 __all__ = [
     "NONLINEARITIES",
@@ -81,7 +80,8 @@ def relu_dual(
 
     Returns:
         ``(V, V')``. Where a self term is 0 (a zero input with no bias), ``cos = 0``, the limit
-        of a vanishing bias: ``V = 0`` (to the smallest normal number), ``V' = 1/4``.
+        of a vanishing bias: ``V = 0`` (to the smallest normal number), ``V' = 1/4``; gradients
+        there leave out the self term's own derivative, which is infinite.
     """
     if same is True:
         return k12 / 2, torch.full_like(k12, 0.5)
@@ -146,11 +146,20 @@ def _erf_dual_one_sided(
 def _dual_for(nonlinearity: str, values1: Tensor, values2: Tensor | None) -> Callable:
     """The dual a scan uses. erf's self-pair form (:func:`erf_dual`) has the derivatives of
     moving both sides together: right for the variances and for ``K(x_i, x_i)``, not for one
-    of two identical sequences alone; where a sequence needs a gradient erf keeps its general
-    form there (ReLU's self-pair form has the one-sided derivatives too)."""
-    if nonlinearity == "erf" and _needs_grad(values1, values2):
+    of two identical sequences alone; where a sequence is differentiated (reverse or forward
+    mode) erf keeps its general form there. (ReLU's RNTK has a kink at identical sequences,
+    ``V'`` linear in the angle; its self-pair form gives the symmetric derivative there, the
+    mean of the one-sided ones, as the general form's clamp does.)"""
+    if nonlinearity == "erf" and (
+        _needs_grad(values1, values2) or has_tangent(values1) or has_tangent(values2)
+    ):
         return _erf_dual_one_sided
     return NONLINEARITIES[nonlinearity]
+
+
+def has_tangent(t: Tensor | None) -> bool:
+    """Whether ``t`` carries a forward-mode tangent (``torch.func.jvp``, ``forward_ad``)."""
+    return t is not None and torch.autograd.forward_ad.unpack_dual(t).tangent is not None
 
 
 def _erf_self(k: Tensor) -> tuple[Tensor, Tensor]:
@@ -905,8 +914,8 @@ def check_options(
             f"Unknown initial_state {initial_state!r}; choose one of {list(INITIAL_STATES)}."
         )
     check_positive_int(num_layers, "num_layers")
-    integer = isinstance(frozen_layers, numbers.Integral) and not isinstance(frozen_layers, bool)
-    if not integer or not 0 <= frozen_layers <= num_layers:
+    frozen = as_int(frozen_layers)
+    if frozen is None or not 0 <= frozen <= num_layers:
         raise ValueError(
             f"frozen_layers must be an integer in [0, num_layers={num_layers}], got "
             f"{frozen_layers!r}."

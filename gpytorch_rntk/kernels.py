@@ -15,6 +15,7 @@ from .functional import (
     ENGINES,
     RecurrentVariances,
     check_options,
+    has_tangent,
     recurrent_kernel,
     recurrent_kernel_diag,
 )
@@ -224,7 +225,7 @@ class _RecurrentKernel(Kernel):
         variances = self._variances()
         # K(x, x) by its symmetric path; equal values count only when no gradient is asked of
         # either side (one side's gradient would otherwise count twice or not at all).
-        grads = x1.requires_grad or x2.requires_grad
+        grads = any(x.requires_grad or has_tangent(x) for x in (x1, x2))
         if x1 is x2 or (not grads and x1.shape == x2.shape and torch.equal(x1, x2)):
             if diag:
                 return recurrent_kernel_diag(values1, lengths1, variances, **options)

@@ -474,6 +474,9 @@ def test_one_sided_gradient_at_identical_sequences(nonlinearity):
 
     z = x.clone().requires_grad_()
     (grad,) = torch.autograd.grad(loss(z), z)
+    # forward mode too: a tangent along every entry at once gives the sum of the gradient
+    _, tangent = torch.func.jvp(loss, (x,), (torch.ones_like(x),))
+    torch.testing.assert_close(tangent, grad.sum(), rtol=1e-10, atol=0)
     step = 1e-5  # smaller steps meet arccos' rounding near cos = 1 (ReLU)
     with torch.no_grad():
         for row, col in [(0, 1), (0, 4), (1, 2), (2, 8)]:  # step values inside each length

@@ -125,5 +125,9 @@ def test_integer_and_boolean_likes_are_accepted():
     """NumPy and 0-d torch integers count as integers, NumPy booleans as flags."""
     kernel = RNTKKernel(torch.tensor(2), num_layers=np.int64(2), bidirectional=np.bool_(False))
     assert (kernel.input_dim, kernel.num_layers, kernel.bidirectional) == (2, 2, False)
+    kernel = RNTKKernel(2, num_layers=torch.tensor(2), frozen_layers=torch.tensor(1))
+    assert (kernel.num_layers, kernel.frozen_layers) == (2, 1)
+    with pytest.raises(ValueError, match="num_layers must be a positive integer"):
+        RNTKKernel(2, num_layers=torch.tensor(True))
     assert decode_sequences(X, np.int64(2))[0].shape == VALUES.shape
     assert np.isfinite(gram_matrix([np.ones(3), np.zeros(2)], bias_var=0.0)).all()
