@@ -306,7 +306,7 @@ def optimize_acqf_variable_length(
         lengths = range(max(1, round(low)), min(max_len, round(high)) + 1)
     lengths = list(lengths)
     if any(int(t) != t for t in lengths):
-        raise ValueError(f"lengths must be integers, got {list(lengths)}.")
+        raise ValueError(f"lengths must be integers, got {lengths}.")
     lengths = sorted({int(t) for t in lengths})
     if not lengths or lengths[0] < 1 or lengths[-1] > max_len:
         raise ValueError(f"lengths must be a non-empty set of integers in [1, {max_len}].")

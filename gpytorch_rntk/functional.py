@@ -150,16 +150,18 @@ def _dual_for(nonlinearity: str, values1: Tensor, values2: Tensor | None) -> Cal
     mode) erf keeps its general form there. (ReLU's RNTK has a kink at identical sequences,
     ``V'`` linear in the angle; its self-pair form gives the symmetric derivative there, the
     mean of the one-sided ones, as the general form's clamp does.)"""
-    if nonlinearity == "erf" and (
-        _needs_grad(values1, values2) or has_tangent(values1) or has_tangent(values2)
-    ):
+    if nonlinearity == "erf" and differentiated(values1, values2):
         return _erf_dual_one_sided
     return NONLINEARITIES[nonlinearity]
 
 
-def has_tangent(t: Tensor | None) -> bool:
-    """Whether ``t`` carries a forward-mode tangent (``torch.func.jvp``, ``forward_ad``)."""
-    return t is not None and torch.autograd.forward_ad.unpack_dual(t).tangent is not None
+def differentiated(*tensors: Tensor | None) -> bool:
+    """Whether any of ``tensors`` is differentiated: it needs a gradient (reverse mode, grad
+    mode on) or carries a forward-mode tangent (``torch.func.jvp``, ``forward_ad``)."""
+    return _needs_grad(*tensors) or any(
+        isinstance(t, Tensor) and torch.autograd.forward_ad.unpack_dual(t).tangent is not None
+        for t in tensors
+    )
 
 
 def _erf_self(k: Tensor) -> tuple[Tensor, Tensor]:

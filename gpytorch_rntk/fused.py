@@ -188,34 +188,28 @@ def _dual(s, side_a, side_b, same, relu: bool, eps: float, tangents=()):
         slope = (0.5 / math.pi) * inv_norm / sin if tangents else None  # dV' / (norm dcos)
         for ds, h in tangents:  # h = d log(norm)
             dcos_norm = torch.where(inside, ds - s * h, 0.0)  # norm * d(cos)
-            dv, dvd = v * h + vd * dcos_norm, dcos_norm * slope
-            if same is not None:
-                dv, dvd = torch.where(same, 0.5 * ds, dv), torch.where(same, 0.0, dvd)
-            derivatives.append((dv, dvd))
-        if same is not None:
-            v = torch.where(same, 0.5 * s, v)
-            vd = torch.where(same, 0.5, vd)
+            dv = torch.where(same, 0.5 * ds, v * h + vd * dcos_norm)
+            derivatives.append((dv, torch.where(same, 0.0, dcos_norm * slope)))
+        v = torch.where(same, 0.5 * s, v)
+        vd = torch.where(same, 0.5, vd)
     else:
         prod = root_a * root_b
         raw = 2 * s * inv_norm
-        z = raw.clamp(-1 + eps, 1 - eps)
         gap = prod - 4 * s * s
-        q = torch.maximum(gap, eps * prod)
-        if same is not None:  # self pairs from their self terms, c = 1 + 2S (erf_dual)
-            z = torch.where(same, 1 - inv_norm, z)  # 1 - 1/c
-            q = torch.where(same, root_a + root_b - 1, q)  # 2c - 1
+        # self pairs from their self terms, c = 1 + 2S (erf_dual): z = 1 - 1/c, q = 2c - 1
+        z = torch.where(same, 1 - inv_norm, raw.clamp(-1 + eps, 1 - eps))
+        q = torch.where(same, root_a + root_b - 1, torch.maximum(gap, eps * prod))
         v = (2 / math.pi) * torch.arcsin(z)
         inv_root_q = q.rsqrt()
         vd = (4 / math.pi) * inv_root_q
         if tangents:
             arcsine = (2 / math.pi) * ((1 - z) * (1 + z)).rsqrt()
             dvd_dq = -0.5 * vd * inv_root_q * inv_root_q
-        for ds, h in tangents:  # h = d log(prod) / 2
+        for ds, h in tangents:  # h = d log(prod) / 2, = dc / c on self pairs
             dz = torch.where(raw == z, 2 * ds * inv_norm - raw * h, 0.0)
             dq = torch.where(gap == q, 2 * prod * h - 8 * s * ds, 2 * eps * prod * h)
-            if same is not None:  # h = dc / c
-                dz = torch.where(same, h * inv_norm, dz)
-                dq = torch.where(same, (root_a + root_b) * h, dq)
+            dz = torch.where(same, h * inv_norm, dz)
+            dq = torch.where(same, (root_a + root_b) * h, dq)
             derivatives.append((dz * arcsine, dvd_dq * dq))
     return v, vd, derivatives
 
@@ -226,7 +220,7 @@ def _cell(
     cont: Tensor,
     start: Tensor | None,
     selves: list[tuple[Tensor, Tensor]],
-    same: Tensor | None,
+    same: Tensor,
     variances: tuple[Tensor, ...],
     relu: bool,
     frozen_layers: int,

@@ -15,7 +15,7 @@ from .functional import (
     ENGINES,
     RecurrentVariances,
     check_options,
-    has_tangent,
+    differentiated,
     recurrent_kernel,
     recurrent_kernel_diag,
 )
@@ -103,7 +103,7 @@ class _RecurrentKernel(Kernel):
         init_var_constraint: Interval | None = None,
         **kwargs,
     ) -> None:
-        check_positive_int(input_dim, "input_dim")
+        input_dim = check_positive_int(input_dim, "input_dim")
         check_options(nonlinearity, initial_state, num_layers, frozen_layers, readout)
         if engine not in ENGINES:
             raise ValueError(f"Unknown engine {engine!r}; choose one of {list(ENGINES)}.")
@@ -117,7 +117,7 @@ class _RecurrentKernel(Kernel):
                 "variances after construction, e.g. kernel.initialize(recurrent_var=1.5)."
             )
         super().__init__(**kwargs)
-        self.input_dim = int(input_dim)
+        self.input_dim = input_dim
         self.num_layers = int(num_layers)
         self.nonlinearity = nonlinearity
         self.initial_state = initial_state
@@ -225,8 +225,8 @@ class _RecurrentKernel(Kernel):
         variances = self._variances()
         # K(x, x) by its symmetric path; equal values count only when no gradient is asked of
         # either side (one side's gradient would otherwise count twice or not at all).
-        grads = any(x.requires_grad or has_tangent(x) for x in (x1, x2))
-        if x1 is x2 or (not grads and x1.shape == x2.shape and torch.equal(x1, x2)):
+        equal = not differentiated(x1, x2) and x1.shape == x2.shape and torch.equal(x1, x2)
+        if x1 is x2 or equal:
             if diag:
                 return recurrent_kernel_diag(values1, lengths1, variances, **options)
             values2, lengths2 = values1, lengths1  # lets the Gram be computed as symmetric
