@@ -11,10 +11,7 @@ export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1
 old=cdceee7; [ -d outputs/old_engine/gpytorch_rntk ] && old=outputs/old_engine
 nvidia-smi -L
 python3 -c "import torch, triton, gpytorch; print(torch.__version__, triton.__version__, gpytorch.__version__, torch.cuda.get_device_name())"
-# 1. the Triton kernel (values and forward mode) and the golden values on CUDA
-timeout 150 python3 -m pytest -q -x -p no:cacheprovider -k "cuda and (triton or forward_mode or golden)" \
-    tests/test_fused.py tests/test_kernels.py 2>&1 | tail -15 | tee "$out/tests.log"
-# 2. an exact GP's marginal-likelihood gradient against its forward (issue 5: at most 3x), with
+# 1. an exact GP's marginal-likelihood gradient against its forward (issue 5: at most 3x), with
 # GPyTorch's MLL and with CholeskyMarginalLogLikelihood; then the linear algebra alone
 m="python3 benchmarks/mll_gradient.py --device cuda --mlls gpytorch cholesky"
 timeout 100 $m --n 2000 --t 100 --engines fused tensor --repeats 2 2>&1 | tee "$out/mll.log"
@@ -22,6 +19,9 @@ timeout 60 $m --n 5000 --t 100 --engines fused 2>&1 | tail -2 | tee -a "$out/mll
 timeout 70 $m --n 10000 --t 150 --layers 2 --dtype float32 --engines fused 2>&1 | tail -2 | tee -a "$out/mll.log"
 timeout 40 python3 benchmarks/mll_linear_algebra.py --device cuda --n 2000 5000 2>&1 | tee "$out/la.log"
 timeout 40 python3 benchmarks/mll_linear_algebra.py --device cuda --n 10000 --dtype float32 2>&1 | tail -2 | tee -a "$out/la.log"
+# 2. the Triton kernel (values and forward mode) and the golden values on CUDA
+timeout 150 python3 -m pytest -q -x -p no:cacheprovider -k "cuda and (triton or forward_mode or golden)" \
+    tests/test_fused.py tests/test_kernels.py 2>&1 | tail -15 | tee "$out/tests.log"
 # 3. this engine against session 5's in one process (values and forward mode)
 c="python3 benchmarks/compare_revisions.py --device cuda --against $old"
 timeout 50 $c --n 2000 --t 100 2>&1 | tee "$out/compare.log"
