@@ -34,10 +34,12 @@ MLLS = {
 
 
 class _GP(gpytorch.models.ExactGP):
-    def __init__(self, x, y, engine: str, layers: int):
+    def __init__(self, x, y, engine: str, layers: int, nonlinearity: str):
         super().__init__(x, y, gpytorch.likelihoods.GaussianLikelihood())
         self.mean_module = gpytorch.means.ConstantMean()
-        kernel = RNTKKernel(input_dim=1, engine=engine, num_layers=layers)
+        kernel = RNTKKernel(
+            input_dim=1, engine=engine, num_layers=layers, nonlinearity=nonlinearity
+        )
         self.covar_module = gpytorch.kernels.ScaleKernel(kernel)
 
     def forward(self, z):
@@ -55,7 +57,7 @@ def run_case(n: int, steps: int, args) -> list[str]:
     y = torch.randn(n, dtype=dtype, generator=gen).to(device)
     rows, reference = [], None
     for engine, mll_name in ((e, m) for e in args.engines for m in args.mlls):
-        model = _GP(x, y, engine, args.layers).to(device=device, dtype=dtype)
+        model = _GP(x, y, engine, args.layers, args.nonlinearity).to(device=device, dtype=dtype)
         mll = MLLS[mll_name](model.likelihood, model)
         parameters = [p for _, p in sorted(model.named_parameters())]
 
@@ -77,7 +79,8 @@ def run_case(n: int, steps: int, args) -> list[str]:
         reference = out if reference is None else reference
         difference = ((out - reference).abs() / reference.abs().clamp(min=1e-300)).max().item()
         rows.append(
-            f"| {engine} | {mll_name} | {n} | {steps} | {args.layers} | {args.dtype} | "
+            f"| {engine} | {mll_name} | {args.nonlinearity} | {n} | {steps} | {args.layers} | "
+            f"{args.dtype} | "
             f"{seconds['forward']:.4g} | {seconds['gradient']:.4g} | "
             f"{seconds['gradient'] / seconds['forward']:.2f} | {difference:.1e} |"
         )
@@ -91,6 +94,7 @@ def main(argv=None) -> None:
     parser.add_argument("--t", type=int, nargs="+", default=[100])
     parser.add_argument("--layers", type=int, default=1)
     parser.add_argument("--dtype", default="float64", choices=["float32", "float64"])
+    parser.add_argument("--nonlinearity", default="relu", choices=["relu", "erf"])
     parser.add_argument("--engines", nargs="+", default=["fused", "tensor"])
     parser.add_argument("--mlls", nargs="+", default=["gpytorch"], choices=list(MLLS))
     parser.add_argument("--repeats", type=int, default=3)
@@ -99,10 +103,10 @@ def main(argv=None) -> None:
     use_triton_tile(args.triton_tile, [getattr(torch, args.dtype)], forward_mode=True)
     print(f"device {args.device}, torch {torch.__version__}, {torch.get_num_threads()} threads")
     print(
-        "| engine | mll | N | T | L | dtype | forward_s | gradient_s | gradient/forward "
+        "| engine | mll | phi | N | T | L | dtype | forward_s | gradient_s | gradient/forward "
         "| max_rel_diff |"
     )
-    print("|---|---|---|---|---|---|---|---|---|---|")
+    print("|---|---|---|---|---|---|---|---|---|---|---|")
     for n in args.n:
         for steps in args.t:
             for row in run_case(n, steps, args):

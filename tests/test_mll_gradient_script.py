@@ -7,10 +7,13 @@ import importlib.util
 import sys
 from pathlib import Path
 
+import pytest
+
 BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
 
 
-def test_engines_agree(monkeypatch, capsys):
+@pytest.mark.parametrize("nonlinearity", ["relu", "erf"])
+def test_engines_agree(monkeypatch, capsys, nonlinearity):
     monkeypatch.setenv("GPYTORCH_RNTK_COMPILE", "0")  # the compiled loop, run eagerly
     monkeypatch.syspath_prepend(str(BENCHMARKS))  # it imports gram.py beside it
     spec = importlib.util.spec_from_file_location("mll_gradient", BENCHMARKS / "mll_gradient.py")
@@ -19,8 +22,10 @@ def test_engines_agree(monkeypatch, capsys):
     spec.loader.exec_module(module)
 
     options = ["--n", "30", "--t", "12", "--repeats", "1", "--engines", "tensor", "fused"]
+    options += ["--nonlinearity", nonlinearity]
     module.main([*options, "--mlls", "gpytorch", "cholesky"])
     rows = [line.split("|")[1:-1] for line in capsys.readouterr().out.splitlines()[3:]]
+    assert {row[2].strip() for row in rows} == {nonlinearity}
     assert [(row[0].strip(), row[1].strip()) for row in rows] == [
         ("tensor", "gpytorch"),
         ("tensor", "cholesky"),
@@ -28,10 +33,10 @@ def test_engines_agree(monkeypatch, capsys):
         ("fused", "cholesky"),
     ]
     for row in rows:
-        forward, gradient, ratio = (float(c) for c in row[6:9])
+        forward, gradient, ratio = (float(c) for c in row[7:10])
         assert forward > 0 and gradient > 0 and abs(ratio - gradient / forward) < 0.01 * ratio
     # loss and every hyperparameter's gradient against the first row's (float64)
-    assert float(rows[0][9]) == 0 and all(float(row[9]) < 1e-10 for row in rows[1:])
+    assert float(rows[0][10]) == 0 and all(float(row[10]) < 1e-10 for row in rows[1:])
 
 
 def test_linear_algebra_agrees(monkeypatch, capsys):

@@ -99,3 +99,26 @@ def test_second_derivatives_raise():
     loss = -CholeskyMarginalLogLikelihood(model.likelihood, model)(model(x), y)
     with pytest.raises(RuntimeError, match="first derivatives only"):
         torch.autograd.grad(loss, model.covar_module.raw_outputscale, create_graph=True)
+
+
+def test_fits_with_botorch():
+    """A drop-in for BoTorch's fit_gpytorch_mll: the same fitted hyperparameters as GPyTorch's
+    exact marginal likelihood (float64, L-BFGS-B from the same start)."""
+    from botorch.fit import fit_gpytorch_mll
+
+    from gpytorch_rntk.botorch import sequence_gp
+
+    gen = torch.Generator().manual_seed(4)
+    lengths = torch.randint(3, 9, (20,), generator=gen)
+    x = encode_sequences([torch.randn(int(t), 1, generator=gen) for t in lengths]).double()
+    y = x[:, 1:].sum(-1, keepdim=True).sin() + 0.1 * torch.randn(20, 1, generator=gen).double()
+    fitted = []
+    for cls in (gpytorch.mlls.ExactMarginalLogLikelihood, CholeskyMarginalLogLikelihood):
+        model = sequence_gp(x, y, input_dim=1)
+        start = {n: p.detach().clone() for n, p in model.named_parameters()}
+        fit_gpytorch_mll(cls(model.likelihood, model))
+        params = dict(model.named_parameters())
+        assert any((params[n] - p).abs().max() > 1e-3 for n, p in start.items())  # it moved
+        fitted.append(params)
+    for name, param in fitted[0].items():
+        torch.testing.assert_close(fitted[1][name], param, rtol=1e-5, atol=1e-6, msg=name)
