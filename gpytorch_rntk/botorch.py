@@ -3,7 +3,8 @@ r"""Bayesian optimisation over sequences with BoTorch.
 A sequence enters BoTorch as one row of the layout of :doc:`/layout`: column 0 holds the length,
 then the steps, right-padded with zeros (``D = 1 + T_max * m``), or only the steps for fixed-length
 problems (``D = T * m``). The kernels round and clamp the length and ignore every value past it,
-so BoTorch's optimisers may write anything there. This module adds only what BoTorch lacks:
+so BoTorch's optimisers may write any finite value there. This module adds only what BoTorch
+lacks:
 
 * :func:`sequence_gp`: a :class:`~botorch.models.SingleTaskGP` with a recurrent kernel and no
   input transform (a per-column transform would break the layout);
@@ -40,8 +41,12 @@ from collections.abc import Sequence
 import torch
 from botorch.acquisition import AcquisitionFunction
 from botorch.models import SingleTaskGP
+from botorch.models.transforms.outcome import OutcomeTransform
 from botorch.optim import optimize_acqf_mixed, optimize_acqf_mixed_alternating
+from botorch.utils.types import DEFAULT
 from gpytorch.kernels import ScaleKernel
+from gpytorch.likelihoods import Likelihood
+from gpytorch.means import Mean
 from torch import Tensor
 
 from .kernels import kernel_class
@@ -61,7 +66,10 @@ def sequence_gp(
     input_dim: int,
     kernel: str = "rntk",
     *,
-    train_yvar: Tensor | None = None,
+    train_Yvar: Tensor | None = None,  # noqa: N803 (BoTorch's name)
+    likelihood: Likelihood | None = None,
+    mean_module: Mean | None = None,
+    outcome_transform: OutcomeTransform | None | type[DEFAULT] = DEFAULT,
     **kernel_kwargs,
 ) -> SingleTaskGP:
     r"""A :class:`~botorch.models.SingleTaskGP` on sequences with a recurrent kernel.
@@ -78,7 +86,7 @@ def sequence_gp(
 
     With several outcomes (``train_y`` of shape ``(..., n, k)``, ``k > 1``) each outcome gets its
     own kernel hyperparameters (kernel ``batch_shape`` extended by ``k``), as BoTorch does for its
-    default kernel.
+    default kernel, and :meth:`~botorch.models.model.Model.subset_output` selects outcomes.
 
     Args:
         train_x: ``(..., n, D)`` training sequences in the layout of :doc:`/layout`
@@ -87,7 +95,10 @@ def sequence_gp(
         input_dim: The step dimension ``m``.
         kernel: ``"rntk"`` (:class:`~gpytorch_rntk.RNTKKernel`) or ``"nngp"``
             (:class:`~gpytorch_rntk.RNNGPKernel`).
-        train_yvar: Optional ``(..., n, k)`` observation noise variances (a fixed-noise model).
+        train_Yvar: Optional ``(..., n, k)`` observation noise variances (a fixed-noise model).
+        likelihood, mean_module, outcome_transform: As for
+            :class:`~botorch.models.SingleTaskGP` (default: its Gaussian likelihood, constant
+            mean and ``Standardize``; ``outcome_transform=None`` for none).
         **kernel_kwargs: Passed to the kernel: ``num_layers``, ``nonlinearity``,
             ``variable_length`` (``False`` for the fixed-length layout), priors, ...
 
@@ -120,9 +131,28 @@ def sequence_gp(
         kernel_class(kernel)(input_dim, **kernel_kwargs), batch_shape=kernel_kwargs["batch_shape"]
     )
     model = SingleTaskGP(
-        train_x, train_y, train_Yvar=train_yvar, covar_module=covar_module, input_transform=None
+        train_x,
+        train_y,
+        train_Yvar=train_Yvar,
+        likelihood=likelihood,
+        covar_module=covar_module,
+        mean_module=mean_module,
+        outcome_transform=outcome_transform,
+        input_transform=None,
     )  # rejects NaN inputs with BoTorch's InputDataError
     split_layout(train_x, input_dim, covar_module.base_kernel.variable_length)  # the width
+    if model.num_outputs > 1:
+        # Where each outcome's parameters sit (from the end), for Model.subset_output; BoTorch
+        # lists them only for the kernel it builds itself.
+        subset = {
+            f"covar_module.{name}": -1 - (p.dim() - len(batch_shape))
+            for name, p in covar_module.named_parameters()
+        }
+        if mean_module is None:
+            subset["mean_module.raw_constant"] = -1
+        if likelihood is None and train_Yvar is None:
+            subset["likelihood.noise_covar.raw_noise"] = -2
+        model._subset_batch_dict = subset
     return model
 
 
@@ -283,9 +313,8 @@ def optimize_acqf_variable_length(
         >>> train_y = torch.stack([s.sum() for s in seqs]).unsqueeze(-1)
         >>> model = sequence_gp(encode_sequences(seqs), train_y, input_dim=1)
         >>> acqf = LogExpectedImprovement(model, best_f=model.train_targets.max())
-        >>> x, _ = optimize_acqf_variable_length(
-        ...     acqf, sequence_bounds(4, 1, 0.0, 1.0, min_len=2), 1, num_restarts=2, raw_samples=16
-        ... )
+        >>> bounds = sequence_bounds(4, 1, 0.0, 1.0, min_len=2, dtype=torch.float64)
+        >>> x, _ = optimize_acqf_variable_length(acqf, bounds, 1, num_restarts=2, raw_samples=16)
         >>> x.shape, x[0, 0] in (2.0, 3.0, 4.0)
         (torch.Size([1, 5]), True)
     """
@@ -295,6 +324,13 @@ def optimize_acqf_variable_length(
         raise ValueError(f"bounds must have shape (2, D), got {tuple(bounds.shape)}.")
     if not torch.isfinite(bounds).all():
         raise ValueError("The bounds must be finite.")
+    parameter = next(getattr(acq_function, "model", torch.nn.Module()).parameters(), None)
+    if parameter is not None and parameter.dtype != bounds.dtype:
+        raise ValueError(
+            f"bounds are {bounds.dtype} but the model is {parameter.dtype}: BoTorch's optimisers "
+            "evaluate the model at candidates of the bounds' dtype. Build them in the model's, "
+            "e.g. sequence_bounds(..., dtype=train_x.dtype)."
+        )
     if (width - 1) % input_dim != 0 or width < 1 + input_dim:
         raise ValueError(
             f"bounds of width {width} do not fit the variable-length layout 1 + T_max * "

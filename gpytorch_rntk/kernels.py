@@ -116,11 +116,16 @@ class _RecurrentKernel(Kernel):
                 f"{type(self).__name__} got unexpected keyword arguments {unknown}. Set the "
                 "variances after construction, e.g. kernel.initialize(recurrent_var=1.5)."
             )
+        if initial_state == "zero" and (init_var_prior, init_var_constraint) != (None, None):
+            raise ValueError(
+                "init_var_prior and init_var_constraint need initial_state='per_input' or "
+                "'shared': with initial_state='zero' there is no init_var."
+            )
         super().__init__(**kwargs)
         self.input_dim = input_dim
         self.num_layers = int(num_layers)
         self.nonlinearity = nonlinearity
-        self.initial_state = initial_state
+        self._initial_state = initial_state
         self.variable_length = bool(variable_length)
         self.frozen_layers = int(frozen_layers)
         self.bidirectional = bool(bidirectional)
@@ -136,6 +141,19 @@ class _RecurrentKernel(Kernel):
             del priors["init_var"]
         for name, (prior, constraint) in priors.items():
             self._register_positive(name, _DEFAULTS[nonlinearity][name], prior, constraint)
+
+    @property
+    def initial_state(self) -> str:
+        """``"zero"``, ``"per_input"`` or ``"shared"``, fixed at construction (it decides whether
+        the kernel has the hyperparameter ``init_var``)."""
+        return self._initial_state
+
+    @initial_state.setter
+    def initial_state(self, value: str) -> None:
+        raise AttributeError(
+            "initial_state is fixed at construction (it decides whether the kernel has "
+            f"init_var); build a new kernel with initial_state={value!r} instead."
+        )
 
     def _register_positive(
         self, name: str, default: float, prior: Prior | None, constraint: Interval | None
@@ -344,6 +362,11 @@ class RNNGPKernel(_RecurrentKernel):
         variable_length: bool = True,
         **kwargs,
     ) -> None:
+        if "frozen_layers" in kwargs:
+            raise TypeError(
+                "RNNGPKernel takes no frozen_layers: the NNGP kernel is the RNTK with every layer "
+                "frozen (RNTKKernel(..., frozen_layers=k) for the NTK with k layers frozen)."
+            )
         super().__init__(
             input_dim,
             num_layers,

@@ -126,6 +126,33 @@ def test_sequence_gp_options():
         sequence_gp(x, y[:3], input_dim=2)
     with pytest.raises(ValueError, match="does not fit input_dim=2"):
         sequence_gp(x[:, :-1], y, input_dim=2)  # 1 + 2 T_max - 1 columns
+    # SingleTaskGP's own arguments pass through
+    plain = sequence_gp(
+        x, y, input_dim=2, outcome_transform=None, train_Yvar=torch.full_like(y, 0.01)
+    )
+    assert not hasattr(plain, "outcome_transform")
+    torch.testing.assert_close(plain.likelihood.noise, torch.full_like(y, 0.01).T)
+
+
+@pytest.mark.parametrize("fixed_noise", [False, True])
+def test_subset_output(fixed_noise):
+    """Each outcome of a multi-output model alone: the same posterior as in the full model."""
+    seqs, x = variable_length_data(8, seed=3)
+    y = torch.cat([end_score(seqs), end_score(seqs).exp()], -1)
+    noise = {"train_Yvar": torch.full_like(y, 1e-3)} if fixed_noise else {}
+    model = sequence_gp(x, y, input_dim=1, **noise)
+    with torch.no_grad():  # give the outcomes different hyperparameters
+        for p in model.parameters():
+            p.add_(torch.randn_like(p) * 0.3)
+    model.eval()
+    _, test_x = variable_length_data(5, seed=4)
+    full = model.posterior(test_x)
+    for k in range(2):
+        one = model.subset_output([k])
+        assert one.num_outputs == 1
+        part = one.posterior(test_x)
+        torch.testing.assert_close(part.mean, full.mean[:, k : k + 1])
+        torch.testing.assert_close(part.variance, full.variance[:, k : k + 1])
 
 
 def test_sequence_bounds():
@@ -260,6 +287,8 @@ def test_variable_length_design_errors(model):
         optimize_acqf_variable_length(acqf, bounds, 1, lengths=[2.7])
     with pytest.raises(ValueError, match="input_dim must be a positive integer"):
         optimize_acqf_variable_length(acqf, bounds, 0)
+    with pytest.raises(ValueError, match="bounds are torch.float32 but the model is torch.float64"):
+        optimize_acqf_variable_length(acqf, bounds.float(), 1)
 
 
 def test_model_list_multi_objective(device):

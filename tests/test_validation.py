@@ -6,8 +6,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from gpytorch.constraints import Interval
+from gpytorch.priors import GammaPrior
 
-from gpytorch_rntk import RNTKKernel, decode_sequences, encode_sequences, gram_matrix
+from gpytorch_rntk import RNNGPKernel, RNTKKernel, decode_sequences, encode_sequences, gram_matrix
 from gpytorch_rntk.functional import RecurrentVariances, recurrent_kernel, recurrent_kernel_diag
 from gpytorch_rntk.fused import fused_kernel
 from gpytorch_rntk.models import SequenceVariationalGP, inducing_sequences
@@ -75,6 +77,10 @@ def _with(**changes):
         (lambda: RNTKKernel(2, recurrent_var=1.0), TypeError, r"unexpected keyword.*recurrent_var"),
         (lambda: RNTKKernel(2, bidirectional="no"), TypeError, "bidirectional must be True or"),
         (lambda: RNTKKernel(2, variable_length=1), TypeError, "variable_length must be True or"),
+        (lambda: RNTKKernel(2, init_var_prior=GammaPrior(2.0, 4.0)), ValueError, "no init_var"),
+        (lambda: RNTKKernel(2, init_var_constraint=Interval(0.1, 1)), ValueError, "no init_var"),
+        (lambda: RNNGPKernel(2, frozen_layers=1), TypeError, "RNNGPKernel takes no frozen_layers"),
+        (lambda: setattr(RNTKKernel(2), "initial_state", "shared"), AttributeError, "fixed at"),
         # the layout
         (lambda: decode_sequences(X.numpy(), 2), TypeError, "must be a torch.Tensor"),
         (lambda: decode_sequences(X, 0), ValueError, "input_dim must be a positive integer"),
