@@ -142,7 +142,7 @@ def test_subset_output(fixed_noise):
     noise = {"train_Yvar": torch.full_like(y, 1e-3)} if fixed_noise else {}
     model = sequence_gp(x, y, input_dim=1, **noise)
     with torch.no_grad():  # give the outcomes different hyperparameters
-        for p in model.parameters():
+        for p in [*model.covar_module.parameters(), *model.mean_module.parameters()]:
             p.add_(torch.randn_like(p) * 0.3)
     model.eval()
     _, test_x = variable_length_data(5, seed=4)
