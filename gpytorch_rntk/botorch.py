@@ -145,7 +145,7 @@ def sequence_gp(
         # Where each outcome's parameters sit (from the end), for Model.subset_output; BoTorch
         # lists them only for the kernel it builds itself.
         subset = {
-            f"covar_module.{name}": -1 - (p.dim() - len(batch_shape))
+            f"covar_module.{name}": -1 - (p.dim() - len(covar_module.batch_shape))
             for name, p in covar_module.named_parameters()
         }
         if mean_module is None:

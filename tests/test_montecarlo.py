@@ -95,10 +95,11 @@ def test_the_check_fails_on_a_wrong_kernel(nonlinearity):
     emp = empirical_kernel_statistics(
         seqs, seeds=range(64), width=512, num_layers=2, nonlinearity=nonlinearity, **HYPER
     )
-    for name, limit in zip(("NTK", "NNGP"), analytic(seqs, 2, nonlinearity), strict=True):
-        assert_agrees(*emp[name == "NNGP"], limit, name)
+    names = ("NTK", "NNGP")
+    for name, stats, limit in zip(names, emp, analytic(seqs, 2, nonlinearity), strict=True):
+        assert_agrees(*stats, limit, name)
     for wrong in ({"recurrent_var": 1.35}, {"bias_var": 0.05}):
         limits = analytic(seqs, 2, nonlinearity, **wrong)
-        for name, limit in zip(("NTK", "NNGP"), limits, strict=True):
+        for name, stats, limit in zip(names, emp, limits, strict=True):
             with pytest.raises(AssertionError, match="max \\|z\\|"):
-                assert_agrees(*emp[name == "NNGP"], limit, name)
+                assert_agrees(*stats, limit, name)
