@@ -10,7 +10,7 @@ import torch
 from torch import Tensor
 
 from .kernels import kernel_class
-from .layout import encode_sequences
+from .layout import as_int, encode_sequences
 
 __all__ = ["gram_matrix"]
 
@@ -39,7 +39,10 @@ def gram_matrix(
         recurrent_var, input_var, bias_var, init_var: The variances; ``None`` keeps the
             kernel's default.
         **kernel_options: ``num_layers``, ``nonlinearity``, ``initial_state``,
-            ``bidirectional`` (and ``frozen_layers`` for ``"rntk"``).
+            ``bidirectional``, ``readout``, ``engine`` (and ``frozen_layers`` for ``"rntk"``);
+            any other keyword raises a ``TypeError``. ``variable_length``, ``batch_shape`` and
+            ``active_dims`` describe a kernel's input tensor, which this function builds itself
+            (sequences of equal length give the fixed-length layout's values).
 
     Returns:
         An ``(N, N')`` float64 array.
@@ -55,21 +58,51 @@ def gram_matrix(
         >>> svm.predict(gram_matrix(test, train)).shape
         (1,)
     """
+    allowed = {"num_layers", "nonlinearity", "initial_state", "bidirectional", "readout", "engine"}
+    if kernel == "rntk":
+        allowed.add("frozen_layers")
+    unknown = sorted(set(kernel_options) - allowed)
+    if unknown:
+        hint = (
+            " (variable_length, batch_shape and active_dims shape a kernel's input tensor; "
+            "gram_matrix encodes the sequences itself, and sequences of equal length give the "
+            "fixed-length layout's values.)"
+            if {"variable_length", "batch_shape", "active_dims"} & set(unknown)
+            else ""
+        )
+        raise TypeError(
+            f"gram_matrix got unexpected keyword arguments {unknown}; it takes {sorted(allowed)}."
+            + hint
+        )
+    for name, seqs in (("seqs1", seqs1), ("seqs2", seqs2)):
+        if isinstance(seqs, (np.ndarray, Tensor, str)):
+            raise TypeError(
+                f"{name} must be a list of sequences, got one {type(seqs).__name__}: pass [x] "
+                "for one sequence (list(x) for the rows of a 2-D array as univariate sequences)."
+            )
     variances = dict(
         recurrent_var=recurrent_var, input_var=input_var, bias_var=bias_var, init_var=init_var
     )
     variances = {k: v for k, v in variances.items() if v is not None}
     for name, value in variances.items():
+        if as_int(value) is None and not isinstance(value, (float, np.floating)):
+            raise TypeError(f"{name} must be a number, got {value!r}.")
         if not (math.isfinite(value) and value >= 0):
             raise ValueError(f"{name} must be finite and non-negative, got {value!r}.")
     if init_var is not None and kernel_options.get("initial_state", "zero") == "zero":
         raise ValueError("init_var needs initial_state='per_input' or 'shared'.")
     both = list(seqs1) + ([] if seqs2 is None else list(seqs2))
-    x = encode_sequences([torch.as_tensor(s, dtype=torch.float64) for s in both])
+    if not both:
+        return np.zeros((0, 0))
+    try:
+        tensors = [torch.as_tensor(s).detach() for s in both]
+    except (TypeError, ValueError, RuntimeError) as err:
+        raise TypeError(f"Each sequence must be an array of numbers: {err}") from None
+    x = encode_sequences([t if t.is_complex() else t.double() for t in tensors])  # complex raises
     input_dim = (x.shape[-1] - 1) // int(x[:, 0].max())
     module = kernel_class(kernel)(input_dim=input_dim, **kernel_options).double()
     module.initialize(**variances)
     x1, x2 = x[: len(seqs1)], x[len(seqs1) :]
     with torch.no_grad():
         gram = module.forward(x1, x1 if seqs2 is None else x2)
-    return gram.numpy()
+    return gram.cpu().numpy()

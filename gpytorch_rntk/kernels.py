@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import warnings
 from functools import partial
 
 import numpy as np
@@ -19,7 +20,7 @@ from .functional import (
     recurrent_kernel,
     recurrent_kernel_diag,
 )
-from .layout import check_positive_int, split_layout
+from .layout import check_encoding, check_positive_int, split_layout
 
 __all__ = ["RNNGPKernel", "RNTKKernel", "kernel_class"]
 
@@ -192,8 +193,9 @@ class _RecurrentKernel(Kernel):
 
     def __call__(self, x1: Tensor, x2: Tensor | None = None, **kwargs):
         # (before GPyTorch's own check, which says only "dimensions"; with active_dims it rules)
-        checked = x2 is not None and self.active_dims is None and min(x1.dim(), x2.dim()) >= 2
-        if checked and x1.shape[-1] != x2.shape[-1]:
+        checked = x2 is not None and self.active_dims is None
+        checked = checked and isinstance(x1, Tensor) and isinstance(x2, Tensor)
+        if checked and min(x1.dim(), x2.dim()) >= 2 and x1.shape[-1] != x2.shape[-1]:
             raise ValueError(
                 f"x1 has width {x1.shape[-1]} and x2 width {x2.shape[-1]}: GPyTorch needs one "
                 "width for both; encode them with the same max_len (encode_sequences(..., "
@@ -211,6 +213,9 @@ class _RecurrentKernel(Kernel):
     ) -> Tensor:
         r"""Evaluate the kernel.
 
+        Inputs of different floating dtypes are promoted, with the hyperparameters' dtype, as
+        GPyTorch's kernels do (a ``.double()`` kernel computes float32 inputs in float64).
+
         Args:
             x1: ``(..., N, D)`` sequences in the layout of :doc:`/layout`.
             x2: ``(..., N', D')`` sequences (``forward`` accepts another ``T_max``).
@@ -220,18 +225,30 @@ class _RecurrentKernel(Kernel):
 
         Returns:
             A dense ``(..., N, N')`` tensor, or ``(..., N)`` if ``diag``.
+
+        Warns:
+            RuntimeWarning: If the result holds inf or NaN (the kernel overflows: ReLU with
+                ``recurrent_var`` above 2 grows about ``(recurrent_var / 2)^T``), if the erf
+                NTK's inputs are so large that the dtype's rounding costs more than 0.1 %
+                (:doc:`/kernels`, Numerical precision), and, in training mode, if the training
+                sequences do not look encoded with step dimension ``input_dim``
+                (:func:`~gpytorch_rntk.layout.check_encoding`).
         """
         if last_dim_is_batch:
             raise NotImplementedError(
                 f"{type(self).__name__} does not support last_dim_is_batch=True: the last "
                 "dimension holds the steps of one sequence."
             )
+        same = x1 is x2
+        x1, x2 = self._promoted(x1, x2)
         if diag and x1.shape[-2] != x2.shape[-2]:
             raise ValueError(
                 f"diag=True needs as many sequences in x1 as in x2, got {x1.shape[-2]} and "
                 f"{x2.shape[-2]}."
             )
         values1, lengths1 = split_layout(x1, self.input_dim, self.variable_length)
+        if same and self.training and self.variable_length:
+            check_encoding(x1, self.input_dim)
         options = dict(
             nonlinearity=self.nonlinearity,
             num_layers=self.num_layers,
@@ -244,21 +261,95 @@ class _RecurrentKernel(Kernel):
         # K(x, x) by its symmetric path; equal values count only when no gradient is asked of
         # either side (one side's gradient would otherwise count twice or not at all).
         equal = not differentiated(x1, x2) and x1.shape == x2.shape and torch.equal(x1, x2)
-        if x1 is x2 or equal:
-            if diag:
-                return recurrent_kernel_diag(values1, lengths1, variances, **options)
+        if same or equal:
             values2, lengths2 = values1, lengths1  # lets the Gram be computed as symmetric
         else:
             values2, lengths2 = split_layout(x2, self.input_dim, self.variable_length)
-        return recurrent_kernel(
-            values1,
-            lengths1,
-            values2,
-            lengths2,
-            variances,
-            paired=diag,
-            engine=self.engine,
-            **options,
+        if self.nonlinearity == "erf":
+            self._check_erf_range(values1, values2, variances)
+        if (same or equal) and diag:
+            out = recurrent_kernel_diag(values1, lengths1, variances, **options)
+        else:
+            out = recurrent_kernel(
+                values1,
+                lengths1,
+                values2,
+                lengths2,
+                variances,
+                paired=diag,
+                engine=self.engine,
+                **options,
+            )
+        if not torch.isfinite(out.detach()).all():
+            self._warn_non_finite(max(values1.shape[-2], values2.shape[-2]), out.dtype)
+        return out
+
+    def _promoted(self, x1: Tensor, x2: Tensor) -> tuple[Tensor, Tensor]:
+        """``x1`` and ``x2`` in the promoted dtype of both and the hyperparameters (GPyTorch's
+        kernels promote too); ``x1 is x2`` is kept. Non-float inputs are left to
+        :func:`~gpytorch_rntk.layout.split_layout`, which names them."""
+        floating = [isinstance(x, Tensor) and x.is_floating_point() for x in (x1, x2)]
+        if all(floating) and x1.device != x2.device:
+            raise ValueError(
+                f"x1 is on {x1.device} and x2 on {x2.device}; move both (and the kernel, "
+                "kernel.to(device)) to one device."
+            )
+        dtype = self.recurrent_var.dtype
+        for x, is_float in zip((x1, x2), floating, strict=True):
+            dtype = torch.promote_types(dtype, x.dtype) if is_float else dtype
+        promoted1 = x1.to(dtype) if floating[0] else x1
+        return promoted1, promoted1 if x1 is x2 else x2.to(dtype) if floating[1] else x2
+
+    def _check_erf_range(
+        self, values1: Tensor, values2: Tensor, variances: RecurrentVariances
+    ) -> None:
+        """erf's dual activations multiply the two self-covariances ``(1 + 2k)``: with a bound
+        ``s`` on every pre-activation variance (``V <= 1`` for erf), raise if ``(1 + 2s)^2``
+        overflows the dtype (the NNGP then returns 0, the NTK NaN) and warn if the NTK's
+        ``V'``, which takes a difference of such products, keeps less than 0.1 % accuracy
+        (relative rounding about ``eps * s``)."""
+        with torch.no_grad():
+            steps = max(
+                float(v.square().sum(-1).amax()) if v.numel() else 0.0 for v in (values1, values2)
+            )
+            inputs = max(steps / self.input_dim, 1.0)  # layer l > 1 reads V[S^(l-1)] <= 1
+            s = variances.recurrent_var + variances.bias_var + variances.init_var
+            s = torch.as_tensor(s + variances.input_var * inputs, dtype=values1.dtype).max()
+        if not torch.isfinite((1 + 2 * s) ** 2):
+            raise ValueError(
+                f"The erf kernel's pre-activation variances reach about {s.item():.3g} "
+                f"(input_var * |x_t|^2 / input_dim + recurrent_var + bias_var), and erf's dual "
+                f"activations overflow {values1.dtype} there (to 0 or NaN). Standardise the "
+                "inputs (or lower input_var), or compute in float64."
+            )
+        loss = torch.finfo(values1.dtype).eps * s
+        if self.frozen_layers < self.num_layers and loss > 1e-3:
+            warnings.warn(
+                f"The erf NTK's pre-activation variances reach about {s.item():.3g}: in "
+                f"{values1.dtype} its V' keeps a relative accuracy of only about "
+                f"{loss.item():.1g} there (a difference of two products of that size). "
+                "Standardise the inputs (or lower input_var), or compute in float64.",
+                RuntimeWarning,
+                stacklevel=2,
+            )
+
+    def _warn_non_finite(self, steps: int, dtype: torch.dtype) -> None:
+        growth = (
+            f"with ReLU the kernel grows about (recurrent_var / 2)^T, so recurrent_var above 2 "
+            f"overflows {dtype} on long sequences"
+            if self.nonlinearity == "relu"
+            else "the erf NTK grows once recurrent_var * V' exceeds 1"
+        )
+        wider = "" if dtype == torch.float64 else " or compute in float64"
+        recurrent_var = self.recurrent_var.detach()
+        shown = f"{recurrent_var.item():.4g}" if recurrent_var.numel() == 1 else "(batched)"
+        warnings.warn(
+            f"{type(self).__name__} returned inf or NaN (recurrent_var = {shown}, sequences "
+            f"of up to T = {steps} steps): {growth}. GPyTorch will fail to factorise this "
+            "matrix. Bound recurrent_var (e.g. recurrent_var_constraint=Interval(0.0, 2.0) "
+            f"for ReLU), shorten or standardise the sequences{wider}.",
+            RuntimeWarning,
+            stacklevel=2,
         )
 
 

@@ -12,13 +12,20 @@ from __future__ import annotations
 
 import functools
 import operator
+import warnings
 from collections.abc import Sequence
 
 import numpy as np
 import torch
 from torch import Tensor
 
-__all__ = ["check_positive_int", "decode_sequences", "encode_sequences", "split_layout"]
+__all__ = [
+    "check_encoding",
+    "check_positive_int",
+    "decode_sequences",
+    "encode_sequences",
+    "split_layout",
+]
 
 
 def check_positive_int(value, name: str) -> int:
@@ -66,7 +73,12 @@ def encode_sequences(seqs: Sequence[np.ndarray | Tensor], max_len: int | None = 
         raise ValueError("encode_sequences needs at least one sequence, got an empty list.")
     tensors = []
     for i, seq in enumerate(seqs):
-        t = torch.as_tensor(seq)  # arrays keep their dtype; Python lists get the default
+        try:
+            t = torch.as_tensor(seq)  # arrays keep their dtype; Python lists get the default
+        except (TypeError, ValueError, RuntimeError) as err:
+            raise TypeError(f"Sequence {i} is not an array of numbers: {err}") from None
+        if t.is_complex():
+            raise TypeError(f"Sequence {i} is complex ({t.dtype}); the kernels take real values.")
         if t.dim() == 1:
             t = t.unsqueeze(-1)
         if t.dim() != 2:
@@ -145,6 +157,53 @@ def split_layout(x: Tensor, input_dim: int, variable_length: bool = True) -> tup
     lengths = x[..., 0].detach().round().clamp(1, t_max).long()
     inside = torch.arange(t_max, device=x.device) < lengths.unsqueeze(-1)
     return values * inside.unsqueeze(-1).to(values), lengths
+
+
+def check_encoding(x: Tensor, input_dim: int) -> None:
+    r"""Warn if training sequences in the variable-length layout do not look encoded with step
+    dimension ``input_dim``.
+
+    Every width ``1 + k * input_dim`` fits the layout, so a wrong ``input_dim`` shows only in the
+    values. :func:`encode_sequences` writes zeros past each length and lengths of at most
+    ``T_max``. Sequences of ``m = 2`` values per step read with ``input_dim=1`` have values past
+    the length in every row (each row's ``2 T_i`` values are read as ``T_i`` steps); read with too
+    large an ``input_dim`` the longest rows' lengths exceed ``T_max``. Candidates of an optimiser
+    may carry values past their lengths (the kernels ignore them), so only training data can be
+    judged, and only when every row has values past its length; sequences encoded with the
+    fixed-length layout's width can never be told apart.
+
+    Args:
+        x: ``(..., N, 1 + T_max * input_dim)`` training sequences.
+        input_dim: The step dimension ``m`` the kernel assumes.
+    """
+    steps = (x.shape[-1] - 1) // input_dim
+    if x.shape[-2] == 0 or steps < 1:
+        return
+    raw = x.detach()
+    lengths = raw[..., 0]
+    inside = torch.arange(steps, device=x.device) < lengths.round().clamp(1, steps).unsqueeze(-1)
+    values = raw[..., 1 : 1 + steps * input_dim].reshape(*x.shape[:-1], steps, input_dim)
+    beyond = ((values != 0).any(-1) & ~inside).any(-1)
+    too_long, everywhere = torch.stack([(lengths > steps + 0.5).any(), beyond.all()]).tolist()
+    if too_long:
+        warnings.warn(
+            f"Training lengths up to {lengths.max().item():g} exceed T_max = {steps}, the steps "
+            f"that width {x.shape[-1]} holds with input_dim={input_dim}; the kernel clamps them. "
+            "Is input_dim the step dimension m the sequences were encoded with?",
+            UserWarning,
+            stacklevel=2,
+        )
+    elif everywhere:
+        warnings.warn(
+            f"Every training sequence has non-zero values past its length, which "
+            f"encode_sequences never writes: were the sequences encoded with more than "
+            f"input_dim={input_dim} values per step? (Any width fits input_dim=1.) Pass the step "
+            "dimension m of encode_sequences' (T, m) arrays, or gpytorch_rntk.botorch."
+            "canonicalize_sequences(x, input_dim) if the values past the lengths are meant to "
+            "be ignored.",
+            UserWarning,
+            stacklevel=2,
+        )
 
 
 def decode_sequences(x: Tensor, input_dim: int) -> tuple[Tensor, Tensor]:

@@ -7,9 +7,50 @@ import torch
 from torch import Tensor
 
 from .kernels import kernel_class
-from .layout import check_positive_int, split_layout
+from .layout import check_encoding, check_positive_int, split_layout
 
-__all__ = ["SequenceVariationalGP", "inducing_sequences"]
+__all__ = ["SequenceInputsMixin", "SequenceVariationalGP", "inducing_sequences"]
+
+
+def _check_width(x: Tensor, width: int, stored: str) -> None:
+    if isinstance(x, Tensor) and x.dim() >= 1 and x.shape[-1] != width:
+        raise ValueError(
+            f"Inputs of width {x.shape[-1]}, {stored} of width {width}: encode both with the "
+            "same max_len (encode_sequences(..., max_len=T_max); with BoTorch, bounds from "
+            "sequence_bounds(T_max, ...))."
+        )
+
+
+class SequenceInputsMixin:
+    r"""For an exact GP on sequences: test inputs of another width than the training
+    sequences raise a ``ValueError`` that says how to encode them, where GPyTorch would fail
+    inside ``torch.cat`` while joining them to the training inputs.
+
+    GPyTorch joins the two before any kernel sees them, so only the model can check. Put the
+    mixin first among the bases.
+
+    Example:
+        >>> import gpytorch
+        >>> from gpytorch_rntk import RNTKKernel, encode_sequences
+        >>> class SequenceGP(SequenceInputsMixin, gpytorch.models.ExactGP):
+        ...     def forward(self, x):
+        ...         mean, covar = gpytorch.means.ZeroMean()(x), RNTKKernel(1)(x)
+        ...         return gpytorch.distributions.MultivariateNormal(mean, covar)
+        >>> x = encode_sequences([torch.randn(t, 1) for t in (3, 5)])
+        >>> model = SequenceGP(x, torch.zeros(2), gpytorch.likelihoods.GaussianLikelihood())
+        >>> model.eval()(x[:, :4])
+        Traceback (most recent call last):
+        ...
+        ValueError: Inputs of width 4, training sequences of width 6: encode both with the
+        same max_len (encode_sequences(..., max_len=T_max); with BoTorch, bounds from
+        sequence_bounds(T_max, ...)).
+    """
+
+    def __call__(self, *inputs, **kwargs):
+        if not self.training and self.train_inputs is not None:
+            for train_x, x in zip(self.train_inputs, inputs, strict=False):
+                _check_width(x, train_x.shape[-1], "training sequences")
+        return super().__call__(*inputs, **kwargs)
 
 
 def inducing_sequences(train_x: Tensor, num_inducing: int) -> Tensor:
@@ -82,6 +123,8 @@ class SequenceVariationalGP(gpytorch.models.ApproximateGP):
     ) -> None:
         base_kernel = kernel_class(kernel)(input_dim=input_dim, **kernel_options)
         split_layout(inducing_points, input_dim, base_kernel.variable_length)  # validates width
+        if base_kernel.variable_length:
+            check_encoding(inducing_points, base_kernel.input_dim)
         distribution = variational_distribution(inducing_points.shape[-2])
         strategy = gpytorch.variational.VariationalStrategy(
             self, inducing_points, distribution, learn_inducing_locations=True
@@ -94,11 +137,7 @@ class SequenceVariationalGP(gpytorch.models.ApproximateGP):
 
     def __call__(self, x: Tensor, *args, **kwargs):
         points = self.variational_strategy.inducing_points
-        if x.shape[-1] != points.shape[-1]:
-            raise ValueError(
-                f"Inputs of width {x.shape[-1]}, inducing sequences of width {points.shape[-1]}: "
-                "encode both with the same max_len (encode_sequences(..., max_len=T_max))."
-            )
+        _check_width(x, points.shape[-1], "inducing sequences")
         if self.inducing_lengths is not None and not torch.equal(
             points[..., 0], self.inducing_lengths
         ):

@@ -70,7 +70,11 @@ def _with(**changes):
         ),
         # the kernels
         (lambda: RNTKKernel(2)(X.long()), TypeError, "must be floating point"),
-        (lambda: RNTKKernel(2)(X.float(), X[:2]), ValueError, "must share a dtype"),
+        (
+            lambda: RNTKKernel(1, nonlinearity="erf")(torch.full((2, 3), 1e10)),
+            ValueError,
+            "erf's dual activations overflow torch.float32",
+        ),
         (lambda: RNTKKernel(2)(X, X[:2], diag=True), ValueError, "diag=True needs as many"),
         (lambda: RNTKKernel(2)(X, X[:, :7]), ValueError, "x1 has width 9 and x2 width 7"),
         (lambda: RNTKKernel(2.0), ValueError, "input_dim must be a positive integer"),
@@ -97,6 +101,13 @@ def _with(**changes):
         (lambda: gram_matrix([np.ones(3)], bias_var=-1.0), ValueError, "non-negative"),
         (lambda: gram_matrix([np.ones(3)], init_var=1.0), ValueError, "init_var needs"),
         (lambda: gram_matrix([np.ones(3)], num_layer=2), TypeError, r"unexpected.*num_layer"),
+        (lambda: gram_matrix([np.ones(3)], kernel="nngp", frozen_layers=1), TypeError, "frozen"),
+        (lambda: gram_matrix([np.ones(3)], bias_var="0.1"), TypeError, "bias_var must be a num"),
+        (lambda: gram_matrix(np.ones((3, 2))), TypeError, "seqs1 must be a list of sequences"),
+        (lambda: gram_matrix([["a", "b"]]), TypeError, "must be an array of numbers"),
+        (lambda: encode_sequences([np.ones(2) * 1j]), TypeError, "Sequence 0 is complex"),
+        (lambda: encode_sequences([[1.0], [[[2.0]]]]), ValueError, r"Sequence 1 has shape"),
+        (lambda: encode_sequences([object()]), TypeError, "Sequence 0 is not an array of num"),
         # variational GPs
         (lambda: inducing_sequences(X[None], 2), ValueError, r"train_x must be an \(N, D\)"),
         (lambda: inducing_sequences(X, 1.5), ValueError, "num_inducing must be a positive"),
