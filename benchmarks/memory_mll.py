@@ -30,11 +30,11 @@ def measure(n: int, t: int, plain: bool, forward: bool = False, engine: str = "t
     import gpytorch
     import torch
 
-    import gpytorch_rntk.functional as F
+    import gpytorch_rntk._core.engines.tensor as F
     from gpytorch_rntk import RNTKKernel
 
     if plain:  # plain autograd through every step
-        F._PLAIN_AUTOGRAD_PAIR_STEPS = 2**62
+        F.PLAIN_AUTOGRAD_PAIR_STEPS = 2**62
     torch.manual_seed(0)
     lengths = torch.randint(t // 4, t + 1, (n,))
     steps = torch.randn(n, t, dtype=torch.float64) * (torch.arange(t) < lengths[:, None])

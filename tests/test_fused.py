@@ -1,4 +1,4 @@
-"""The fused engine (:mod:`gpytorch_rntk.fused`) against the tensor path and SPEC's golden values.
+"""The fused engines (compiled loop, Triton kernel) against the tensor path and SPEC's golden values.
 
 The Triton kernel runs on CUDA where there is one and under Triton's interpreter otherwise (set
 before the kernel module is first imported), so CI without a GPU checks the same kernel source.
@@ -23,9 +23,22 @@ from gpytorch_rntk.functional import (  # noqa: E402
     recurrent_kernel,
     recurrent_kernel_diag,
 )
-from gpytorch_rntk.fused import fused_available, fused_kernel  # noqa: E402
+from gpytorch_rntk._core.config import make_config  # noqa: E402
+from gpytorch_rntk._core.engines import fused as fused_engines  # noqa: E402
+from gpytorch_rntk._core.engines.fused import triton_available as fused_available  # noqa: E402
 
 triton = pytest.importorskip("triton")
+
+
+def fused_kernel(*args, backend: str = "fused", **options):
+    """The Gram matrix by a fused engine: ``backend`` ``"triton"``, ``"compiled"`` or
+    ``"fused"`` (Triton where it computes the request, else compiled)."""
+    return recurrent_kernel(*args, engine=backend, **options)
+
+
+def self_terms(values, lengths, variances, *, nonlinearity, num_layers, initial_state, **clock):
+    config = make_config(nonlinearity, num_layers, 0, initial_state)
+    return fused_engines.clock_self_terms(values, lengths, variances, config=config, **clock)
 
 G2_X = [[0.5, -0.2, 0.1, 0.3], [-0.4, 0.4, 0.2, -0.1], [0.1, 0.1, -0.6, 0.2]]
 G2_L1_RNTK = [
@@ -114,8 +127,7 @@ def test_mean_readout_lanes(block, monkeypatch):
     cells) and with every diagonal in one group, in blocks of up to 3 sequences (many pairs of
     blocks, each with its own grid, some scheduled apart), 16 and 64 (one block a side), gives
     the tensor path's Gram matrix for two sets and for one set against itself."""
-    import gpytorch_rntk.fused as fused
-
+    fused = fused_engines
     monkeypatch.setenv("GPYTORCH_RNTK_COMPILE", "0")
     monkeypatch.setattr(fused, "_BLOCK", block)
     monkeypatch.setattr(fused, "_BLOCK_PAIRS", 5)
@@ -157,7 +169,7 @@ def test_triton_kernel_tiles(dtype, device, symmetric, monkeypatch):
     the tensor path's."""
     if not fused_available(device):
         pytest.skip("Triton cannot run on this device")
-    from gpytorch_rntk import _triton
+    from gpytorch_rntk._core.engines import triton_kernels as _triton
 
     monkeypatch.setitem(_triton.TILES, (dtype, False), (8, 16, 4))
     monkeypatch.setitem(_triton.TILES, (dtype, True), (16, 8, 4))
@@ -172,8 +184,6 @@ def test_triton_self_terms(dtype, device, options):
     both clocks (end-aligned for the last readout, start-aligned for the mean)."""
     if not fused_available(device):
         pytest.skip("Triton cannot run on this device")
-    from gpytorch_rntk.fused import self_terms
-
     x, lengths = _batch(13, 8, 3, 5, dtype, device)
     options = {"initial_state": "zero"} | {k: v for k, v in options.items() if k != "frozen_layers"}
     for align, steps in (("end", 8), ("start", 9)):
@@ -213,11 +223,12 @@ def test_engine_dispatch(monkeypatch):
     torch.testing.assert_close(fused, tensor, rtol=1e-12, atol=0)
     with pytest.raises(ValueError, match="Unknown engine"):
         recurrent_kernel(x, lengths, x, lengths, variances, engine="cuda")
-    with pytest.raises(ValueError, match="not for the sequences"):
+    with pytest.raises(ValueError, match="not the sequences"):
         recurrent_kernel(x.requires_grad_(), lengths, x, lengths, variances, engine="fused")
-    with pytest.raises(ValueError, match="unbatched inputs"):
+    with pytest.raises(ValueError, match="not paired rows"):
         recurrent_kernel(x, lengths, x, lengths, variances, engine="fused", paired=True)
-    with pytest.raises(ValueError, match="Triton kernel computes the last readout"):
+    with pytest.raises(ValueError, match="triton engine computes the last readout, not mean"):
+        x = x.detach()
         fused_kernel(x, lengths, x, lengths, variances, backend="triton", readout="mean")
 
 
@@ -235,7 +246,7 @@ def test_kernel_engine_option(monkeypatch):
     torch.testing.assert_close(dense["fused"], dense["tensor"], rtol=1e-12, atol=0)
     torch.testing.assert_close(dense["auto"], dense["tensor"], rtol=0, atol=0)  # small: tensor
     with pytest.raises(ValueError, match="Unknown engine"):
-        RNTKKernel(input_dim=2, engine="triton")
+        RNTKKernel(input_dim=2, engine="gpu")
 
 
 def _variance_gradients(backend, args, weights, options, readout, dtype=torch.float64):

@@ -347,9 +347,9 @@ def test_gradcheck_hyperparameters_and_inputs(
     nonlinearity, initial_state, frozen_layers, monkeypatch
 ):
     """float64 gradcheck through the checkpointed scan for every variance and both inputs."""
-    import gpytorch_rntk.functional as F
+    import gpytorch_rntk._core.engines.tensor as F
 
-    monkeypatch.setattr(F, "_PLAIN_AUTOGRAD_PAIR_STEPS", 0)  # replay chunks even when small
+    monkeypatch.setattr(F, "PLAIN_AUTOGRAD_PAIR_STEPS", 0)  # replay chunks even when small
     _, x1 = random_batch([3, 2, 3], m=2, seed=8)
     _, x2 = random_batch([1, 3], m=2, seed=9, max_len=3)
     (v1, l1), (v2, l2) = split_layout(x1, 2), split_layout(x2, 2)
@@ -412,14 +412,14 @@ def test_gradients_finite_on_identical_duplicated_and_zero_inputs(
 
 def test_checkpointed_gradient_equals_plain_autograd(monkeypatch):
     """The chunked replay in backward gives the gradient of the unchunked scan."""
-    import gpytorch_rntk.functional as F
+    import gpytorch_rntk._core.engines.tensor as F
 
     _, x = random_batch([9, 4, 9, 6, 1], m=1, seed=11)
     kernel = RNTKKernel(input_dim=1, num_layers=2).double()
     weights = torch.randn(5, 5, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
 
     def grads(plain_limit):
-        monkeypatch.setattr(F, "_PLAIN_AUTOGRAD_PAIR_STEPS", plain_limit)
+        monkeypatch.setattr(F, "PLAIN_AUTOGRAD_PAIR_STEPS", plain_limit)
         kernel.zero_grad()
         (kernel(x).to_dense() * weights).sum().backward()
         return [p.grad.clone() for p in kernel.parameters()]
@@ -432,7 +432,7 @@ def test_checkpointed_gradient_equals_plain_autograd(monkeypatch):
 def test_checkpointed_second_derivatives_equal_plain_autograd(monkeypatch):
     """Under create_graph=True the chunked replay keeps its graph: second derivatives for the
     variances and the inputs (a Hessian-vector product) equal plain autograd's."""
-    import gpytorch_rntk.functional as F
+    import gpytorch_rntk._core.engines.tensor as F
 
     _, x = random_batch([9, 4, 9, 6, 1], m=1, seed=12)
     x = x.double()
@@ -440,7 +440,7 @@ def test_checkpointed_second_derivatives_equal_plain_autograd(monkeypatch):
     weights = torch.randn(5, 5, dtype=torch.float64, generator=gen)
 
     def hessian_vector(plain_limit):
-        monkeypatch.setattr(F, "_PLAIN_AUTOGRAD_PAIR_STEPS", plain_limit)
+        monkeypatch.setattr(F, "PLAIN_AUTOGRAD_PAIR_STEPS", plain_limit)
         kernel = RNTKKernel(input_dim=1, num_layers=2).double()
         z = x.clone().requires_grad_()
         wrt = [kernel.raw_recurrent_var, kernel.raw_input_var, z]

@@ -11,7 +11,7 @@ from finite_width import assert_agrees, empirical_kernel_statistics
 from helpers import random_batch, random_sequences
 from reference import reference_gram
 
-import gpytorch_rntk.functional as F
+import gpytorch_rntk._core.engines.tensor as F
 from gpytorch_rntk import RNNGPKernel, RNTKKernel, encode_sequences
 from gpytorch_rntk.functional import RecurrentVariances, recurrent_kernel, recurrent_kernel_diag
 from gpytorch_rntk.layout import split_layout
@@ -204,7 +204,7 @@ def test_gradcheck(nonlinearity, initial_state, chunked, monkeypatch):
     """float64 gradcheck for every variance and both inputs, through groups of diagonals
     replayed with plain autograd and through groups replayed in checkpointed chunks."""
     if chunked:
-        monkeypatch.setattr(F, "_PLAIN_AUTOGRAD_PAIR_STEPS", 0)
+        monkeypatch.setattr(F, "PLAIN_AUTOGRAD_PAIR_STEPS", 0)
     _, x1 = random_batch([3, 2, 3], m=2, seed=8)
     _, x2 = random_batch([1, 3], m=2, seed=9, max_len=3)
     (v1, l1), (v2, l2) = split_layout(x1, 2), split_layout(x2, 2)
@@ -239,7 +239,7 @@ def test_chunked_replay_gradient_equals_group_replay(monkeypatch):
     weights = torch.randn(5, 5, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
 
     def grads(plain_limit):
-        monkeypatch.setattr(F, "_PLAIN_AUTOGRAD_PAIR_STEPS", plain_limit)
+        monkeypatch.setattr(F, "PLAIN_AUTOGRAD_PAIR_STEPS", plain_limit)
         kernel.zero_grad()
         loss = (kernel(x).to_dense() * weights).sum() + kernel(x, diag=True).sum()
         loss.backward()

@@ -3,8 +3,8 @@
 Runs on CUDA, and on CPU tensors under Triton's interpreter (``TRITON_INTERPRET=1``), which is
 how the tests check it without a GPU. Every layer's state, and in forward mode each direction's
 derivatives beside it, are tuples of tiles held in registers; :data:`TILES` keeps them from
-spilling for up to :data:`MAX_LAYERS` layers (but for float32 values at three layers, 144
-bytes), and deeper networks use the compiled path.
+spilling for up to ``fused.TRITON_MAX_LAYERS`` layers (but for float32 values at three
+layers, 144 bytes), and deeper networks use the compiled engine.
 """
 
 from __future__ import annotations
@@ -18,7 +18,8 @@ import triton
 import triton.language as tl
 from triton.language.extra.cuda import libdevice
 
-from .fused import TRITON_MAX_LAYERS as MAX_LAYERS
+from ..config import InitialState, RecurrentConfig
+from ..duals import RELU as RELU_CODE
 
 if os.environ.get("TRITON_INTERPRET") == "1":
     # Triton's interpreter runs the kernel on NumPy arrays and has no libdevice: give it NumPy's
@@ -447,16 +448,12 @@ def triton_self_terms(
     values: torch.Tensor,
     lengths: torch.Tensor,
     variances,
-    *,
-    nonlinearity: str,
-    num_layers: int,
-    initial_state: str,
+    config: RecurrentConfig,
     directions=(),
 ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
-    """``functional._self_terms`` (scalar variances) as one kernel launch: ``(N, T, L)``, and
+    """``recursion.self_terms`` (scalar variances) as one kernel launch: ``(N, T, L)``, and
     with ``directions`` also its derivatives along those variances, ``(N, T, L, P)``."""
-    if num_layers > MAX_LAYERS:
-        raise ValueError(f"The Triton kernel handles up to {MAX_LAYERS} layers.")
+    num_layers = config.num_layers
     n, steps, m = values.shape
     out = values.new_empty(num_layers, steps, n)
     d_out = values.new_empty(num_layers, steps, len(directions), n)
@@ -471,8 +468,8 @@ def triton_self_terms(
         steps,
         M=m,
         L=num_layers,
-        RELU=nonlinearity == "relu",
-        INIT=initial_state != "zero",
+        RELU=config.dual.code == RELU_CODE,
+        INIT=config.initial_state != InitialState.ZERO,
         KINDS=tuple(directions),
         BN=block,
         num_warps=4,
@@ -489,20 +486,14 @@ def triton_cross(
     out,
     order1,
     order2,
-    *,
-    nonlinearity,
-    num_layers,
-    frozen_layers,
-    init_mode,
-    symmetric,
+    config: RecurrentConfig,
+    symmetric: bool,
     directions=(),
 ) -> None:
     """The cross scan of sorted, right-aligned inputs (see ``fused._compiled_cross``) into
     ``out`` ``(1 + P, n1, n2)``: the Gram matrix and, in forward mode (each side carrying its
     self terms' ``h`` ``(L, steps, P, n)`` after their tables ``(L, steps, 2, n)``, see
-    ``fused.side_tables``), its derivatives along the variances numbered ``directions``."""
-    if num_layers > MAX_LAYERS:
-        raise ValueError(f"The Triton kernel handles up to {MAX_LAYERS} layers.")
+    ``duals.side_tables``), its derivatives along the variances numbered ``directions``."""
     (x1, lengths1, ids1, selves1, *tangent1), (x2, lengths2, ids2, selves2, *tangent2) = (
         side1,
         side2,
@@ -530,10 +521,10 @@ def triton_cross(
         n2,
         clock,
         M=m,
-        L=num_layers,
-        FROZEN=frozen_layers,
-        RELU=nonlinearity == "relu",
-        INIT_MODE=init_mode,
+        L=config.num_layers,
+        FROZEN=config.frozen_layers,
+        RELU=config.dual.code == RELU_CODE,
+        INIT_MODE=int(config.initial_state),
         SYMMETRIC=symmetric,
         KINDS=tuple(directions),
         BM=bm,

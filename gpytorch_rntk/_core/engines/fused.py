@@ -1,0 +1,1039 @@
+r"""The fused engine: the cross terms of the recursion with each pair's state kept on chip.
+
+The tensor path in :mod:`gpytorch_rntk.functional` applies one tensor operation per term of the
+recursion to whole ``N x N'`` matrices, so every step reads and writes a few dozen full matrices.
+Here the work is split in two:
+
+* the *self terms* :math:`S^l(t, t)` of every sequence (``O(N T L)``, plain tensor code), and
+* the *cross scan*, which walks each tile of pairs through all its steps and layers at once: for
+  the last readout a Triton kernel on CUDA (state in registers, ``triton_kernels``),
+  and otherwise a loop over chunks of steps compiled by :func:`torch.compile` (state in cache;
+  eager if compilation is unavailable). The mean readout runs each tile's diagonals of the time
+  grid in lanes side by side through the same kind of loop.
+
+Rows and columns are sorted by length, so that a tile of pairs scans only the
+:math:`\min(T_i, T_j)` steps its longest pair needs (the last readout), or each pair of blocks
+of a few sequences only its own :math:`T_a \times T_b` time grid (the mean readout): variable
+lengths cost what they are.
+Memory beyond the output is ``O(N T m + N T L)`` for the inputs and self terms, plus one tile's
+state. Gradients are for the variances only, in forward mode (see :func:`fused_kernel`);
+:func:`~gpytorch_rntk.functional.recurrent_kernel` uses this engine (``engine="auto"``) for large
+matrices whose sequences need no gradient.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+import warnings
+
+import torch
+from torch import Tensor
+
+from ..config import LAST, MEAN, InitialState, Readout, RecurrentConfig, RecurrentVariances
+from ..duals import ERF, RELU, side_tables, table_dual
+from ..lanes import diagonal_lanes, diagonal_length, right_align, row_ids
+from ..recursion import self_terms
+from .base import Engine, Problem
+
+__all__ = ["CompiledEngine", "TritonEngine", "fused_gram", "clock_self_terms", "triton_available"]
+
+# Rows x columns of one tile of the compiled scan at most (the state of one tile stays in a CPU's
+# cache), and the steps unrolled in one compiled call.
+_TILE = (256, 1024)
+_UNROLL = 8
+# Cells per compiled call for the mean readout's forward-mode gradients on CUDA, where Inductor's
+# kernels for 8 cells were measured slower than for 2 (docs/performance.md; the last readout: 8).
+_UNROLL_CUDA_MEAN_FORWARD_MODE = 2
+# The Triton kernel keeps every layer's state in registers; its tiles are chosen to hold up to
+# this many layers without spilling (deeper networks use the compiled loop).
+TRITON_MAX_LAYERS = 3
+
+
+def clock_self_terms(
+    values: Tensor,
+    lengths: Tensor,
+    variances: RecurrentVariances,
+    *,
+    config: RecurrentConfig,
+    steps: int,
+    align: str = "end",
+    triton: bool = False,
+    directions: tuple[int, ...] | None = None,
+) -> Tensor | tuple[Tensor, Tensor]:
+    r"""The pre-activation variances :math:`S^l(t, t)` of each sequence on a clock of ``steps``.
+
+    Args:
+        values: ``(N, T, m)``, zero past each length.
+        lengths: ``(N,)``.
+        variances: Scalar variances.
+        steps: The clock's length (at least ``T``).
+        align: ``"end"``: index ``u`` holds the self term ``steps - u`` steps before the readout
+            (the last readout's clock); ``"start"``: index ``u`` holds step ``u``.
+        triton: Run the recursion as one Triton kernel (no autograd) rather than a loop of
+            tensor operations over the steps, which is launch-bound on a GPU.
+        directions: Variances (numbered as in :class:`RecurrentVariances`) to differentiate
+            along in forward mode, in the same pass.
+
+    Returns:
+        ``(L, steps, N)``, with 1 (a finite placeholder) where the sequence is not running;
+        with ``directions`` also their derivatives ``(L, steps, P, N)``, 0 there.
+    """
+    if triton:
+        from .triton_kernels import triton_self_terms
+
+        found = triton_self_terms(values, lengths, variances, config, directions=directions or ())
+    else:
+        found = _looped_self_terms(values, lengths, variances, directions, config)
+    if directions is None:
+        return _on_clock(found, lengths, steps, align, 1.0).permute(2, 1, 0)
+    tables, derivatives = found
+    return (
+        _on_clock(tables, lengths, steps, align, 1.0).permute(2, 1, 0),
+        _on_clock(derivatives, lengths, steps, align, 0.0).permute(2, 1, 3, 0),
+    )
+
+
+def _looped_self_terms(
+    values, lengths, variances, directions, config: RecurrentConfig
+) -> Tensor | tuple[Tensor, Tensor]:
+    """:func:`clock_self_terms`' tables ``(N, T, L)`` (1 past each length) by the loop of tensor
+    operations, and with ``directions`` their derivatives ``(N, T, L, P)`` by ``jvp``."""
+
+    def tables(*v: Tensor) -> Tensor:
+        init = config.initial_state != InitialState.ZERO
+        v = RecurrentVariances(*v)
+        return torch.stack(
+            self_terms(values, lengths, v, config.dual, config.num_layers, init=init), -1
+        )
+
+    if directions is None:
+        return tables(*variances)
+    units = torch.eye(4, dtype=values.dtype, device=values.device)[list(directions)]
+
+    def along(unit: Tensor) -> tuple[Tensor, Tensor]:
+        return torch.func.jvp(tables, tuple(variances), tuple(unit))
+
+    # one pass over the steps for every direction at once (the values repeated along them)
+    repeated, derivatives = torch.func.vmap(along, out_dims=(0, 3))(units)
+    return repeated[0], derivatives
+
+
+def _on_clock(tables: Tensor, lengths: Tensor, steps: int, align: str, fill: float) -> Tensor:
+    """Per-sequence tables ``(N, T, ...)`` counted from each start on a clock of ``steps``
+    (see :func:`clock_self_terms`), ``fill`` where the sequence is not running."""
+    n, length, *rest = tables.shape
+    flat = tables.reshape(n, length, -1)
+    if align == "start":
+        flat = torch.nn.functional.pad(flat, (0, 0, 0, steps - length), value=fill)
+    else:
+        started = torch.arange(steps, device=tables.device) >= steps - lengths.unsqueeze(-1)
+        flat = torch.where(started.unsqueeze(-1), right_align(flat, lengths, steps), fill)
+    return flat.view(n, steps, *rest)
+
+
+def _cell(
+    state: list[Tensor],
+    below: Tensor,
+    cont: Tensor,
+    start: Tensor | None,
+    selves: list[tuple[Tensor, Tensor]],
+    same: Tensor,
+    variances: tuple[Tensor, ...],
+    code: int,
+    frozen_layers: int,
+    eps: float,
+    directions: tuple[int, ...] = (),
+    d_selves: list[list[tuple[Tensor, Tensor]]] | None = None,
+) -> None:
+    """One cell of the recursion through every layer, updating ``state`` in place.
+
+    ``state`` holds per layer ``(V, V', Th)`` and then, for each forward-mode direction (the
+    variances numbered ``directions``), ``(dV, dV', dTh)``: every tensor the same shape, so
+    that the compiler computes the values once and their derivatives in the same loop. Where
+    ``cont`` is false the previous cell is the boundary: no recurrent ``Th`` term, and ``P =
+    init_var`` where ``start`` is true, else 0. ``selves``: each layer's sides' tables of
+    ``S(t, t)`` and ``S'(t', t')`` (:func:`side_tables`, ``(root, inv)`` each);
+    ``d_selves[layer][p]``: their ``h`` along direction ``p``.
+    """
+    sw2, su2, sb2, init_var = variances
+    width = 3 + 3 * len(directions)
+    boundary = d_boundary = 0.0
+    if start is not None:
+        boundary, d_boundary = torch.where(start, init_var, 0.0), torch.where(start, 1.0, 0.0)
+    below_th = None
+    d_below = d_below_th = [None] * len(directions)
+    for layer in range(len(state) // width):
+        v, vd, th, *tangent = state[width * layer : width * (layer + 1)]
+        previous = torch.where(cont, v, boundary)
+        s = sw2 * previous + su2 * below + sb2
+        ds = []
+        for p, i in enumerate(directions):  # d(variance i) along direction p is 1
+            d = sw2 * torch.where(cont, tangent[3 * p], d_boundary if i == 3 else 0.0)
+            d = d + (previous, below, 1.0, 0.0)[i]
+            ds.append(d if d_below[p] is None else d + su2 * d_below[p])
+        dth = [tangent[3 * p + 2] for p in range(len(directions))]
+        if layer >= frozen_layers:
+            recurrent = torch.where(cont, vd * th, 0.0)
+            new_th = s + sw2 * recurrent
+            if below_th is not None:
+                new_th = new_th + su2 * below_th
+            for p, i in enumerate(directions):
+                d_rec = torch.where(cont, tangent[3 * p + 1] * th + vd * tangent[3 * p + 2], 0.0)
+                d = ds[p] + sw2 * d_rec + (recurrent if i == 0 else 0.0)
+                if below_th is not None:
+                    d = d + su2 * d_below_th[p] + (below_th if i == 1 else 0.0)
+                dth[p] = d
+            th = new_th
+        tangents = (
+            [(ds[p], ha + hb) for p, (ha, hb) in enumerate(d_selves[layer])] if directions else []
+        )
+        v, vd, duals = table_dual(s, *selves[layer], same, code, eps, tangents)
+        state[width * layer : width * (layer + 1)] = [
+            v,
+            vd,
+            th,
+            *(t for (dv, dvd), d in zip(duals, dth, strict=True) for t in (dv, dvd, d)),
+        ]
+        below, below_th = v, (vd * th if layer >= frozen_layers else None)
+        d_below = [dv for dv, _ in duals]
+        if layer >= frozen_layers:
+            d_below_th = [dvd * th + vd * d for (_, dvd), d in zip(duals, dth, strict=True)]
+        else:
+            d_below_th = [None] * len(directions)
+
+
+def _readout(
+    state: list[Tensor] | tuple[Tensor, ...], directions: int, frozen_layers: int
+) -> tuple[Tensor, list[Tensor]]:
+    """The top layer's readout ``V + V' Th`` (``V`` if no layer is trained) and its
+    derivatives along each of the ``directions``."""
+    width = 3 + 3 * directions
+    v, vd, th, *tangent = state[-width:]
+    if frozen_layers >= len(state) // width:
+        return v, tangent[::3]
+    return v + vd * th, [
+        dv + dvd * th + vd * dth
+        for dv, dvd, dth in zip(tangent[::3], tangent[1::3], tangent[2::3], strict=True)
+    ]
+
+
+def _below(xs: Tensor, ys: Tensor) -> Tensor:
+    """The input term ``x . y / m`` of every pair (elementwise for few channels, so that the
+    compiler fuses it into the step)."""
+    if xs.shape[-1] <= 16:
+        return (xs.unsqueeze(-2) * ys.unsqueeze(-3)).mean(-1)
+    return xs @ ys.transpose(-1, -2) / xs.shape[-1]
+
+
+def _cross_steps(
+    state: tuple[Tensor, ...],
+    xs: Tensor,
+    ys: Tensor,
+    sxs: Tensor,
+    sys_: Tensor,
+    lengths1: Tensor,
+    lengths2: Tensor,
+    ids1: Tensor,
+    ids2: Tensor,
+    top: Tensor,
+    variances: tuple[Tensor, ...],
+    code: int,
+    frozen_layers: int,
+    init_mode: int,
+    eps: float,
+    directions: tuple[int, ...] = (),
+    dsxs: Tensor | None = None,
+    dsys: Tensor | None = None,
+) -> tuple[Tensor, ...]:
+    """``xs.shape[0]`` steps of the last readout's cross scan of one tile, ``top`` steps
+    before the readout at the first of them (sequences aligned at their ends). ``state`` is
+    as for :func:`_cell`, each tensor ``(n1, n2)``; ``sxs``: the self terms' tables ``(K, L, 2,
+    n1, 1)`` (:func:`side_tables`).
+
+    Forward mode, along the variances numbered ``directions``: ``dsxs`` ``(K, L, P, n1, 1)``
+    and ``dsys`` ``(K, L, P, 1, n2)`` are the self terms' ``h``.
+    """
+    exact = ids1.unsqueeze(-1) == ids2.unsqueeze(-2)
+    shorter = torch.minimum(lengths1.unsqueeze(-1), lengths2.unsqueeze(-2))
+    state = list(state)
+    for k in range(xs.shape[0]):
+        remaining = top - k
+        cont = shorter > remaining
+        start = None
+        if init_mode:  # (pairs ahead of their start are overwritten before it)
+            start = (lengths1.unsqueeze(-1) == remaining) & (lengths2.unsqueeze(-2) == remaining)
+            start = start & exact if init_mode == 1 else start
+        _cell(
+            state,
+            _below(xs[k], ys[k]),
+            cont,
+            start,
+            list(zip(sxs[k], sys_[k], strict=True)),
+            exact,
+            variances,
+            code,
+            frozen_layers,
+            eps,
+            directions,
+            _per_direction(dsxs, dsys, k, len(directions)),
+        )
+    return tuple(state)
+
+
+def _per_direction(dsxs, dsys, k: int, directions: int):
+    """``[layer][p] = (h, h')`` (:func:`side_tables`) at step ``k``, or ``None`` without
+    directions."""
+    if not directions:
+        return None
+    return [
+        [(dsxs[k, layer, p], dsys[k, layer, p]) for p in range(directions)]
+        for layer in range(dsxs.shape[1])
+    ]
+
+
+def _diagonal_steps(
+    state: tuple[Tensor, ...],
+    xs: Tensor,
+    ys: Tensor,
+    sxs: Tensor,
+    sys_: Tensor,
+    steps1: Tensor,
+    steps2: Tensor,
+    keep: Tensor,
+    origin: Tensor,
+    lengths1: Tensor,
+    lengths2: Tensor,
+    ids1: Tensor,
+    ids2: Tensor,
+    variances: tuple[Tensor, ...],
+    code: int,
+    frozen_layers: int,
+    init_mode: int,
+    eps: float,
+    directions: tuple[int, ...] = (),
+    dsxs: Tensor | None = None,
+    dsys: Tensor | None = None,
+) -> tuple[Tensor, ...]:
+    """``xs.shape[0]`` cells of ``G`` lanes of diagonals of one tile (the mean readout).
+
+    Lane ``g`` is at step ``steps1[k, g]`` of the rows and ``steps2[k, g]`` of the columns at
+    cell ``k`` (sequences aligned at their starts); ``keep[k, g]`` is false where a diagonal
+    begins, ``origin[k, g]`` true on the diagonal ``t = t'`` (the only one whose boundary
+    holds the initial state, and where exact self pairs meet themselves). ``xs``: ``(K, G,
+    n1, m)``; ``sxs``: ``(K, L, 2, G, n1, 1)``; ``dsxs``: ``(K, L, P, G, n1, 1)``. ``state`` is
+    as for :func:`_cell`, each tensor ``(G, n1, n2)``, followed by each lane's sum of the
+    readout over the active cells so far and its derivatives.
+    """
+    exact = ids1.unsqueeze(-1) == ids2.unsqueeze(-2)
+    totals = list(state[-1 - len(directions) :])
+    state = list(state[: -1 - len(directions)])
+    lane = (-1, 1, 1)
+    for k in range(xs.shape[0]):
+        active = (steps1[k].view(lane) < lengths1.unsqueeze(-1)) & (
+            steps2[k].view(lane) < lengths2.unsqueeze(-2)
+        )
+        # A pair past either end restarts from the boundary: its (unused) state stays finite.
+        cont = keep[k].view(lane) & active
+        on_origin = origin[k].view(lane)
+        start = None
+        if init_mode:
+            start = on_origin & ~keep[k].view(lane)
+            start = start & exact if init_mode == 1 else start
+        _cell(
+            state,
+            _below(xs[k], ys[k]),
+            cont,
+            start,
+            list(zip(sxs[k], sys_[k], strict=True)),
+            exact & on_origin,
+            variances,
+            code,
+            frozen_layers,
+            eps,
+            directions,
+            _per_direction(dsxs, dsys, k, len(directions)),
+        )
+        readout, d_readout = _readout(state, len(directions), frozen_layers)
+        for i, r in enumerate([readout, *d_readout]):
+            totals[i] = totals[i] + torch.where(active, r, 0.0)
+    return (*state, *totals)
+
+
+_compiled_steps: dict = {}
+# Why torch.compile failed in this process, once it has: the compiled engine then runs its loop
+# eagerly where it is named, and engine="auto" no longer picks it.
+_compile_failure: list[str] = []
+
+
+def compile_enabled() -> bool:
+    """Whether the compiled engine compiles its loop: unless ``GPYTORCH_RNTK_COMPILE=0`` or
+    compilation has failed in this process."""
+    return os.environ.get("GPYTORCH_RNTK_COMPILE", "1") != "0" and not _compile_failure
+
+
+def _check_cpu_compiler() -> None:
+    """Raise :class:`CompilationFailedError` (once; then compilation stays off) where Inductor
+    finds no working C++ compiler, before tracing anything: compiling on the CPU needs one."""
+    try:
+        from torch._inductor.cpp_builder import get_cpp_compiler
+
+        get_cpp_compiler()
+    except Exception as error:  # InvalidCxxCompiler, or an Inductor without this function
+        _compile_failure.append(f"{type(error).__name__}: {str(error).splitlines()[0]}")
+        raise CompilationFailedError(_compile_failure[0]) from error
+
+
+class CompilationFailedError(RuntimeError):
+    """``torch.compile`` could not build the compiled engine's loop (e.g. no C++ compiler)."""
+
+
+def _steps_function(readout: Readout, compiled: bool):
+    """:func:`_cross_steps` (last readout) or :func:`_diagonal_steps` (mean), compiled once
+    per process where ``compiled``."""
+    steps = {LAST: _cross_steps, MEAN: _diagonal_steps}[readout]
+    if not compiled:
+        return steps
+    if readout not in _compiled_steps:
+        # One specialisation per configuration (depth, nonlinearity, directions, ...) and tile
+        # shape: more than the default 8, after which Dynamo would silently run it eagerly.
+        config = torch._dynamo.config
+        name = "recompile_limit" if hasattr(config, "recompile_limit") else "cache_size_limit"
+        setattr(config, name, max(getattr(config, name), 64))
+        _compiled_steps[readout] = torch.compile(steps, dynamic=False)
+        warnings.warn(
+            "gpytorch_rntk: compiling the fused engine's loop with torch.compile, once per "
+            "process and configuration; the first call can take 10-60 s on a CPU (then Inductor's "
+            "on-disk cache helps). Set GPYTORCH_RNTK_COMPILE=0 to skip compiling (engine='auto' "
+            "then uses the tensor engine for such matrices).",
+            CompilationWarning,
+            stacklevel=2,
+        )
+    return _compiled_steps[readout]
+
+
+class CompilationWarning(UserWarning):
+    """The compiled engine is compiling (slow once), or could not compile and fell back."""
+
+
+def triton_available(device: torch.device) -> bool:
+    """Whether the Triton kernel can run on ``device`` (CUDA, or Triton's interpreter)."""
+    if device.type != "cuda" and os.environ.get("TRITON_INTERPRET") != "1":
+        return False
+    try:
+        from . import triton_kernels  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def _fused_unsupported(config: RecurrentConfig, problem: Problem, engine: str) -> str | None:
+    """What neither fused engine (compiled or Triton) computes."""
+    if config.dual.code not in (RELU, ERF):
+        return (
+            f"the {engine} engine implements the nonlinearities relu and erf in closed form, "
+            f"not {config.dual.name!r}; use engine='tensor'"
+        )
+    if config.readout not in (LAST, MEAN):
+        return f"the {engine} engine computes the readouts last and mean, not {config.readout}"
+    if problem.diag:
+        return f"the {engine} engine computes Gram matrices, not their diagonals"
+    if problem.paired:
+        return f"the {engine} engine computes Gram matrices, not paired rows (paired=True)"
+    if problem.batched:
+        return f"the {engine} engine takes unbatched (N, T, m) sequences"
+    if not problem.scalar_variances:
+        return f"the {engine} engine takes scalar variances"
+    if problem.sequence_grad:
+        return f"the {engine} engine gives gradients for the variances only, not the sequences"
+    if problem.variance_tangent:
+        return (
+            f"the {engine} engine gives reverse-mode gradients only; forward-mode tangents "
+            "(torch.func.jvp, forward_ad) need engine='tensor'"
+        )
+    return None
+
+
+def _pair_steps(config: RecurrentConfig, problem: Problem) -> int:
+    """Pair-steps of a Gram matrix (time pairs for the mean readout)."""
+    steps = (problem.steps1, problem.steps2)
+    cells = steps[0] * steps[1] if config.readout == MEAN else max(steps)  # per pair
+    return problem.n1 * problem.n2 * cells
+
+
+class CompiledEngine(Engine):
+    """Each tile of pairs through all its steps and layers in a loop of chunks of steps
+    compiled by :func:`torch.compile` (eagerly where compilation is switched off or failed);
+    the mean readout runs each tile's diagonals in lanes side by side. Gram matrices of
+    unbatched inputs with scalar variances, first derivatives for the variances (forward mode
+    inside)."""
+
+    name = "compiled"
+    # A CPU loop compiles in 10-60 s the first time in a process (then from the on-disk cache),
+    # about what the tensor engine spends on this many pair-steps.
+    threshold = 2**28
+
+    def unsupported(self, config: RecurrentConfig, problem: Problem) -> str | None:
+        return _fused_unsupported(config, problem, "compiled")
+
+    def worth(self, config: RecurrentConfig, problem: Problem) -> bool:
+        if not compile_enabled():
+            return False
+        # On CUDA the variance gradients of a network deeper than the Triton kernel handles
+        # stay on the tensor engine: the compiled forward mode is slow there
+        # (docs/performance.md).
+        if problem.device.type == "cuda" and config.readout == LAST and problem.variance_grad:
+            return False
+        return _pair_steps(config, problem) >= self.threshold
+
+    def gram(self, config, values1, lengths1, values2, lengths2, variances, **_) -> Tensor:
+        return fused_gram(config, values1, lengths1, values2, lengths2, variances, "compiled")
+
+
+class TritonEngine(Engine):
+    """The last readout's cross scan as one Triton kernel, a program per tile of pairs with
+    every layer's state in registers (CUDA, or Triton's interpreter on the CPU)."""
+
+    name = "triton"
+    threshold = 2**22  # a Triton kernel compiles in about a second
+
+    def unsupported(self, config: RecurrentConfig, problem: Problem) -> str | None:
+        reason = _fused_unsupported(config, problem, "triton")
+        if reason is not None:
+            return reason
+        if config.readout != LAST:
+            return f"the triton engine computes the last readout, not {config.readout}"
+        if config.num_layers > TRITON_MAX_LAYERS:
+            return f"the triton engine keeps at most {TRITON_MAX_LAYERS} layers in registers"
+        if not triton_available(problem.device):
+            return "the triton engine needs CUDA (or TRITON_INTERPRET=1) and Triton installed"
+        return None
+
+    def worth(self, config: RecurrentConfig, problem: Problem) -> bool:
+        return _pair_steps(config, problem) >= self.threshold
+
+    def gram(self, config, values1, lengths1, values2, lengths2, variances, **_) -> Tensor:
+        return fused_gram(config, values1, lengths1, values2, lengths2, variances, "triton")
+
+
+def fused_gram(
+    config: RecurrentConfig,
+    values1: Tensor,
+    lengths1: Tensor,
+    values2: Tensor,
+    lengths2: Tensor,
+    variances: RecurrentVariances,
+    backend: str,
+) -> Tensor:
+    r"""The RNTK / NNGP Gram matrix ``(N, N')`` by a fused engine, ``backend`` ``"triton"`` or
+    ``"compiled"``: unbatched inputs, scalar variances (checked by the engines' ``unsupported``).
+
+    ``readout="mean"`` runs each tile's diagonals of the time grid (each the last readout's
+    recursion from its own boundary, sequences aligned at their starts) in lanes side by side
+    through the compiled loop, summing the readout of every active cell: :math:`O(L T T')`
+    work per pair, memory as for the last readout.
+
+    Gradients: first derivatives for the variances only (a backward pass with
+    ``create_graph=True`` raises), in forward mode by the same backend. When a variance requires
+    a gradient, the scan carries the derivatives of every pair's state along each such variance
+    next to the values (the same elementwise pass, so the values are computed once), and keeps
+    the derivative of the Gram matrix along each: ``P`` more ``N x N'`` matrices and nothing of
+    the scan; the backward pass contracts them with the incoming gradient.
+    """
+    if not (len(lengths1) and len(lengths2)):
+        return values1.new_zeros(len(lengths1), len(lengths2))
+    setup = dict(
+        config=config, backend=backend, symmetric=values1 is values2 and lengths1 is lengths2
+    )
+    # Four 0-d tensors of the inputs' dtype (init_var 0 where not given).
+    variances = [v.reshape(()) for v in RecurrentVariances(*variances).like(values1)]
+    if torch.is_grad_enabled() and any(v.requires_grad for v in variances):
+        return _FusedGram.apply(setup, values1, lengths1, values2, lengths2, *variances)
+    with torch.no_grad():
+        return _fused(values1, lengths1, values2, lengths2, variances, **setup)
+
+
+class _FusedGram(torch.autograd.Function):
+    """The fused Gram matrix with forward-mode gradients for the variances."""
+
+    @staticmethod
+    def forward(ctx, setup, values1, lengths1, values2, lengths2, *variances):
+        ctx.wanted = [i for i, need in enumerate(ctx.needs_input_grad[5:]) if need]
+        out, *derivatives = _fused(
+            values1,
+            lengths1,
+            values2,
+            lengths2,
+            variances,
+            directions=ctx.wanted,
+            **setup,
+        )
+        ctx.save_for_backward(*derivatives)
+        return out
+
+    @staticmethod
+    def backward(ctx, grad_out):
+        if torch.is_grad_enabled():  # create_graph=True: this backward is not differentiable
+            raise RuntimeError(
+                "The fused engines give first derivatives only; for higher ones "
+                "(create_graph=True) use engine='tensor'."
+            )
+        per_variance = [None] * 4
+        for i, derivative in zip(ctx.wanted, ctx.saved_tensors, strict=True):
+            per_variance[i] = (grad_out * derivative).sum()
+        return (None, None, None, None, None, *per_variance)
+
+
+def _fused(
+    values1,
+    lengths1,
+    values2,
+    lengths2,
+    variances,
+    *,
+    config: RecurrentConfig,
+    backend: str,
+    symmetric: bool,
+    directions=None,
+):
+    """The Gram matrix, or with ``directions`` the list of it and its derivatives along the
+    variances they number."""
+    variances = RecurrentVariances(*variances)
+    lengths1, lengths2 = lengths1.long(), lengths2.long()
+    ids1, ids2 = row_ids(values1, lengths1, values2, lengths2)  # exact self pairs
+    # Sort by length so that each tile scans only what its pairs need.
+    order1 = torch.argsort(lengths1, stable=True)
+    order2 = order1 if symmetric else torch.argsort(lengths2, stable=True)
+    longest = int(max(lengths1.max(), lengths2.max()))
+    # The last readout's clock ends at the readout; the mean's starts at step 0, with one idle
+    # step (zero data, placeholder self terms) where lanes wait.
+    align, steps = ("end", longest) if config.readout == LAST else ("start", longest + 1)
+    sides = []
+    for values, lengths, ids, order in (
+        (values1, lengths1, ids1, order1),
+        (values2, lengths2, ids2, order2),
+    ):
+        values, lengths, ids = values[order], lengths[order], ids[order]
+        # the self terms and, with directions, their derivatives (L, steps, P, N), as the
+        # scan reads them
+        found = clock_self_terms(
+            values,
+            lengths,
+            variances,
+            config=config,
+            steps=steps,
+            align=align,
+            triton=backend == "triton",
+            directions=directions,
+        )
+        selves, tangents = found if directions is not None else (found, None)
+        tables, h = side_tables(selves, tangents, config.dual.code)
+        side = [None, lengths, ids, tables, *([] if h is None else [h])]
+        if align == "end":
+            side[0] = right_align(values, lengths, steps)
+        else:
+            side[0] = torch.nn.functional.pad(values, (0, 0, 0, steps - values.shape[-2]))
+        sides.append(side)
+        if symmetric:
+            sides.append(side)
+            break
+    # Each backend writes pair (a, b) of the sorted sets to out[order1[a], order2[b]]
+    # (and, for K(x, x), computes a <= b only and writes both halves).
+    planes = values1.new_empty(1 + len(directions or ()), len(lengths1), len(lengths2))
+    directions = tuple(directions or ())
+    if backend == "triton":
+        from .triton_kernels import triton_cross
+
+        triton_cross(*sides, variances, planes, order1, order2, config, symmetric, directions)
+        return list(planes) if directions else planes[0]
+    options = dict(config=config, symmetric=symmetric, directions=directions)
+    if compile_enabled() and values1.device.type == "cpu" and not _compiled_steps:
+        _check_cpu_compiler()
+    try:
+        _compiled_cross(*sides, variances, list(planes), order1, order2, **options)
+    except torch._dynamo.exc.TorchDynamoException as error:
+        if not compile_enabled():
+            raise
+        _compile_failure.append(f"{type(error).__name__}: {str(error).splitlines()[0]}")
+        raise CompilationFailedError(_compile_failure[0]) from error
+    return list(planes) if directions else planes[0]
+
+
+# Pair cells one compiled call of the mean readout advances per step (lanes x rows x columns).
+_GROUP_ELEMENTS = {"cpu": 2**18, "cuda": 2**23}
+
+
+def _compiled_cross(
+    side1,
+    side2,
+    variances,
+    outs: list[Tensor],
+    order1: Tensor,
+    order2: Tensor,
+    *,
+    config: RecurrentConfig,
+    symmetric: bool,
+    directions=(),
+):
+    """The cross scan through :func:`_cross_steps` (last readout, tile by tile) or
+    :func:`_diagonal_steps` (mean readout, see :func:`_compiled_mean`) on sorted inputs,
+    writing the Gram matrix to ``outs[0]`` and, in forward mode (the sides carry their self
+    terms' derivatives), its derivatives along the variances numbered ``directions`` to
+    ``outs[1:]``. Every call of the compiled function has the same shapes (the inputs are
+    padded with sequences of length 0), so it is specialised once per configuration.
+    """
+    tile = dict(
+        variances=tuple(variances),
+        code=config.dual.code,
+        num_layers=config.num_layers,
+        frozen_layers=config.frozen_layers,
+        init_mode=int(config.initial_state),
+        eps=torch.finfo(side1[0].dtype).eps,
+        steps_fn=_steps_function(config.readout, compile_enabled()),
+        directions=directions,
+    )
+    if config.readout == MEAN:
+        _compiled_mean(side1, side2, outs, order1, order2, symmetric=symmetric, tile=tile)
+        return
+    n1, n2 = len(side1[1]), len(side2[1])
+    # Small sets get a tile of the next power of two (at least 16 x 64), so that a handful of
+    # shapes serve every size and the compiled function is specialised only a few times.
+    rows, cols = (
+        min(tile, _power_of_two(max(n, low)))
+        for tile, n, low in zip(_TILE, (n1, n2), (16, 64), strict=True)
+    )
+    side1 = _pad_side(side1, -(-n1 // rows) * rows, -1)
+    side2 = _pad_side(side2, -(-n2 // cols) * cols, -2)
+    device = side1[0].device
+    for i in range(0, n1, rows):
+        for j in range(i // cols * cols if symmetric else 0, n2, cols):
+            value, derivatives = _scan_tile_last(
+                _part(side1, i, rows), _part(side2, j, cols), **tile
+            )
+            a = torch.arange(i, min(i + rows, n1), device=device).unsqueeze(-1)
+            b = torch.arange(j, min(j + cols, n2), device=device).unsqueeze(-2)
+            a, b = torch.broadcast_tensors(a, b)
+            crop = (slice(0, a.shape[0]), slice(0, a.shape[1]))
+            upper = a <= b
+            if symmetric:  # K(x, x): pairs a <= b
+                a, b = a[upper], b[upper]
+            for out, block in zip(outs, [value, *derivatives], strict=True):
+                block = block[crop]
+                _write(out, block[upper] if symmetric else block, order1[a], order2[b], symmetric)
+
+
+def _write(out: Tensor, block: Tensor, rows: Tensor, cols: Tensor, symmetric: bool) -> None:
+    """``out[rows, cols] = block``, and for K(x, x) (pairs ``a <= b``) the other half too."""
+    if symmetric:
+        out[cols, rows] = block
+    out[rows, cols] = block
+
+
+# The mean readout's pairs in blocks of this many sorted sequences a side (each pair of blocks
+# runs the time grid of its own longest sequences), or half as many where that saves a quarter
+# of the cells (lengths spread widely; smaller blocks cost more gathering and scheduling).
+_BLOCK = 16
+# Pairs of blocks whose lanes are scheduled together at most (their sums are kept meanwhile).
+_BLOCK_PAIRS = 1024
+
+
+def _compiled_mean(
+    side1, side2, outs: list[Tensor], order1: Tensor, order2: Tensor, *, symmetric, tile
+) -> None:
+    """The mean readout through :func:`_diagonal_steps` in blocks of ``_BLOCK`` (or half
+    as many) sorted sequences a side (padded with sequences of length 0, whose blocks are
+    skipped).
+
+    Every pair of blocks contributes the diagonals of its own ``T_a x T_b`` grid (``T`` the
+    block's longest sequence), packed into lanes
+    (:func:`~gpytorch_rntk.functional.diagonal_lanes`); the lanes of all pairs of blocks run
+    side by side, ``G`` per compiled call, each on its own blocks' rows and columns. For K(x, x)
+    only the pairs of blocks ``i <= j`` run, and a block against itself runs its diagonals
+    ``d >= 0`` only: pair ``(b, a)``'s diagonal ``-d`` is pair ``(a, b)``'s ``d``, so with ``D``
+    the sums over ``d = 0`` and ``R`` over ``d > 0`` the block is ``D + R + R^T``.
+    """
+    n1, n2 = len(side1[1]), len(side2[1])
+    block = _BLOCK
+    if _grid_cells(side1[1], side2[1], block // 2) < 0.75 * _grid_cells(side1[1], side2[1], block):
+        block //= 2
+    side1 = _pad_side(side1, -(-n1 // block) * block, -1)
+    side2 = _pad_side(side2, -(-n2 // block) * block, -2)
+    device, directions = side1[0].device, tile["directions"]
+    pairs = [
+        (i, j, a, b, symmetric and i == j)
+        for i, a in enumerate(side1[1].view(-1, block).amax(1).tolist())
+        for j, b in enumerate(side2[1].view(-1, block).amax(1).tolist())
+        if a and b and (j >= i or not symmetric)
+    ]
+    # G lanes per call, as many as the budget allows and spread evenly over the groups, in
+    # multiples of an eighth of a power of two (the compiled function is specialised on G).
+    budget = _GROUP_ELEMENTS["cpu" if device.type == "cpu" else "cuda"]
+    most = max(1, budget // (1 + len(directions)) // block**2)
+    lanes = sum(len(_grid_lanes(a, b, mirrored)) for *_, a, b, mirrored in pairs)
+    grain = max(1, min(most, _power_of_two(lanes)) // 8)
+    lanes_per_group = min(most, -(-lanes // -(-lanes // most) // grain) * grain)
+    offsets = torch.arange(block, device=device)
+    for first in range(0, len(pairs), _BLOCK_PAIRS):
+        chunk = pairs[first : first + _BLOCK_PAIRS]
+        sums = _scan_blocks_mean(
+            side1, side2, chunk, block=block, lanes_per_group=lanes_per_group, **tile
+        )
+        rows, cols = (
+            torch.tensor([p[k] for p in chunk], device=device).view(-1, 1) * block + offsets
+            for k in (0, 1)
+        )
+        rows, cols = torch.broadcast_tensors(rows.unsqueeze(-1), cols.unsqueeze(-2))
+        wanted = (rows < n1) & (cols < n2)
+        if symmetric:  # K(x, x): pairs a <= b
+            wanted = wanted & (rows <= cols)
+        rows, cols = rows[wanted], cols[wanted]
+        counts = (side1[1][rows] * side2[1][cols]).clamp(min=1)
+        for out, total in zip(outs, sums, strict=True):
+            _write(out, total[wanted] / counts, order1[rows], order2[cols], symmetric)
+
+
+def _scan_blocks_mean(
+    side1,
+    side2,
+    pairs: list[tuple[int, int, int, int, bool]],
+    *,
+    block: int,
+    lanes_per_group: int,
+    variances,
+    code,
+    num_layers,
+    frozen_layers,
+    init_mode,
+    eps,
+    steps_fn,
+    directions=(),
+) -> list[Tensor]:
+    """The sums of the readout over the time grids of the pairs of blocks ``(i, j, T_i, T_j,
+    mirrored)`` and their derivatives along ``directions``, each ``(pairs, block, block)``."""
+    x1, lengths1, ids1, selves1, *tangent1 = side1
+    x2, lengths2, ids2, selves2, *tangent2 = side2
+    device = x1.device
+    # Blocks as a dimension: data (blocks, block, steps, m), self terms' tables (L, steps, 2,
+    # blocks, block), their h (L, steps, P, blocks, block), lengths and ids (blocks, block).
+    x1, x2 = (x.view(-1, block, *x.shape[1:]) for x in (x1, x2))
+    selves1, selves2, *tangents = (
+        t.view(*t.shape[:-1], -1, block) for t in (selves1, selves2, *tangent1, *tangent2)
+    )
+    lengths1, lengths2, ids1, ids2 = (t.view(-1, block) for t in (lengths1, lengths2, ids1, ids2))
+    idle = (x1.shape[-2] - 1, x2.shape[-2] - 1)  # steps with zero data, past every length
+    unroll = _unroll(device, directions, MEAN)
+    sums = [x1.new_zeros(len(pairs), block, block) for _ in range(1 + len(directions))]
+    reflected = [torch.zeros_like(s) for s in sums]
+    width = 3 + 3 * len(directions)
+    for step1, step2, keep, origin, pair, mirror in _lane_groups(
+        pairs, lanes_per_group, unroll, idle, device
+    ):
+        b1, b2 = (torch.tensor([p[k] for p in pairs], device=device)[pair] for k in (0, 1))
+        # the state as for _cell, then each lane's running sums
+        state = [x1.new_zeros(lanes_per_group, block, block) for _ in range(num_layers * width)]
+        state += [x1.new_zeros(lanes_per_group, block, block) for _ in sums]
+        for c in range(0, len(step1), unroll):
+            s1, s2 = step1[c : c + unroll], step2[c : c + unroll]
+            derivatives = ()
+            if directions:  # (K, L, P, G, block, 1), (K, L, P, G, 1, block)
+                derivatives = (
+                    tangents[0][:, s1, :, b1].permute(0, 2, 3, 1, 4)[..., None].contiguous(),
+                    tangents[1][:, s2, :, b2].permute(0, 2, 3, 1, 4)[..., None, :].contiguous(),
+                )
+            state = steps_fn(
+                tuple(state),
+                x1[b1, :, s1].contiguous(),  # (K, G, block, m)
+                x2[b2, :, s2].contiguous(),
+                # (K, L, 2, G, block, 1), (K, L, 2, G, 1, block)
+                selves1[:, s1, :, b1].permute(0, 2, 3, 1, 4)[..., None].contiguous(),
+                selves2[:, s2, :, b2].permute(0, 2, 3, 1, 4)[..., None, :].contiguous(),
+                s1,
+                s2,
+                keep[c : c + unroll],
+                origin[c : c + unroll],
+                lengths1[b1],
+                lengths2[b2],
+                ids1[b1],
+                ids2[b2],
+                variances,
+                code,
+                frozen_layers,
+                init_mode,
+                eps,
+                directions,
+                *derivatives,
+            )
+        for total, mirrored, lane_sums in zip(sums, reflected, state[-len(sums) :], strict=True):
+            total.index_add_(0, pair, lane_sums)
+            mirrored.index_add_(0, pair, torch.where(mirror.view(-1, 1, 1), lane_sums, 0.0))
+    return [s + r.transpose(-1, -2) for s, r in zip(sums, reflected, strict=True)]
+
+
+def _lane_groups(pairs, lanes_per_group: int, unroll: int, idle: tuple[int, int], device):
+    """The lanes of the pairs of blocks' grids, fullest first, in groups of
+    ``lanes_per_group``, each ``(step1, step2, keep, origin, pair, mirror)``: the first four
+    ``(cells, G)`` with ``cells`` a whole number of chunks (the rows' and the columns' step at
+    each cell, the ``idle`` steps where a lane has nothing to do; whether the cell continues its
+    lane's previous cell; whether the lane is the diagonal ``t = t'``), then per lane the index
+    of its pair of blocks and whether its sums are reflected (``d > 0`` of a block against
+    itself)."""
+    lanes = sorted(
+        (
+            (lane, p)
+            for p, (*_, a, b, mirrored) in enumerate(pairs)
+            for lane in _grid_lanes(a, b, mirrored)
+        ),
+        key=lambda item: -sum(cells for _, cells, _ in item[0]),
+    )
+    for first in range(0, len(lanes), lanes_per_group):
+        group = lanes[first : first + lanes_per_group]
+        cells = -(-sum(n for _, n, _ in group[0][0]) // unroll) * unroll
+        # one row per diagonal: (lane, first cell, cells, d = t' - t), then one entry per cell
+        g, start, count, d = torch.tensor(
+            [(g, *segment) for g, (lane, _) in enumerate(group) for segment in lane],
+            device=device,
+        ).unbind(-1)
+        segment = torch.repeat_interleave(torch.arange(len(count), device=device), count)
+        within = torch.arange(len(segment), device=device) - (count.cumsum(0) - count)[segment]
+        at = (start[segment] + within, g[segment])
+        step1, step2 = (torch.full((cells, lanes_per_group), i, device=device) for i in idle)
+        keep = torch.zeros(cells, lanes_per_group, dtype=torch.bool, device=device)
+        step1[at] = (-d).clamp(min=0)[segment] + within
+        step2[at] = d.clamp(min=0)[segment] + within
+        keep[at] = within > 0
+        pad = lanes_per_group - len(group)
+        first_diagonal = [lane[0][2] for lane, _ in group] + [1] * pad
+        origin = torch.tensor([d == 0 for d in first_diagonal], device=device)
+        mirror = [pairs[p][4] for _, p in group] + [False] * pad
+        yield (
+            step1,
+            step2,
+            keep,
+            origin.expand(cells, -1).contiguous(),
+            torch.tensor([p for _, p in group] + [0] * pad, device=device),
+            torch.tensor(mirror, device=device) & ~origin,
+        )
+
+
+def _grid_cells(lengths1: Tensor, lengths2: Tensor, block: int) -> float:
+    """Pair-cells of the time grids of all pairs of blocks of sorted lengths."""
+    longest1, longest2 = (
+        torch.nn.functional.pad(t, (0, -len(t) % block)).view(-1, block).amax(1).sum().item()
+        for t in (lengths1, lengths2)
+    )
+    return block**2 * longest1 * longest2
+
+
+@functools.lru_cache(maxsize=1024)
+def _grid_lanes(longest1: int, longest2: int, symmetric: bool) -> tuple:
+    """The lanes of :func:`~gpytorch_rntk.functional.diagonal_lanes`, each a tuple of its
+    diagonals ``(first cell, cells, d)``."""
+    lanes = []
+    for lane in diagonal_lanes(longest1, longest2, symmetric):
+        segments, first = [], 0
+        for d in lane:
+            cells = diagonal_length(d, longest1, longest2)
+            segments.append((first, cells, d))
+            first += cells
+        lanes.append(tuple(segments))
+    return tuple(lanes)
+
+
+def _unroll(device: torch.device, directions: tuple[int, ...], readout: Readout) -> int:
+    """Steps (or cells) per compiled call."""
+    if device.type == "cuda" and directions and readout == MEAN:
+        return _UNROLL_CUDA_MEAN_FORWARD_MODE
+    return _UNROLL
+
+
+def _power_of_two(n: int) -> int:
+    """The smallest power of two at least ``n``."""
+    return 1 << (n - 1).bit_length()
+
+
+def _part(side, start: int, size: int) -> list[Tensor]:
+    """Sequences ``start : start + size`` of a padded side (the self terms and their
+    derivatives keep the sequences last; the data, lengths and ids first)."""
+    return [
+        t[..., start : start + size] if k >= 3 else t[start : start + size]
+        for k, t in enumerate(side)
+    ]
+
+
+def _scan_tile_last(
+    side1,
+    side2,
+    *,
+    variances,
+    code,
+    num_layers,
+    frozen_layers,
+    init_mode,
+    eps,
+    steps_fn,
+    directions=(),
+) -> tuple[Tensor, list[Tensor]]:
+    """The last readout of one tile and its derivatives along ``directions``."""
+    x1, lengths1, ids1, selves1, *tangent1 = side1
+    x2, lengths2, ids2, selves2, *tangent2 = side2
+    clock = x1.shape[-2]
+    # Lengths are sorted: the tile's longest pair needs min(max T_i, max T_j) steps, rounded
+    # up to whole chunks (steps before a pair starts are harmless).
+    need = min(int(lengths1.max()), int(lengths2.max()))
+    unroll = _unroll(x1.device, directions, LAST)
+    top = -(-need // unroll) * unroll
+    width = 3 + 3 * len(directions)
+    state = tuple(x1.new_zeros(len(lengths1), len(lengths2)) for _ in range(num_layers * width))
+    for start in range(clock - top, clock, unroll):
+        u = slice(max(start, 0), start + unroll)
+        pad = max(0, -start)  # steps before the clock began: zero data, placeholder 1
+        derivatives = ()
+        if directions:  # (K, L, P, n1, 1), (K, L, P, 1, n2)
+            derivatives = (
+                _pad_front(tangent1[0][:, u].transpose(0, 1), pad, 0.0)[..., None],
+                _pad_front(tangent2[0][:, u].transpose(0, 1), pad, 0.0)[..., None, :],
+            )
+        state = steps_fn(
+            state,
+            _pad_front(x1[:, u].transpose(0, 1), pad, 0.0),
+            _pad_front(x2[:, u].transpose(0, 1), pad, 0.0),
+            _pad_front(selves1[:, u].transpose(0, 1), pad, 1.0)[..., None],
+            _pad_front(selves2[:, u].transpose(0, 1), pad, 1.0)[..., None, :],
+            lengths1.clone(),
+            lengths2.clone(),
+            ids1.clone(),
+            ids2.clone(),
+            torch.tensor(clock - start, device=x1.device),
+            variances,
+            code,
+            frozen_layers,
+            init_mode,
+            eps,
+            directions,
+            *derivatives,
+        )
+    return _readout(state, len(directions), frozen_layers)
+
+
+def _pad_side(side, n: int, dummy_id: int):
+    """Pad a sorted side to ``n`` sequences of length 0 (never active)."""
+    values, lengths, ids, selves, *tangents = side
+    extra = n - len(lengths)
+    if extra == 0:
+        return side
+    return (
+        torch.nn.functional.pad(values, (0, 0, 0, 0, 0, extra)),
+        torch.nn.functional.pad(lengths, (0, extra)),
+        torch.nn.functional.pad(ids, (0, extra), value=dummy_id),
+        torch.nn.functional.pad(selves, (0, extra), value=1.0),
+        *(torch.nn.functional.pad(t, (0, extra)) for t in tangents),
+    )
+
+
+def _pad_front(t: Tensor, pad: int, value: float) -> Tensor:
+    """``pad`` steps of ``value`` before ``t``, in a fresh tensor with the standard strides
+    (the compiled function is specialised on them)."""
+    out = t.new_empty(pad + t.shape[0], *t.shape[1:])
+    out[:pad] = value
+    out[pad:] = t
+    return out

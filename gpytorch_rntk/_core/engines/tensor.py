@@ -1,0 +1,730 @@
+r"""The tensor engine: the recursions as one tensor operation per term on whole blocks of pairs.
+
+The reference engine: any batch shape, paired rows, per-batch variances, any nonlinearity with
+a tensor-form dual, gradients of any order for the sequences and the variances (reverse and
+forward mode). A *pair state* is a tensor of any broadcastable shape, ``(..., N, N')`` for a Gram
+matrix or ``(..., N)`` for paired rows; the same update is applied to the triple (cross term, self
+terms of the first input, self terms of the second input), so the self terms live beside the
+cross term at every step.
+
+Sequences are compared aligned at their last elements: the scan runs over the number of steps
+``r`` that remain until the readout, from the longest length down to 1, and sequence ``i`` is
+active while ``T_i >= r``. The mean readout scans every diagonal of the time grid instead.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from functools import partial
+from typing import NamedTuple
+
+import torch
+from torch import Tensor
+
+from ..autodiff import differentiated, needs_grad
+from ..config import LAST, MEAN, InitialState, RecurrentConfig, RecurrentVariances
+from ..duals import Dual
+from ..lanes import diagonal_lanes, diagonal_length, identical_rows, right_align
+from ..recursion import self_terms
+from .base import Engine, Problem
+
+__all__ = ["TensorEngine"]
+
+# Scans of at most this many pair-steps-layers keep all their steps for autograd (~200 MiB in
+# float64 at the limit) instead of replaying chunks in the backward pass.
+PLAIN_AUTOGRAD_PAIR_STEPS = 2**20
+
+# The mean readout runs several diagonals side by side, up to this many pair-cells per step: enough
+# to hide the per-operation overhead of small Gram blocks, small enough to stay in cache.
+_LANE_ELEMENTS = 2**16
+
+Mask = Tensor | bool
+
+
+def _where(mask: Mask, a: Tensor, b: Tensor | float) -> Tensor | float:
+    if mask is True:
+        return a
+    if mask is False:
+        return b
+    return torch.where(mask, a, b)
+
+
+class _Side(NamedTuple):
+    """One member of the triple (cross, self 1, self 2) and the lengths that gate its pairs."""
+
+    shorter: Tensor  # the pair is active while min(T, T') >= r
+    longer: Tensor  # both start at r iff min(T, T') == max(T, T') == r
+    # P(0, 0) = init_var * init when both start together: True (always), a bool mask (per
+    # pair) or None (no initial state)
+    init: Tensor | bool | None
+
+
+def _step_masks(sides: list[_Side], r: int, shortest: int, longest: int) -> list[tuple[Mask, ...]]:
+    """``(active, continuing, starting)`` for each side at ``r`` steps before the readout.
+
+    Plain booleans where they hold for every pair (the common case), so no mask is applied.
+    Only self terms need ``active`` (a positive placeholder keeps the cross duals finite) and only
+    sides with an initial state need ``starting``.
+    """
+    if r < shortest:
+        return [(True, True, False)] * len(sides)
+    if shortest == longest:  # the scan starts at r == longest: everything starts here
+        return [(True, False, True)] * len(sides)
+    return [
+        (
+            s.shorter >= r if k > 0 or len(sides) == 1 else True,
+            s.shorter > r,
+            False if s.init is None else (s.shorter == r) & (s.longer == r),
+        )
+        for k, s in enumerate(sides)
+    ]
+
+
+def _scan(
+    remaining: range,
+    state: list[list[tuple[Tensor, Tensor, Tensor | None]]],
+    aligned: tuple[Tensor, ...],
+    variances: RecurrentVariances,
+    sides: list[_Side],
+    same: Mask | None,
+    dual: Callable[..., tuple[Tensor, Tensor]],
+    frozen_layers: int,
+    length_range: tuple[int, int],
+    paired: bool,
+) -> list[list[tuple[Tensor, Tensor, Tensor | None]]]:
+    r"""Advance every layer of the triple through the steps ``remaining`` (counting down).
+
+    ``state[l][k] = (V, V', Th)`` of layer ``l`` and side ``k`` at the last step taken. With a
+    single side the pairs are self pairs (``K(x_i, x_i)``). ``aligned`` holds the right-aligned
+    step values of the first (and second) input.
+    """
+    sw2, su2, sb2, init_var = variances
+    state = list(state)  # a replay in the backward pass runs this on the same arguments
+    for r in remaining:
+        masks = _step_masks(sides, r, *length_range)
+        inputs = _data_terms(aligned, r, paired)  # then V of the layer below
+        below = None  # (V, V', Th) of the layer below at this step
+        for layer in range(len(state)):
+            pre = []
+            for k, (side, (active, cont, start)) in enumerate(zip(sides, masks, strict=True)):
+                v_prev, vd_prev, th_prev = state[layer][k]
+                boundary = 0.0
+                if side.init is not None and start is not False:
+                    init = init_var if side.init is True else init_var * side.init.to(sw2)
+                    boundary = _where(start, init, 0.0)
+                s = sw2 * _where(cont, v_prev, boundary) + su2 * inputs[k] + sb2
+                s = _where(active, s, 1.0)  # inactive sequences: a finite positive placeholder
+                th = None
+                if layer >= frozen_layers:
+                    th = s + sw2 * _where(cont, vd_prev * th_prev, 0.0)
+                    if below is not None and below[k][2] is not None:
+                        th = th + su2 * below[k][1] * below[k][2]
+                pre.append((s, th))
+            selves = [s for s, _ in pre[1:]] or [pre[0][0]] * 2
+            below = [
+                (*dual(pre[0][0], *selves, same if len(pre) == 3 else True), pre[0][1]),
+                *((*dual.self_pair(s), th) for s, th in pre[1:]),
+            ]
+            state[layer] = below
+            inputs = [v for v, _, _ in below]
+    return state
+
+
+def _sides(
+    lengths1: Tensor,
+    lengths2: Tensor | None,
+    init_cross: Tensor | bool | None,
+    init_self: bool | None,
+    paired: bool,
+) -> list[_Side]:
+    """The triple's sides: cross pairs, then the self terms of each input (one side if no x2)."""
+    if lengths2 is None:  # self pairs only
+        return [_Side(lengths1, lengths1, init_self)]
+    if not paired:
+        lengths1, lengths2 = lengths1.unsqueeze(-1), lengths2.unsqueeze(-2)
+    return [
+        _Side(torch.minimum(lengths1, lengths2), torch.maximum(lengths1, lengths2), init_cross),
+        _Side(lengths1, lengths1, init_self),
+        _Side(lengths2, lengths2, init_self),
+    ]
+
+
+def _data_terms(aligned: tuple[Tensor, ...], r: int, paired: bool) -> list[Tensor]:
+    """The first layer's input covariances ``<x_t, x'_t'> / m`` of each side, ``r`` steps before
+    the readout."""
+    steps, m = aligned[0].shape[-2:]
+    x = aligned[0][..., steps - r, :]
+    if len(aligned) == 1:
+        return [x.square().sum(-1) / m]
+    y = aligned[1][..., steps - r, :]
+    if paired:
+        return [(x * y).sum(-1) / m, x.square().sum(-1) / m, y.square().sum(-1) / m]
+    return [
+        x @ y.transpose(-1, -2) / m,
+        x.square().sum(-1, keepdim=True) / m,
+        y.square().sum(-1).unsqueeze(-2) / m,
+    ]
+
+
+class _ReplayedScan(torch.autograd.Function):
+    """A chunk of the scan that stores nothing but its inputs and replays itself in backward.
+
+    The forward runs without building a graph, so neither the steps' tensors nor the graph's
+    many small objects stay alive between the chunks (the latter fragment the CPU heap badly).
+    The backward recomputes the chunk with autograd on and differentiates it with
+    :func:`torch.autograd.grad`, which keeps an outer ``torch.autograd.grad`` working. Under
+    ``create_graph=True`` it replays the saved inputs themselves and keeps the graph, so that
+    its gradients are differentiable again (second derivatives, at the memory of plain
+    autograd).
+    """
+
+    @staticmethod
+    def forward(ctx, run: Callable[..., tuple[Tensor, ...]], *inputs: Tensor):
+        ctx.run = run
+        ctx.save_for_backward(*inputs)
+        with torch.no_grad():
+            return run(*inputs)
+
+    @staticmethod
+    def backward(ctx, *grad_outputs: Tensor):
+        needs = ctx.needs_input_grad[1:]
+        higher = torch.is_grad_enabled()  # create_graph=True
+        # one node per input slot (an input may fill several): under create_graph a view of
+        # it, still attached; else a detached leaf
+        inputs = [
+            (t.view_as(t) if n else t) if higher else t.detach().requires_grad_(n)
+            for t, n in zip(ctx.saved_tensors, needs, strict=True)
+        ]
+        with torch.enable_grad():
+            outputs = ctx.run(*inputs)
+        used = [
+            (o, g)
+            for o, g in zip(outputs, grad_outputs, strict=True)
+            if g is not None and o.requires_grad
+        ]
+        wanted = [t for t, n in zip(inputs, needs, strict=True) if n]
+        grads = iter(
+            torch.autograd.grad(
+                [o for o, _ in used],
+                wanted,
+                [g for _, g in used],
+                allow_unused=True,
+                create_graph=higher,
+            )
+        )
+        return (None, *(next(grads) if n else None for n in needs))
+
+
+def _recomputed(
+    compute: Callable[..., Tensor], values1: Tensor, values2: Tensor, variances: RecurrentVariances
+) -> Tensor:
+    """``compute(values1, values2, variances)`` keeping only its inputs for the backward pass,
+    which recomputes it (its own scan then checkpoints chunks of steps as usual)."""
+    variances = list(variances.like(values1))
+
+    def run(*inputs: Tensor) -> tuple[Tensor]:
+        variances_ = RecurrentVariances(*inputs[2:])
+        return (compute(values1=inputs[0], values2=inputs[1], variances=variances_),)
+
+    return _ReplayedScan.apply(run, values1, values2, *variances)[0]
+
+
+def _flatten_state(state: list) -> list[Tensor]:
+    return [t for layer in state for side in layer for t in side if t is not None]
+
+
+def _unflatten_state(flat: list[Tensor], like: list) -> list:
+    tensors = iter(flat)
+    return [
+        [tuple(None if t is None else next(tensors) for t in side) for side in layer]
+        for layer in like
+    ]
+
+
+def _replayed_scan(
+    steps: range,
+    state: list,
+    aligned: tuple[Tensor, ...],
+    variances: RecurrentVariances,
+    static: tuple,
+) -> list:
+    """:func:`_scan` through :class:`_ReplayedScan`, which takes and returns flat tensors."""
+    n_aligned, n_variances = len(aligned), len(variances)
+
+    def run(*inputs: Tensor) -> tuple[Tensor, ...]:
+        start = _unflatten_state(list(inputs[n_aligned + n_variances :]), state)
+        variances_ = RecurrentVariances(*inputs[n_aligned : n_aligned + n_variances])
+        return tuple(_flatten_state(_scan(steps, start, inputs[:n_aligned], variances_, *static)))
+
+    flat = _ReplayedScan.apply(run, *aligned, *variances, *_flatten_state(state))
+    return _unflatten_state(list(flat), state)
+
+
+def _kernel_block(
+    values1: Tensor,
+    lengths1: Tensor,
+    values2: Tensor | None,
+    lengths2: Tensor | None,
+    same: Tensor | None,
+    variances: RecurrentVariances,
+    *,
+    config: RecurrentConfig,
+    paired: bool,
+    needs_grad: bool,
+    block_elements: int = 2**20,
+) -> Tensor:
+    """One block of pairs (``values2 = None``: self pairs) through the readout's scan."""
+    if config.readout == MEAN:
+        return _mean_kernel_block(
+            values1,
+            lengths1,
+            values2,
+            lengths2,
+            same,
+            variances,
+            config=config,
+            paired=paired,
+            needs_grad=needs_grad,
+            block_elements=block_elements,
+        )
+    assert config.readout == LAST, config.readout  # (unsupported() refuses any other)
+    num_layers, frozen_layers = config.num_layers, config.frozen_layers
+    both = [lengths1] if lengths2 is None else [lengths1, lengths2]
+    shortest = min(int(t.min()) for t in both)
+    longest = max(int(t.max()) for t in both)
+    init_self = None if config.initial_state == InitialState.ZERO else True
+    # per_input: correlated initial states for x = x' only
+    init_cross = same if config.initial_state == InitialState.PER_INPUT else init_self
+    sides = _sides(lengths1, lengths2, init_cross, init_self, paired)
+    aligned = tuple(
+        right_align(v, n, longest)
+        for v, n in ((values1, lengths1), (values2, lengths2))
+        if v is not None
+    )
+    variances = variances.like(values1)
+    zero = values1.new_zeros(())
+    state = [
+        [(zero, zero, zero if layer >= frozen_layers else None)] * len(sides)
+        for layer in range(num_layers)
+    ]
+    dual = _scan_dual(config.dual, values1, values2)
+    static = (sides, same, dual, frozen_layers, (shortest, longest), paired)
+    # Plain autograd keeps every step of the scan alive (a few dozen pair states per step and
+    # layer). Small scans afford that and run faster so; larger ones keep only the state at
+    # the boundaries of chunks of about sqrt(T) steps and replay each chunk in the backward pass.
+    pair_steps = sides[0].shorter.numel() * longest * num_layers
+    if not needs_grad or pair_steps <= PLAIN_AUTOGRAD_PAIR_STEPS:
+        state = _scan(range(longest, 0, -1), state, aligned, variances, *static)
+    else:
+        chunk = max(1, math.isqrt(longest))
+        for top in range(longest, 0, -chunk):
+            steps = range(top, max(top - chunk, 0), -1)
+            state = _replayed_scan(steps, state, aligned, variances, static)
+    v, vd, th = state[-1][0]
+    return v if th is None else v + vd * th
+
+
+def _scan_dual(dual: Dual, values1: Tensor, values2: Tensor | None) -> Dual:
+    """The dual a scan uses: :meth:`~.duals.Dual.differentiable_in_sequences` where a sequence
+    is differentiated (reverse or forward mode)."""
+    return dual.differentiable_in_sequences() if differentiated(values1, values2) else dual
+
+
+def _pair_variances(variances: RecurrentVariances) -> RecurrentVariances:
+    """Variances shaped ``(..., 1, 1)`` for Gram matrices, reshaped for ``(..., N)`` pair states."""
+    return RecurrentVariances(
+        *(v[..., 0] if isinstance(v, Tensor) and v.dim() >= 2 else v for v in variances)
+    )
+
+
+class _Lanes(NamedTuple):
+    """Diagonals ``t' - t = d`` of the time grid packed into lanes that are scanned side by side.
+
+    A lane runs ``min(T1, T2)`` cells: one diagonal, or a long one followed by short ones, each
+    starting from the recursion's boundary (:doc:`/kernels`). The diagonal ``d = 0``, the only
+    one whose boundary holds the initial state, has a lane of its own and starts at the first
+    cell.
+    """
+
+    step1: Tensor  # (cells, G): the first input's step at each cell (its longest when idle)
+    step2: Tensor  # (cells, G): the second input's step
+    reach1: list[int]  # per cell: the largest step1, to skip length masks where all are inside
+    reach2: list[int]
+    keep: Tensor  # (cells, G): 0 where a diagonal begins after another, else 1
+    restarts: list[bool]  # per cell: whether any diagonal begins there after another
+    origin: Tensor | None  # (G,) bool: the lane of d = 0, None if not in this group
+    weight: Tensor | None  # (G,) 2 where a diagonal d > 0 stands for d and -d, else None
+
+
+def _pack_diagonals(
+    longest1: int, longest2: int, symmetric: bool, lanes_per_group: int, device: torch.device
+) -> list[_Lanes]:
+    """The lanes of :func:`diagonal_lanes` in groups of ``lanes_per_group``: lanes of
+    ``min(T1, T2)`` cells cover the grid without gaps (a self grid leaves at most one lane half
+    empty)."""
+    cells = min(longest1, longest2)
+    length = partial(diagonal_length, longest1=longest1, longest2=longest2)
+    lanes = diagonal_lanes(longest1, longest2, symmetric)
+    groups = []
+    for first in range(0, len(lanes), lanes_per_group):
+        group = lanes[first : first + lanes_per_group]
+        step1 = [[longest1] * len(group) for _ in range(cells)]
+        step2 = [[longest2] * len(group) for _ in range(cells)]
+        keep = [[1.0] * len(group) for _ in range(cells)]
+        for g, lane in enumerate(group):
+            k = 0
+            for d in lane:
+                keep[k][g] = 0.0 if k > 0 else 1.0
+                for c in range(length(d)):
+                    step1[k + c][g], step2[k + c][g] = max(0, -d) + c, max(0, d) + c
+                k += length(d)
+        origin = [lane[0] == 0 for lane in group]
+        groups.append(
+            _Lanes(
+                torch.tensor(step1, device=device),
+                torch.tensor(step2, device=device),
+                [max(s) for s in step1],
+                [max(s) for s in step2],
+                torch.tensor(keep, device=device),
+                [min(k) == 0.0 for k in keep],
+                torch.tensor(origin, device=device) if any(origin) else None,
+                torch.tensor([1.0 if o else 2.0 for o in origin], device=device)
+                if symmetric
+                else None,
+            )
+        )
+    return groups
+
+
+class _DiagonalInputs(NamedTuple):
+    """What a scan over diagonals is differentiated with respect to (flattened for replays)."""
+
+    values1: Tensor  # (..., N, T1, m), batch dimensions made explicit
+    values2: Tensor
+    tables1: tuple[Tensor, ...]  # S^l(t, t) of the first input per layer, (..., N, T1)
+    tables2: tuple[Tensor, ...]
+    variances: RecurrentVariances
+
+    def flat(self) -> list[Tensor]:
+        return [self.values1, self.values2, *self.tables1, *self.tables2, *self.variances]
+
+    @classmethod
+    def unflat(cls, flat: list[Tensor] | tuple[Tensor, ...], num_layers: int) -> _DiagonalInputs:
+        tables = 2 + num_layers
+        return cls(
+            flat[0],
+            flat[1],
+            tuple(flat[2:tables]),
+            tuple(flat[tables : tables + num_layers]),
+            RecurrentVariances(*flat[tables + num_layers :]),
+        )
+
+
+class _DiagonalStatic(NamedTuple):
+    lengths1: Tensor  # (..., N)
+    lengths2: Tensor
+    shortest: tuple[int, int]
+    same: Tensor | None  # exact self pairs, on the lane of d = 0 only
+    cross_init: Tensor | bool | None  # P(0, 0) / init_var on d = 0 (None: no initial state)
+    dual: Callable[..., tuple[Tensor, Tensor]]
+    num_layers: int
+    frozen_layers: int
+    paired: bool
+    lane_shape: tuple[int, ...]  # (-1, 1, ..., 1): a (G,) vector against a lane state
+
+
+def _pair(a: Tensor, b: Tensor, paired: bool) -> tuple[Tensor, Tensor]:
+    return (a, b) if paired else (a.unsqueeze(-1), b.unsqueeze(-2))
+
+
+def _lane_start(variances: RecurrentVariances, lanes: _Lanes, static: _DiagonalStatic) -> list:
+    """``(P(0, 0), 0, 0)`` per layer: the initial state on the lane of ``d = 0``, else 0."""
+    zero = variances.recurrent_var.new_zeros(())
+    start = zero
+    if static.cross_init is not None and lanes.origin is not None:
+        start = variances.init_var * lanes.origin.view(static.lane_shape).to(zero)
+        if isinstance(static.cross_init, Tensor):
+            start = start * static.cross_init.to(zero)
+    return [
+        [(start, zero, zero if layer >= static.frozen_layers else None)]
+        for layer in range(static.num_layers)
+    ]
+
+
+def _diagonal_scan(
+    cells: range,
+    state: list,
+    total: Tensor,
+    inputs: _DiagonalInputs,
+    lanes: _Lanes,
+    static: _DiagonalStatic,
+) -> tuple[list, Tensor]:
+    r"""Advance a group of lanes through ``cells``, adding each cell's readout to ``total``.
+
+    ``state[l][0] = (V, V', Th)`` of layer ``l`` at the previous cell of each lane. Every
+    dependency stays on its diagonal, so all lanes start from their boundary and the pairs of
+    each lane are active while both steps are within their lengths (then stay inactive).
+    """
+    sw2, su2, sb2, _ = inputs.variances
+    lengths1, lengths2, (shortest1, shortest2), same, _, dual, _, frozen, paired, shape = static
+    m = inputs.values1.shape[-1]
+    state = list(state)  # a replay in the backward pass runs this on the same arguments
+    for k in cells:
+        at1 = lanes.step1[k].clamp(max=inputs.values1.shape[-2] - 1)
+        at2 = lanes.step2[k].clamp(max=inputs.values2.shape[-2] - 1)
+        x = inputs.values1.index_select(-2, at1).movedim(-2, 0)  # (G, ..., N, m)
+        y = inputs.values2.index_select(-2, at2).movedim(-2, 0)
+        below = (x * y).sum(-1) / m if paired else x @ y.transpose(-1, -2) / m
+        active: Mask = True
+        if lanes.reach1[k] >= shortest1 or lanes.reach2[k] >= shortest2:
+            side = shape if paired else shape[:-1]  # a (G,) vector against (G, ..., N)
+            inside1 = lanes.step1[k].view(side) < lengths1
+            inside2 = lanes.step2[k].view(side) < lengths2
+            active = torch.logical_and(*_pair(inside1, inside2, paired))
+        keep = lanes.keep[k].view(shape).to(total) if lanes.restarts[k] else None
+        below_vd = below_th = None
+        for layer in range(len(state)):
+            v_prev, vd_prev, th_prev = state[layer][0]
+            if keep is not None:  # a diagonal begins: P = 0 and no recurrent Th term
+                v_prev = v_prev * keep
+                th_prev = None if th_prev is None else th_prev * keep
+            s = sw2 * v_prev + su2 * below + sb2
+            s = _where(active, s, 0.0)  # inactive pairs: a finite placeholder (k12 = 0)
+            th = None
+            if layer >= frozen:
+                th = s + sw2 * vd_prev * th_prev
+                if below_th is not None:
+                    th = th + su2 * below_vd * below_th
+                th = _where(active, th, 0.0)
+            selves = _pair(
+                inputs.tables1[layer].index_select(-1, at1).movedim(-1, 0),
+                inputs.tables2[layer].index_select(-1, at2).movedim(-1, 0),
+                paired,
+            )
+            v, vd = dual(s, *selves, same)
+            state[layer] = [(v, vd, th)]
+            below, below_vd, below_th = v, vd, th
+        readout = v if th is None else v + vd * th
+        total = total + _where(active, readout, 0.0)
+    return state, total
+
+
+def _mean_kernel_block(
+    values1: Tensor,
+    lengths1: Tensor,
+    values2: Tensor | None,
+    lengths2: Tensor | None,
+    same: Tensor | None,
+    variances: RecurrentVariances,
+    *,
+    config: RecurrentConfig,
+    paired: bool,
+    needs_grad: bool,
+    block_elements: int,
+) -> Tensor:
+    r"""The average-pooled kernel (:doc:`/kernels`, Variants): the readout's mean over all time
+    pairs.
+
+    Each diagonal ``t' - t = d`` of the ``T x T'`` grid is a scan of its own from the recursion's
+    boundary (start-aligned: no input is shifted, the diagonal just starts later in one
+    of them). Diagonals are packed into lanes of ``min(T, T')`` cells and as many lanes as fit
+    ``block_elements`` run side by side; the self terms of each input are tabulated once. With
+    ``values2 = None`` the pairs are self pairs, whose grid is symmetric: ``d >= 0`` counted
+    twice.
+    """
+    num_layers, frozen_layers = config.num_layers, config.frozen_layers
+    dual = _scan_dual(config.dual, values1, values2)
+    self_pairs = values2 is None
+    if self_pairs:
+        values2, lengths2, same = values1, lengths1, True
+    variances = variances.like(values1)
+    pair_dims = 1 if paired else 2
+    batch = torch.broadcast_shapes(
+        values1.shape[:-3], values2.shape[:-3], *(v.shape[:-pair_dims] for v in variances)
+    )
+
+    def lift(t: Tensor, core: int) -> Tensor:  # explicit batch dimensions, lanes go in front
+        return t.reshape((1,) * (len(batch) + core - t.dim()) + t.shape)
+
+    values1, values2 = lift(values1, 3), lift(values2, 3)
+    lengths1, lengths2 = lift(lengths1, 1), lift(lengths2, 1)
+    init = config.initial_state != InitialState.ZERO
+    self_variances = variances if paired else _pair_variances(variances)
+    tables1 = tuple(
+        lift(t, 2) for t in self_terms(values1, lengths1, self_variances, dual, num_layers, init)
+    )
+    tables2 = (
+        tables1
+        if self_pairs
+        else tuple(
+            lift(t, 2)
+            for t in self_terms(values2, lengths2, self_variances, dual, num_layers, init)
+        )
+    )
+    inputs = _DiagonalInputs(values1, values2, tables1, tables2, variances)
+    longest = (int(lengths1.max()), int(lengths2.max()))
+    pairs = math.prod(batch) * values1.shape[-3] * (1 if paired else values2.shape[-3])
+    cells = min(longest)
+    # With gradients each group of lanes keeps only its inputs and is replayed in the backward
+    # pass, so memory stays flat in T and in the number of row blocks. Groups are made small
+    # enough to be replayed with plain autograd where one lane allows it; else each group is
+    # itself checkpointed every sqrt(cells) cells.
+    plain = not needs_grad
+    lane_elements = min(block_elements, _LANE_ELEMENTS)
+    if not plain:
+        lane_elements = min(lane_elements, PLAIN_AUTOGRAD_PAIR_STEPS // (cells * num_layers))
+    lanes_per_group = max(1, lane_elements // max(1, pairs))
+    replay_plainly = lanes_per_group * pairs * cells * num_layers <= PLAIN_AUTOGRAD_PAIR_STEPS
+    groups = _pack_diagonals(*longest, self_pairs, lanes_per_group, values1.device)
+    cross_init = (
+        None if not init else (same if config.initial_state == InitialState.PER_INPUT else True)
+    )
+    static = _DiagonalStatic(
+        lengths1,
+        lengths2,
+        (int(lengths1.min()), int(lengths2.min())),
+        None,
+        cross_init,
+        dual,
+        num_layers,
+        frozen_layers,
+        paired,
+        (-1,) + (1,) * (len(batch) + pair_dims),
+    )
+    total = values1.new_zeros(())
+    for lanes in groups:
+        group_static = static
+        if lanes.origin is not None and same is not None:  # exact self pairs lie on d = 0
+            origin = lanes.origin.view(static.lane_shape)
+            group_static = static._replace(same=origin & same if same is not True else origin)
+
+        def lane_sum(
+            *flat: Tensor, lanes: _Lanes = lanes, static: _DiagonalStatic = group_static
+        ) -> tuple[Tensor]:
+            inputs_ = _DiagonalInputs.unflat(flat, num_layers)
+            start = _lane_start(inputs_.variances, lanes, static)
+            state, lane_total = start, flat[0].new_zeros(())
+            chunk = cells if plain or replay_plainly else max(1, math.isqrt(cells))
+            for top in range(0, cells, chunk):
+                steps = range(top, min(top + chunk, cells))
+                if plain or replay_plainly:
+                    state, lane_total = _diagonal_scan(
+                        steps, state, lane_total, inputs_, lanes, static
+                    )
+                    continue
+
+                def run(*args: Tensor, steps: range = steps) -> tuple[Tensor, ...]:
+                    n = len(flat)
+                    state_ = _unflatten_state(list(args[n:-1]), start)
+                    inputs__ = _DiagonalInputs.unflat(args[:n], num_layers)
+                    state_, total_ = _diagonal_scan(
+                        steps, state_, args[-1], inputs__, lanes, static
+                    )
+                    return (*_flatten_state(state_), total_)
+
+                out = _ReplayedScan.apply(run, *flat, *_flatten_state(state), lane_total)
+                state, lane_total = _unflatten_state(list(out[:-1]), start), out[-1]
+            if lanes.weight is not None:
+                lane_total = lane_total * lanes.weight.view(static.lane_shape).to(lane_total)
+            return (lane_total.sum(0),)
+
+        if plain:
+            (contribution,) = lane_sum(*inputs.flat())
+        else:
+            (contribution,) = _ReplayedScan.apply(lane_sum, *inputs.flat())
+        total = total + contribution
+    counts = torch.mul(*_pair(lengths1, lengths2, paired)).to(total)
+    return total / counts
+
+
+class TensorEngine(Engine):
+    """The reference engine (see the module docstring); the fallback of ``engine="auto"``."""
+
+    name = "tensor"
+    readouts = (LAST, MEAN)
+
+    def unsupported(self, config: RecurrentConfig, problem: Problem) -> str | None:
+        if config.readout not in self.readouts:
+            return (
+                f"the tensor engine computes the readouts {[r.name for r in self.readouts]}, "
+                f"not {config.readout.name!r}"
+            )
+        if type(config.dual).__call__ is Dual.__call__:
+            return f"the nonlinearity {config.dual.name!r} has no tensor-form dual"
+        return None
+
+    def gram(
+        self,
+        config: RecurrentConfig,
+        values1: Tensor,
+        lengths1: Tensor,
+        values2: Tensor,
+        lengths2: Tensor,
+        variances: RecurrentVariances,
+        *,
+        paired: bool = False,
+        block_elements: int | None = None,
+    ) -> Tensor:
+        same = identical_rows(values1, lengths1, values2, lengths2, paired)
+        grad = needs_grad(values1, values2, *variances)
+        if block_elements is None:
+            block_elements = 2**18 if grad else 2**20
+        options = dict(config=config, paired=paired, needs_grad=grad, block_elements=block_elements)
+        if paired:
+            return _kernel_block(
+                values1, lengths1, values2, lengths2, same, _pair_variances(variances), **options
+            )
+        n1, n2 = values1.shape[-3], values2.shape[-3]
+        batch = batch_shape(values1, values2, variances)
+        rows = max(1, block_elements // max(1, math.prod(batch) * n2))
+        symmetric = values1 is values2 and lengths1 is lengths2
+        if symmetric:  # K(x, x): compute the blocks on and above the diagonal, mirror the rest
+            rows = min(rows, max(16, -(-n1 // 4)))
+        blocks = []
+        for i in range(0, n1, rows):
+            cols = slice(i if symmetric else 0, None)
+            compute = partial(
+                _kernel_block,
+                lengths1=lengths1[..., i : i + rows],
+                lengths2=lengths2[..., cols],
+                same=None if same is None else same[..., i : i + rows, cols],
+                **options,
+            )
+            block_inputs = (values1[..., i : i + rows, :, :], values2[..., cols, :, :], variances)
+            # (The mean readout's groups of diagonals keep only their inputs already.)
+            if grad and n1 > rows and config.readout == LAST:
+                block = _recomputed(compute, *block_inputs)  # memory flat in the number of blocks
+            else:
+                block = compute(
+                    values1=block_inputs[0], values2=block_inputs[1], variances=variances
+                )
+            if symmetric:  # the columns left of the diagonal block are earlier blocks' rows
+                mirrored = [b[..., :, i : i + rows].transpose(-1, -2) for b in blocks]
+                block = torch.cat([*mirrored, block], dim=-1)
+            blocks.append(block)
+        return torch.cat(blocks, dim=-2) if len(blocks) > 1 else blocks[0]
+
+    def diag(self, config: RecurrentConfig, values: Tensor, lengths: Tensor, variances) -> Tensor:
+        grad = needs_grad(values, *variances)
+        return _kernel_block(
+            values,
+            lengths,
+            None,
+            None,
+            None,
+            _pair_variances(variances),
+            config=config,
+            paired=True,
+            needs_grad=grad,
+            block_elements=2**18 if grad else 2**20,
+        )
+
+
+def batch_shape(values1: Tensor, values2: Tensor, variances: RecurrentVariances) -> torch.Size:
+    """The batch shape of a Gram matrix between ``values1`` and ``values2``."""
+    return torch.broadcast_shapes(
+        values1.shape[:-3],
+        values2.shape[:-3],
+        *(v.shape[:-2] for v in variances if isinstance(v, Tensor) and v.dim() >= 2),
+    )

@@ -1,0 +1,170 @@
+"""The engines' interface and the one dispatcher: every engine computes a request exactly or
+refuses it with a reason, never substituting another option; ``engine="auto"`` picks among the
+engines that compute the request and falls back to the tensor engine when compiling fails."""
+
+from __future__ import annotations
+
+import os
+import warnings
+
+import pytest
+import torch
+
+from gpytorch_rntk._core import config as config_module
+from gpytorch_rntk._core import duals
+from gpytorch_rntk._core.engines import (
+    ENGINES,
+    CompilationWarning,
+    EngineUnsupportedError,
+    Problem,
+    select,
+)
+from gpytorch_rntk._core.engines import fused as fused_engines
+from gpytorch_rntk.functional import RecurrentVariances, recurrent_kernel, recurrent_kernel_diag
+
+
+def _sequences(n=4, steps=5, m=2, seed=0):
+    gen = torch.Generator().manual_seed(seed)
+    lengths = torch.tensor([steps, 1, 3, steps][:n])
+    values = torch.randn(n, steps, m, generator=gen, dtype=torch.float64)
+    values = values * (torch.arange(steps) < lengths.unsqueeze(-1)).unsqueeze(-1)
+    return values, lengths
+
+
+VARIANCES = RecurrentVariances(1.3, 0.9, 0.2)
+
+
+class Identity(duals.Dual):
+    """phi(u) = u: V = k12, V' = 1 (a linear RNN), with no code for the fused engines."""
+
+    name = "identity"
+
+    def __call__(self, k12, k11, k22, same=None):
+        return k12, torch.ones_like(k12)
+
+
+def _linear_rntk(x, lx, y, ly, sw2, su2, sb2):
+    """The one-layer RNTK of a linear RNN, zero initial state, last readout, in closed form:
+    ``S(T, T') = sum_k sw2^k (su2 <x_{T-k}, y_{T'-k}> / m + sb2)`` over ``k < min(T, T')``,
+    ``Theta = sum_k sw2^k S(T-k, T'-k)``, readout ``S + Theta``."""
+    m = x.shape[-1]
+    out = torch.zeros(len(lx), len(ly), dtype=torch.float64)
+    for i, ti in enumerate(lx.tolist()):
+        for j, tj in enumerate(ly.tolist()):
+            steps = min(ti, tj)
+            inputs = [
+                su2 * float(x[i, ti - 1 - k] @ y[j, tj - 1 - k]) / m + sb2 for k in range(steps)
+            ]
+            s = [sum(sw2**q * inputs[k + q] for q in range(steps - k)) for k in range(steps)]
+            theta = sum(sw2**k * s[k] for k in range(steps))
+            out[i, j] = s[0] + theta
+    return out
+
+
+@pytest.mark.parametrize("engine", ["auto", "tensor", "fused", "compiled", "triton"])
+def test_a_new_nonlinearity_is_computed_or_refused(engine, monkeypatch):
+    monkeypatch.setenv("GPYTORCH_RNTK_COMPILE", "0")
+    monkeypatch.setitem(duals.NONLINEARITIES, "identity", Identity())
+    x, lx = _sequences()
+    y, ly = _sequences(3, 4, seed=1)
+    expected = _linear_rntk(x, lx, y, ly, *VARIANCES[:3])
+    if engine in ("auto", "tensor"):  # auto: only the tensor engine computes it
+        got = recurrent_kernel(x, lx, y, ly, VARIANCES, nonlinearity="identity", engine=engine)
+        torch.testing.assert_close(got, expected, rtol=1e-12, atol=0)
+        return
+    with pytest.raises(EngineUnsupportedError, match="'identity'"):
+        recurrent_kernel(x, lx, y, ly, VARIANCES, nonlinearity="identity", engine=engine)
+
+
+@pytest.mark.parametrize("engine", ["auto", "tensor", "fused", "compiled", "triton"])
+def test_a_new_readout_is_refused_by_every_engine(engine, monkeypatch):
+    """No engine implements a readout it does not know: each refuses it by name."""
+    monkeypatch.setitem(config_module.READOUTS, "first", config_module.Readout("first", 7))
+    x, lx = _sequences()
+    match = "No engine computes this request" if engine == "auto" else "'first'|not first"
+    with pytest.raises(EngineUnsupportedError, match=match):
+        recurrent_kernel(x, lx, x, lx, VARIANCES, readout="first", engine=engine)
+    with pytest.raises(EngineUnsupportedError, match="first"):
+        recurrent_kernel_diag(x, lx, VARIANCES, readout="first")
+
+
+def test_explicit_engines_give_their_reasons():
+    x, lx = _sequences()
+    cases = [
+        (dict(paired=True), "compiled", "not paired rows"),
+        (dict(readout="mean"), "triton", "last readout, not mean"),
+        (dict(num_layers=4), "triton", "at most 3 layers"),
+    ]
+    for options, engine, reason in cases:
+        with pytest.raises(EngineUnsupportedError, match=reason):
+            recurrent_kernel(x, lx, x, lx, VARIANCES, engine=engine, **options)
+    batched = x.expand(2, *x.shape)
+    with pytest.raises(EngineUnsupportedError, match="unbatched"):
+        recurrent_kernel(batched, lx.expand(2, -1), x, lx, VARIANCES, engine="compiled")
+    per_batch = RecurrentVariances(torch.tensor([[[1.0]], [[2.0]]]), 1.0, 0.1)
+    with pytest.raises(EngineUnsupportedError, match="scalar variances"):
+        recurrent_kernel(x, lx, x, lx, per_batch, engine="compiled")
+    with pytest.raises(EngineUnsupportedError, match="not the sequences"):
+        recurrent_kernel(x.requires_grad_(), lx, x, lx, VARIANCES, engine="compiled")
+
+
+def test_forward_mode_tangents_on_variances_stay_on_the_tensor_engine():
+    """A fused engine would drop a jvp's tangent: auto keeps such calls on the tensor engine,
+    and the derivative equals a finite difference."""
+    x, lx = _sequences()
+    base = torch.tensor(1.3, dtype=torch.float64)
+
+    seen = []
+
+    def gram(sw2):
+        variances = RecurrentVariances(sw2, 0.9, 0.2)
+        seen.append(Problem.describe(x, x, variances).variance_tangent)
+        return recurrent_kernel(x, lx, x, lx, variances, engine="auto")
+
+    _, tangent = torch.func.jvp(gram, (base,), (torch.ones_like(base),))
+    assert seen == [True]
+    h = 1e-6
+    expected = (gram(base + h) - gram(base - h)) / (2 * h)
+    torch.testing.assert_close(tangent, expected, rtol=1e-6, atol=1e-9)
+    with torch.autograd.forward_ad.dual_level():
+        dual = torch.autograd.forward_ad.make_dual(base, torch.ones_like(base))
+        with pytest.raises(EngineUnsupportedError, match="forward-mode"):
+            recurrent_kernel(x, lx, x, lx, RecurrentVariances(dual, 0.9, 0.2), engine="compiled")
+
+
+def test_auto_picks_by_size(monkeypatch):
+    x, lx = _sequences()
+    variances = VARIANCES.like(x)
+    config = config_module.make_config()
+    problem = Problem.describe(x, x, variances)
+    assert select(config, problem) is ENGINES["tensor"]  # small: compiling does not repay
+    monkeypatch.setattr(fused_engines.CompiledEngine, "threshold", 0)
+    monkeypatch.delenv("GPYTORCH_RNTK_COMPILE", raising=False)
+    assert select(config, problem) is ENGINES["compiled"]
+    monkeypatch.setenv("GPYTORCH_RNTK_COMPILE", "0")  # compiling switched off: not worth it
+    assert select(config, problem) is ENGINES["tensor"]
+
+
+def test_auto_falls_back_to_the_tensor_engine_without_a_compiler(monkeypatch):
+    """Where Inductor finds no C++ compiler, engine="auto" warns once and computes the Gram
+    matrix on the tensor engine (no traceback from deep inside torch.compile); a compiled engine
+    named explicitly runs its loop eagerly from then on."""
+    import torch._inductor.config as inductor_config
+
+    monkeypatch.delenv("GPYTORCH_RNTK_COMPILE", raising=False)
+    monkeypatch.setattr(inductor_config.cpp, "cxx", ("/nonexistent/c++",))
+    monkeypatch.setattr(fused_engines, "_compiled_steps", {})
+    monkeypatch.setattr(fused_engines, "_compile_failure", [])
+    monkeypatch.setattr(fused_engines.CompiledEngine, "threshold", 0)
+    x, lx = _sequences()
+    expected = recurrent_kernel(x, lx, x, lx, VARIANCES, engine="tensor")
+    with pytest.warns(CompilationWarning, match="C\\+\\+ compiler"):
+        got = recurrent_kernel(x, lx, x, lx, VARIANCES)
+    torch.testing.assert_close(got, expected, rtol=0, atol=0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", CompilationWarning)  # warned once, then quiet
+        eager = recurrent_kernel(x, lx, x, lx, VARIANCES, engine="compiled")
+        again = recurrent_kernel(x, lx, x, lx, VARIANCES)
+    torch.testing.assert_close(eager, expected, rtol=1e-12, atol=0)
+    torch.testing.assert_close(again, expected, rtol=0, atol=0)
+    assert "GPYTORCH_RNTK_COMPILE" not in os.environ
