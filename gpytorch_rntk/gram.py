@@ -92,16 +92,16 @@ def gram_matrix(
     if init_var is not None and kernel_options.get("initial_state", "zero") == "zero":
         raise ValueError("init_var needs initial_state='per_input' or 'shared'.")
     both = list(seqs1) + ([] if seqs2 is None else list(seqs2))
-    if not both:
-        return np.zeros((0, 0))
     try:
         tensors = [torch.as_tensor(s).detach() for s in both]
     except (TypeError, ValueError, RuntimeError) as err:
         raise TypeError(f"Each sequence must be an array of numbers: {err}") from None
-    x = encode_sequences([t if t.is_complex() else t.double() for t in tensors])  # complex raises
-    input_dim = (x.shape[-1] - 1) // int(x[:, 0].max())
-    module = kernel_class(kernel)(input_dim=input_dim, **kernel_options).double()
+    x = encode_sequences([t if t.is_complex() else t.double() for t in tensors]) if both else None
+    input_dim = (x.shape[-1] - 1) // int(x[:, 0].max()) if both else 1
+    module = kernel_class(kernel)(input_dim=input_dim, **kernel_options).double()  # validates
     module.initialize(**variances)
+    if not both:
+        return np.zeros((0, 0))
     x1, x2 = x[: len(seqs1)], x[len(seqs1) :]
     with torch.no_grad():
         gram = module.forward(x1, x1 if seqs2 is None else x2)

@@ -192,12 +192,18 @@ class _RecurrentKernel(Kernel):
         )
 
     def __call__(self, x1: Tensor, x2: Tensor | None = None, **kwargs):
-        # (before GPyTorch's own check, which says only "dimensions"; with active_dims it rules)
-        checked = x2 is not None and self.active_dims is None
-        checked = checked and isinstance(x1, Tensor) and isinstance(x2, Tensor)
-        if checked and min(x1.dim(), x2.dim()) >= 2 and x1.shape[-1] != x2.shape[-1]:
+        for name, x in (("x1", x1), ("x2", x2)):
+            if not (isinstance(x, Tensor) or (name == "x2" and x is None)):
+                raise TypeError(
+                    f"{name} must be a torch.Tensor in the layout of encode_sequences, got "
+                    f"{type(x).__name__}."
+                )
+        # (before GPyTorch's own check, which says only "dimensions"; with active_dims it rules;
+        # GPyTorch reads a 1-D input as a column)
+        widths = [1 if x.dim() < 2 else x.shape[-1] for x in (x1, x1 if x2 is None else x2)]
+        if self.active_dims is None and widths[0] != widths[1]:
             raise ValueError(
-                f"x1 has width {x1.shape[-1]} and x2 width {x2.shape[-1]}: GPyTorch needs one "
+                f"x1 has width {widths[0]} and x2 width {widths[1]}: GPyTorch needs one "
                 "width for both; encode them with the same max_len (encode_sequences(..., "
                 "max_len=T_max))."
             )
