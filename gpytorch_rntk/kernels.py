@@ -238,7 +238,7 @@ class _RecurrentKernel(Kernel):
                 NTK's inputs are so large that the dtype's rounding costs more than 0.1 %
                 (:doc:`/kernels`, Numerical precision), and, in training mode, if the training
                 sequences do not look encoded with step dimension ``input_dim``
-                (:func:`~gpytorch_rntk.layout.check_encoding`).
+                (``gpytorch_rntk.layout.check_encoding``, :doc:`/layout`).
         """
         if last_dim_is_batch:
             raise NotImplementedError(
