@@ -6,8 +6,9 @@ problems (``D = T * m``). The kernels round and clamp the length and ignore ever
 so BoTorch's optimisers may write any finite value there. This module adds only what BoTorch
 lacks:
 
-* :func:`sequence_gp`: a :class:`~botorch.models.SingleTaskGP` with a recurrent kernel and no
-  input transform (a per-column transform would break the layout);
+* :func:`sequence_gp`: a :class:`~botorch.models.SingleTaskGP` with a recurrent kernel, no
+  input transform (a per-column transform would break the layout) and a parametrisation that
+  marginal-likelihood fits converge in (:doc:`/kernels`, Fitting);
 * :func:`sequence_bounds`: the ``2 x D`` bounds of the layout for the optimisers;
 * :func:`canonicalize_sequences`: integer lengths and zeros past them, as a
   ``post_processing_func``;
@@ -36,28 +37,57 @@ Three design modes, and what to call:
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 
 import torch
 from botorch.acquisition import AcquisitionFunction
 from botorch.models import SingleTaskGP
+from botorch.models.transforms.input import InputTransform
 from botorch.models.transforms.outcome import OutcomeTransform
 from botorch.optim import optimize_acqf_mixed, optimize_acqf_mixed_alternating
 from botorch.utils.types import DEFAULT
+from gpytorch.constraints import Interval
 from gpytorch.kernels import ScaleKernel
 from gpytorch.likelihoods import Likelihood
 from gpytorch.means import Mean
+from gpytorch.priors import LogNormalPrior
 from torch import Tensor
 
-from .kernels import kernel_class
+from .kernels import _DEFAULTS, kernel_class
 from .layout import check_positive_int, split_layout
 
 __all__ = [
     "canonicalize_sequences",
     "optimize_acqf_variable_length",
+    "recurrent_var_bound",
     "sequence_bounds",
     "sequence_gp",
 ]
+
+
+# How much more than the last step the first step of the longest sequence may weigh (ReLU).
+_MAX_GROWTH = 100.0
+
+
+def recurrent_var_bound(max_len: int) -> float:
+    r"""The upper bound :func:`sequence_gp` puts on ``recurrent_var`` for sequences of ``max_len``.
+
+    With ReLU every step of age ``s`` is weighted by :math:`(\sigma_w^2/2)^s` (:doc:`/kernels`),
+    so ``recurrent_var > 2`` makes the kernel grow geometrically with the length. The bound
+    ``2 * min(2, 100 ** (1 / (max_len - 1)))`` lets the first step of the longest sequence weigh
+    at most 100 times the last (and at most twice the next step): 2.34 at ``max_len = 30``,
+    2.10 at 100, 2.03 at 300, 4 for ``max_len <= 2``. Fading memories (``recurrent_var < 2``)
+    stay unrestricted. erf's NTK grows by at most :math:`\sigma_w^2 V'` per step, below
+    :math:`\sigma_w^2/2` once the pre-activation variance exceeds 1.4 (:math:`V' =
+    (4/\pi)/\sqrt{1 + 4S}`), so the same bound holds it too.
+
+    Example:
+        >>> round(recurrent_var_bound(100), 4)
+        2.0956
+    """
+    max_len = check_positive_int(max_len, "max_len")
+    return 2.0 * min(2.0, _MAX_GROWTH ** (1.0 / max(max_len - 1, 1)))
 
 
 def sequence_gp(
@@ -70,19 +100,40 @@ def sequence_gp(
     likelihood: Likelihood | None = None,
     mean_module: Mean | None = None,
     outcome_transform: OutcomeTransform | None | type[DEFAULT] = DEFAULT,
+    input_transform: InputTransform | None = None,
     **kernel_kwargs,
 ) -> SingleTaskGP:
     r"""A :class:`~botorch.models.SingleTaskGP` on sequences with a recurrent kernel.
 
     The covariance is ``ScaleKernel(RNTKKernel(input_dim, **kernel_kwargs))`` (or
     :class:`~gpytorch_rntk.RNNGPKernel`), the outcomes are standardised (BoTorch's default
-    :class:`~botorch.models.transforms.outcome.Standardize`) and there is deliberately **no input
-    transform**. :class:`~botorch.models.transforms.input.Normalize` rescales every column on its
-    own: the length column would no longer hold the length (the kernel rounds it to an integer), the
-    zero padding would move away from zero, and the same value would be scaled differently at
-    different time steps although the recurrent network shares its weights across time. The
-    kernel's ``input_var`` already learns the scale of the step values; if they need rescaling,
-    apply one affine map to all steps of all sequences before encoding.
+    :class:`~botorch.models.transforms.outcome.Standardize`). The parametrisation is chosen so that
+    :func:`~botorch.fit.fit_gpytorch_mll` converges (:doc:`/kernels`, Fitting):
+
+    * **ReLU: ``input_var`` fixed at 1.** The ReLU kernels are homogeneous of degree one in
+      (``input_var``, ``bias_var``, ``init_var``): scaling all three by ``c`` scales the kernel by
+      ``c``, exactly what the outputscale does. Learning all of them leaves a direction along
+      which the marginal likelihood is flat, and fits drift along it to outputscales of 1e-27.
+      ``sequence_gp`` therefore learns the outputscale and ``bias_var``/``init_var`` relative to
+      ``input_var = 1`` (``raw_input_var.requires_grad`` is ``False``). erf is not homogeneous:
+      there every variance is learned.
+    * **``recurrent_var`` bounded** to ``[0, recurrent_var_bound(T_max)]``
+      (:func:`recurrent_var_bound`), so that the kernel cannot grow geometrically over long
+      sequences; pass ``recurrent_var_constraint`` to choose another.
+    * **Broad priors** on the other variances, log-normal around their defaults with BoTorch's
+      scale :math:`\sqrt{3}` (``bias_var``, ``init_var``, and ``input_var`` for erf): they keep the
+      optimum finite where the data do not pin it down and give BoTorch's retries something to
+      sample from; pass ``bias_var_prior`` etc. to replace them.
+    * **The outputscale starts** where the prior variance of ``f`` matches the variance of the
+      (transformed) training targets: ``var(y) / mean(K(x_i, x_i))``.
+
+    There is deliberately **no input transform**:
+    :class:`~botorch.models.transforms.input.Normalize` rescales every column on its own, so the
+    length column would no longer hold the length (every length would read as 1), the zero
+    padding would move away from zero, and the same value would be scaled differently at different
+    time steps although the recurrent network shares its weights across time. ``bias_var`` and the
+    outputscale already adapt to the scale of the step values; if they need rescaling, apply one
+    affine map to all steps of all sequences before encoding.
 
     With several outcomes (``train_y`` of shape ``(..., n, k)``, ``k > 1``) each outcome gets its
     own kernel hyperparameters (kernel ``batch_shape`` extended by ``k``), as BoTorch does for its
@@ -99,8 +150,9 @@ def sequence_gp(
         likelihood, mean_module, outcome_transform: As for
             :class:`~botorch.models.SingleTaskGP` (default: its Gaussian likelihood, constant
             mean and ``Standardize``; ``outcome_transform=None`` for none).
+        input_transform: Must be ``None``; any other value raises (see above).
         **kernel_kwargs: Passed to the kernel: ``num_layers``, ``nonlinearity``,
-            ``variable_length`` (``False`` for the fixed-length layout), priors, ...
+            ``variable_length`` (``False`` for the fixed-length layout), priors, constraints, ...
 
     Returns:
         An unfitted model; fit it with :func:`botorch.fit.fit_gpytorch_mll`.
@@ -118,6 +170,15 @@ def sequence_gp(
         >>> model.posterior(train_x[:2]).mean.shape
         torch.Size([2, 1])
     """
+    if input_transform is not None:
+        raise ValueError(
+            f"sequence_gp takes no input transform, got {type(input_transform).__name__}. A "
+            "per-column transform such as Normalize breaks the sequence layout: the length "
+            "column would no longer hold the length (every length would read as 1) and each "
+            "time step would be scaled on its own. Rescale the step values with one affine map "
+            "for all steps of all sequences before encoding them (e.g. (x - lo) / (hi - lo) with "
+            "scalars lo, hi); the kernel's variances adapt to the scale."
+        )
     if train_y.dim() < 2 or train_y.shape[-2] != train_x.shape[-2]:
         raise ValueError(
             f"train_y must be (..., n, k) with n = {train_x.shape[-2]} (the rows of train_x), "
@@ -127,9 +188,22 @@ def sequence_gp(
     if train_y.dim() >= 2 and train_y.shape[-1] > 1:
         batch_shape = batch_shape + train_y.shape[-1:]
     kernel_kwargs.setdefault("batch_shape", batch_shape)
-    covar_module = ScaleKernel(
-        kernel_class(kernel)(input_dim, **kernel_kwargs), batch_shape=kernel_kwargs["batch_shape"]
+    variable_length = kernel_kwargs.get("variable_length", True)
+    max_len = max((train_x.shape[-1] - bool(variable_length)) // input_dim, 1)  # checked below
+    defaults = _DEFAULTS.get(kernel_kwargs.get("nonlinearity", "relu"), _DEFAULTS["relu"])
+    kernel_kwargs.setdefault(
+        "recurrent_var_constraint", Interval(0.0, recurrent_var_bound(max_len))
     )
+    learned = ["bias_var"]
+    if kernel_kwargs.get("initial_state", "zero") != "zero":
+        learned.append("init_var")
+    if kernel_kwargs.get("nonlinearity", "relu") != "relu":
+        learned.append("input_var")
+    for name in learned:
+        prior = LogNormalPrior(math.log(defaults[name]), math.sqrt(3.0))
+        kernel_kwargs.setdefault(f"{name}_prior", prior)
+    base_kernel = kernel_class(kernel)(input_dim, **kernel_kwargs)
+    covar_module = ScaleKernel(base_kernel, batch_shape=kernel_kwargs["batch_shape"])
     model = SingleTaskGP(
         train_x,
         train_y,
@@ -140,7 +214,15 @@ def sequence_gp(
         outcome_transform=outcome_transform,
         input_transform=None,
     )  # rejects NaN inputs with BoTorch's InputDataError
-    split_layout(train_x, input_dim, covar_module.base_kernel.variable_length)  # the width
+    split_layout(train_x, input_dim, base_kernel.variable_length)  # the width
+    if base_kernel.nonlinearity == "relu":
+        base_kernel.raw_input_var.requires_grad_(False)  # its scale is the outputscale's
+    with torch.no_grad():
+        targets = model.train_targets
+        target_var = targets.var(-1) if targets.shape[-1] > 1 else torch.ones_like(targets[..., 0])
+        target_var = torch.where(target_var > 0, target_var, torch.ones_like(target_var))
+        prior_var = base_kernel(model.train_inputs[0], diag=True).mean(-1)
+        covar_module.outputscale = (target_var / prior_var).expand(covar_module.batch_shape)
     if model.num_outputs > 1:
         # Where each outcome's parameters sit (from the end), for Model.subset_output; BoTorch
         # lists them only for the kernel it builds itself.
