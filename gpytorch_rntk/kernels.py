@@ -172,7 +172,31 @@ class _RecurrentKernel(Kernel):
                 partial(_get_positive, name=name),
                 partial(_set_positive, name=name),
             )
-        _set_positive(self, _initial_value(self, name, default), name)
+        value = _initial_value(self, name, default)
+        self._initial_values = {**getattr(self, "_initial_values", {}), name: value}
+        _set_positive(self, value, name)
+
+    def _raw_initial(self, name: str) -> Tensor:
+        """The raw value of hyperparameter ``name``'s initial value in the parameter's dtype."""
+        raw = getattr(self, f"raw_{name}")
+        value = torch.tensor(self._initial_values[name], dtype=raw.dtype, device=raw.device)
+        return getattr(self, f"raw_{name}_constraint").inverse_transform(value)
+
+    def _apply(self, fn, *args, **kwargs):
+        # A parameter created in float32 holds its initial value rounded to float32 (1.8 reads
+        # 1.7999999450995 after .double()). Entries still at their initial value are set again
+        # exactly in the new dtype; every other entry converts as usual.
+        untouched = {}
+        for name in getattr(self, "_initial_values", {}):
+            raw = getattr(self, f"raw_{name}")
+            untouched[name] = (raw.dtype, (raw == self._raw_initial(name)).detach())
+        module = super()._apply(fn, *args, **kwargs)
+        for name, (dtype, mask) in untouched.items():
+            raw = getattr(self, f"raw_{name}")
+            if raw.dtype != dtype and raw.is_floating_point() and mask.any():
+                with torch.no_grad():
+                    raw.copy_(torch.where(mask.to(raw.device), self._raw_initial(name), raw))
+        return module
 
     def extra_repr(self) -> str:
         return (
