@@ -84,7 +84,7 @@ def recurrent_var_bound(max_len: int) -> float:
 
     Example:
         >>> round(recurrent_var_bound(100), 4)
-        2.0956
+        2.0952
     """
     max_len = check_positive_int(max_len, "max_len")
     return 2.0 * min(2.0, _MAX_GROWTH ** (1.0 / max(max_len - 1, 1)))

@@ -444,8 +444,12 @@ class RNTKKernel(_RecurrentKernel):
             other keyword raises (set the variances with ``kernel.initialize(...)``).
 
     Defaults: ReLU ``recurrent_var=1.8, input_var=1, bias_var=0.1, init_var=0.5``; erf
-    ``recurrent_var=1``, the rest the same. There is no readout variance: wrap the kernel in a
-    :class:`~gpytorch.kernels.ScaleKernel`.
+    ``recurrent_var=1``, the rest the same (exact in every dtype: ``.double()`` sets values still
+    at their defaults again in float64). There is no readout variance: wrap the kernel in a
+    :class:`~gpytorch.kernels.ScaleKernel`. With ReLU the kernel is homogeneous of degree one in
+    (``input_var``, ``bias_var``, ``init_var``), so the outputscale duplicates their common scale:
+    fix one of them when learning the outputscale (``kernel.raw_input_var.requires_grad_(False)``,
+    as :func:`~gpytorch_rntk.botorch.sequence_gp` does; :doc:`/kernels`, Fitting).
 
     Example:
         >>> import torch

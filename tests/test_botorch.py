@@ -311,3 +311,13 @@ def test_model_list_multi_objective(device):
     candidate, value = optimize_acqf_discrete(acqf, q=1, choices=pool, max_batch_size=64)
     assert candidate.shape == (1, 1 + MAX_LEN)
     assert torch.isfinite(value).all()
+
+
+def test_docstring_examples():
+    import doctest
+
+    import gpytorch_rntk.botorch
+
+    result = doctest.testmod(gpytorch_rntk.botorch, optionflags=doctest.NORMALIZE_WHITESPACE)
+    assert result.attempted > 0
+    assert result.failed == 0
