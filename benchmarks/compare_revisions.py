@@ -24,12 +24,13 @@ import subprocess
 import sys
 import tarfile
 import tempfile
+from functools import partial
 from pathlib import Path
 
 import torch
 from gram import VARIANCES, make_inputs, timed  # beside this script
 
-import gpytorch_rntk.fused
+from gpytorch_rntk.functional import recurrent_kernel
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -70,14 +71,18 @@ def main(argv=None) -> None:
     dtype, device = getattr(torch, args.dtype), torch.device(args.device)
     x, lengths = make_inputs(args.n, args.t, dtype, device, variable=True)
     with tempfile.TemporaryDirectory() as folder:
-        engines = {"old": load_revision(args.against, Path(folder)), "new": gpytorch_rntk.fused}
+        # the old package's fused_kernel against this one's engine="fused" (the same engines)
+        engines = {
+            "old": load_revision(args.against, Path(folder)).fused_kernel,
+            "new": partial(recurrent_kernel, engine="fused"),
+        }
 
         def run(module, gradient: bool):
             variances = [
                 torch.tensor(v, dtype=dtype, device=device, requires_grad=gradient)
                 for v in VARIANCES[args.nonlinearity]
             ]
-            gram = module.fused_kernel(
+            gram = module(
                 x, lengths, x, lengths, variances, nonlinearity=args.nonlinearity,
                 num_layers=args.layers,
             )  # fmt: skip

@@ -248,7 +248,7 @@ def add_triton_tile_option(parser: argparse.ArgumentParser) -> None:
 def use_triton_tile(tile, dtypes, forward_mode: bool) -> None:
     """Run the Triton kernel (values, or forward mode) on ``tile`` for ``dtypes``."""
     if tile:
-        from gpytorch_rntk import _triton
+        from gpytorch_rntk._core.engines import triton_kernels as _triton
 
         for dtype in dtypes:
             _triton.TILES[dtype, forward_mode] = tuple(tile)

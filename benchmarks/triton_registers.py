@@ -31,7 +31,7 @@ from triton import knobs
 from triton.backends.compiler import GPUTarget
 from triton.compiler import ASTSource
 
-from gpytorch_rntk import _triton
+from gpytorch_rntk._core.engines import triton_kernels as _triton
 
 
 def resources(dtype, num_layers, directions, tile, nonlinearity="relu") -> tuple:

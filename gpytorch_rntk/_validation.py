@@ -73,4 +73,3 @@ def check_sequences(
     for bad, message in zip(torch.stack(flags).tolist(), messages, strict=True):
         if bad:
             raise ValueError(message)
-

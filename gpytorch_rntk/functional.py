@@ -115,6 +115,20 @@ def recurrent_kernel(
 
     Returns:
         ``(..., N, N')``, or ``(..., N)`` if ``paired``.
+
+    Example:
+        >>> import torch
+        >>> from gpytorch_rntk.functional import (
+        ...     RecurrentVariances, recurrent_kernel, recurrent_kernel_diag)
+        >>> lengths = torch.tensor([5, 2, 4])
+        >>> values = torch.randn(3, 5, 2, dtype=torch.float64)
+        >>> values *= (torch.arange(5) < lengths[:, None]).unsqueeze(-1)  # zero past each end
+        >>> variances = RecurrentVariances(recurrent_var=1.8, input_var=1.0, bias_var=0.1)
+        >>> gram = recurrent_kernel(values, lengths, values, lengths, variances)
+        >>> gram.shape
+        torch.Size([3, 3])
+        >>> torch.allclose(recurrent_kernel_diag(values, lengths, variances), gram.diagonal())
+        True
     """
     config = make_config(
         nonlinearity, num_layers, frozen_layers, initial_state, readout, bidirectional

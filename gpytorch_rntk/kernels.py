@@ -428,15 +428,15 @@ class RNTKKernel(_RecurrentKernel):
             ``num_layers`` gives the NNGP kernel.
         readout: ``"last"`` (the paper's: the state at the last step) or ``"mean"`` (average
             pooling of the last layer's states over time; exact, about ``T`` times the cost).
-        engine: ``"auto"``, ``"tensor"`` or ``"fused"``: how Gram matrices are computed
-            (:func:`~gpytorch_rntk.functional.recurrent_kernel`). ``"auto"`` uses the fused
-            engine (:mod:`gpytorch_rntk.fused`) for large matrices whose sequences need no
-            gradient (predictions, marginal-likelihood training of the variances) and the
-            tensor path elsewhere; ``"fused"`` uses it whatever the size (compiling takes
-            seconds to a minute once per configuration, then many small Gram matrices gain too)
-            and raises where it does not apply: batched inputs (BoTorch's ``(b, q, D)``
-            candidates), ``diag=True`` between different inputs, gradients for the sequences or
-            of second order.
+        engine: ``"auto"``, ``"tensor"``, ``"fused"``, ``"compiled"`` or ``"triton"``: how
+            Gram matrices are computed (:func:`~gpytorch_rntk.functional.recurrent_kernel`).
+            ``"auto"`` uses a fused engine (a compiled loop, or a Triton kernel on CUDA) for
+            large matrices whose sequences need no gradient (predictions, marginal-likelihood
+            training of the variances) and the tensor engine elsewhere; ``"fused"`` uses it
+            whatever the size (compiling takes seconds to a minute once per configuration, then
+            many small Gram matrices gain too) and raises, saying why, where it does not apply:
+            batched inputs (BoTorch's ``(b, q, D)`` candidates), ``diag=True`` between
+            different inputs, gradients for the sequences or of second order.
         recurrent_var_prior, input_var_prior, bias_var_prior, init_var_prior: Optional priors.
         recurrent_var_constraint, input_var_constraint, bias_var_constraint, init_var_constraint:
             Constraints (default :class:`~gpytorch.constraints.Positive`).

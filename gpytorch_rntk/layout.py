@@ -11,7 +11,6 @@ batch of sequences of different lengths is one float tensor ``(..., N, D)``:
 from __future__ import annotations
 
 import functools
-import operator
 import warnings
 from collections.abc import Sequence
 
@@ -19,35 +18,16 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from ._core.config import as_int, check_positive_int
+
 __all__ = [
+    "as_int",
     "check_encoding",
     "check_positive_int",
     "decode_sequences",
     "encode_sequences",
     "split_layout",
 ]
-
-
-def check_positive_int(value, name: str) -> int:
-    """``value`` as an ``int``, or a ``ValueError`` naming ``name`` if it is not a positive
-    integer (floats such as ``2.0`` and booleans included)."""
-    integer = as_int(value)
-    if integer is None or integer < 1:
-        raise ValueError(f"{name} must be a positive integer, got {value!r}.")
-    return integer
-
-
-def as_int(value) -> int | None:
-    """``value`` as an ``int`` if it is an integer (Python, NumPy or a 0-d integer tensor; not
-    a boolean or a float such as ``2.0``), else ``None``."""
-    if isinstance(value, (bool, np.bool_)) or (
-        isinstance(value, Tensor) and value.dtype == torch.bool
-    ):
-        return None
-    try:
-        return operator.index(value)
-    except TypeError:  # floats, strings, tensors of more than one element
-        return None
 
 
 def encode_sequences(seqs: Sequence[np.ndarray | Tensor], max_len: int | None = None) -> Tensor:

@@ -152,19 +152,19 @@ def test_auto_falls_back_to_the_tensor_engine_without_a_compiler(monkeypatch):
     import torch._inductor.config as inductor_config
 
     monkeypatch.delenv("GPYTORCH_RNTK_COMPILE", raising=False)
-    monkeypatch.setattr(inductor_config.cpp, "cxx", ("/nonexistent/c++",))
     monkeypatch.setattr(fused_engines, "_compiled_steps", {})
     monkeypatch.setattr(fused_engines, "_compile_failure", [])
     monkeypatch.setattr(fused_engines.CompiledEngine, "threshold", 0)
     x, lx = _sequences()
     expected = recurrent_kernel(x, lx, x, lx, VARIANCES, engine="tensor")
-    with pytest.warns(CompilationWarning, match="C\\+\\+ compiler"):
-        got = recurrent_kernel(x, lx, x, lx, VARIANCES)
-    torch.testing.assert_close(got, expected, rtol=0, atol=0)
-    with warnings.catch_warnings():
-        warnings.simplefilter("error", CompilationWarning)  # warned once, then quiet
-        eager = recurrent_kernel(x, lx, x, lx, VARIANCES, engine="compiled")
-        again = recurrent_kernel(x, lx, x, lx, VARIANCES)
+    with inductor_config.patch({"cpp.cxx": ("/nonexistent/c++",)}):
+        with pytest.warns(CompilationWarning, match="C\\+\\+ compiler"):
+            got = recurrent_kernel(x, lx, x, lx, VARIANCES)
+        torch.testing.assert_close(got, expected, rtol=0, atol=0)
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", CompilationWarning)  # warned once, then quiet
+            eager = recurrent_kernel(x, lx, x, lx, VARIANCES, engine="compiled")
+            again = recurrent_kernel(x, lx, x, lx, VARIANCES)
     torch.testing.assert_close(eager, expected, rtol=1e-12, atol=0)
     torch.testing.assert_close(again, expected, rtol=0, atol=0)
     assert "GPYTORCH_RNTK_COMPILE" not in os.environ

@@ -11,7 +11,6 @@ from gpytorch.priors import GammaPrior
 
 from gpytorch_rntk import RNNGPKernel, RNTKKernel, decode_sequences, encode_sequences, gram_matrix
 from gpytorch_rntk.functional import RecurrentVariances, recurrent_kernel, recurrent_kernel_diag
-from gpytorch_rntk.fused import fused_kernel
 from gpytorch_rntk.models import SequenceVariationalGP, inducing_sequences
 
 X = encode_sequences([torch.randn(3, 2), torch.randn(2, 2), torch.randn(4, 2)]).double()
@@ -50,21 +49,23 @@ def _with(**changes):
             "lengths of values1 must be in",
         ),
         (
-            lambda: fused_kernel(
-                VALUES, LENGTHS, VALUES, LENGTHS, VARIANCES, num_layers=1, frozen_layers=2
+            lambda: recurrent_kernel(
+                VALUES, LENGTHS, VALUES, LENGTHS, VARIANCES, engine="fused", frozen_layers=2
             ),
             ValueError,
             "frozen_layers must be an integer in",
         ),
         (
-            lambda: fused_kernel(
-                VALUES[None], LENGTHS[None], VALUES[None], LENGTHS[None], VARIANCES
+            lambda: recurrent_kernel(
+                VALUES[None], LENGTHS[None], VALUES[None], LENGTHS[None], VARIANCES, engine="fused"
             ),
             ValueError,
             r"unbatched \(N, T, m\)",
         ),
         (
-            lambda: fused_kernel(VALUES, LENGTHS + 1, VALUES, LENGTHS, VARIANCES),
+            lambda: recurrent_kernel(
+                VALUES, LENGTHS + 1, VALUES, LENGTHS, VARIANCES, engine="fused"
+            ),
             ValueError,
             "lengths of values1 must be in",
         ),
@@ -131,7 +132,7 @@ def test_empty_sets_give_empty_results():
     assert kernel(X, X[:0]).to_dense().shape == (3, 0)
     assert kernel(X[:0], diag=True).shape == (0,)
     assert recurrent_kernel(VALUES[:0], LENGTHS[:0], VALUES, LENGTHS, VARIANCES).shape == (0, 3)
-    empty = fused_kernel(VALUES, LENGTHS, VALUES[:0], LENGTHS[:0], VARIANCES)
+    empty = recurrent_kernel(VALUES, LENGTHS, VALUES[:0], LENGTHS[:0], VARIANCES, engine="fused")
     assert empty.shape == (3, 0)
     seqs = [np.ones((3, 2)), np.zeros((2, 2))]
     assert gram_matrix(seqs, []).shape == (2, 0)

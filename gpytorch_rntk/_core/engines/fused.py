@@ -33,7 +33,7 @@ from torch import Tensor
 from ..config import LAST, MEAN, InitialState, Readout, RecurrentConfig, RecurrentVariances
 from ..duals import ERF, RELU, side_tables, table_dual
 from ..lanes import diagonal_lanes, diagonal_length, right_align, row_ids
-from ..recursion import self_terms
+from ..recursion import cell, on_clock, readout, self_terms
 from .base import Engine, Problem
 
 __all__ = ["CompiledEngine", "TritonEngine", "fused_gram", "clock_self_terms", "triton_available"]
@@ -86,11 +86,11 @@ def clock_self_terms(
     else:
         found = _looped_self_terms(values, lengths, variances, directions, config)
     if directions is None:
-        return _on_clock(found, lengths, steps, align, 1.0).permute(2, 1, 0)
+        return on_clock(found, lengths, steps, align, 1.0).permute(2, 1, 0)
     tables, derivatives = found
     return (
-        _on_clock(tables, lengths, steps, align, 1.0).permute(2, 1, 0),
-        _on_clock(derivatives, lengths, steps, align, 0.0).permute(2, 1, 3, 0),
+        on_clock(tables, lengths, steps, align, 1.0).permute(2, 1, 0),
+        on_clock(derivatives, lengths, steps, align, 0.0).permute(2, 1, 3, 0),
     )
 
 
@@ -119,103 +119,14 @@ def _looped_self_terms(
     return repeated[0], derivatives
 
 
-def _on_clock(tables: Tensor, lengths: Tensor, steps: int, align: str, fill: float) -> Tensor:
-    """Per-sequence tables ``(N, T, ...)`` counted from each start on a clock of ``steps``
-    (see :func:`clock_self_terms`), ``fill`` where the sequence is not running."""
-    n, length, *rest = tables.shape
-    flat = tables.reshape(n, length, -1)
-    if align == "start":
-        flat = torch.nn.functional.pad(flat, (0, 0, 0, steps - length), value=fill)
-    else:
-        started = torch.arange(steps, device=tables.device) >= steps - lengths.unsqueeze(-1)
-        flat = torch.where(started.unsqueeze(-1), right_align(flat, lengths, steps), fill)
-    return flat.view(n, steps, *rest)
+def _tables_dual(code: int, eps: float):
+    """The dual :func:`~gpytorch_rntk._core.recursion.cell` applies: the table form of
+    :func:`~gpytorch_rntk._core.duals.table_dual` (the sides' ``(root, inv)``)."""
 
+    def dual(s, selves, same, tangents):
+        return table_dual(s, *selves, same, code, eps, tangents)
 
-def _cell(
-    state: list[Tensor],
-    below: Tensor,
-    cont: Tensor,
-    start: Tensor | None,
-    selves: list[tuple[Tensor, Tensor]],
-    same: Tensor,
-    variances: tuple[Tensor, ...],
-    code: int,
-    frozen_layers: int,
-    eps: float,
-    directions: tuple[int, ...] = (),
-    d_selves: list[list[tuple[Tensor, Tensor]]] | None = None,
-) -> None:
-    """One cell of the recursion through every layer, updating ``state`` in place.
-
-    ``state`` holds per layer ``(V, V', Th)`` and then, for each forward-mode direction (the
-    variances numbered ``directions``), ``(dV, dV', dTh)``: every tensor the same shape, so
-    that the compiler computes the values once and their derivatives in the same loop. Where
-    ``cont`` is false the previous cell is the boundary: no recurrent ``Th`` term, and ``P =
-    init_var`` where ``start`` is true, else 0. ``selves``: each layer's sides' tables of
-    ``S(t, t)`` and ``S'(t', t')`` (:func:`side_tables`, ``(root, inv)`` each);
-    ``d_selves[layer][p]``: their ``h`` along direction ``p``.
-    """
-    sw2, su2, sb2, init_var = variances
-    width = 3 + 3 * len(directions)
-    boundary = d_boundary = 0.0
-    if start is not None:
-        boundary, d_boundary = torch.where(start, init_var, 0.0), torch.where(start, 1.0, 0.0)
-    below_th = None
-    d_below = d_below_th = [None] * len(directions)
-    for layer in range(len(state) // width):
-        v, vd, th, *tangent = state[width * layer : width * (layer + 1)]
-        previous = torch.where(cont, v, boundary)
-        s = sw2 * previous + su2 * below + sb2
-        ds = []
-        for p, i in enumerate(directions):  # d(variance i) along direction p is 1
-            d = sw2 * torch.where(cont, tangent[3 * p], d_boundary if i == 3 else 0.0)
-            d = d + (previous, below, 1.0, 0.0)[i]
-            ds.append(d if d_below[p] is None else d + su2 * d_below[p])
-        dth = [tangent[3 * p + 2] for p in range(len(directions))]
-        if layer >= frozen_layers:
-            recurrent = torch.where(cont, vd * th, 0.0)
-            new_th = s + sw2 * recurrent
-            if below_th is not None:
-                new_th = new_th + su2 * below_th
-            for p, i in enumerate(directions):
-                d_rec = torch.where(cont, tangent[3 * p + 1] * th + vd * tangent[3 * p + 2], 0.0)
-                d = ds[p] + sw2 * d_rec + (recurrent if i == 0 else 0.0)
-                if below_th is not None:
-                    d = d + su2 * d_below_th[p] + (below_th if i == 1 else 0.0)
-                dth[p] = d
-            th = new_th
-        tangents = (
-            [(ds[p], ha + hb) for p, (ha, hb) in enumerate(d_selves[layer])] if directions else []
-        )
-        v, vd, duals = table_dual(s, *selves[layer], same, code, eps, tangents)
-        state[width * layer : width * (layer + 1)] = [
-            v,
-            vd,
-            th,
-            *(t for (dv, dvd), d in zip(duals, dth, strict=True) for t in (dv, dvd, d)),
-        ]
-        below, below_th = v, (vd * th if layer >= frozen_layers else None)
-        d_below = [dv for dv, _ in duals]
-        if layer >= frozen_layers:
-            d_below_th = [dvd * th + vd * d for (_, dvd), d in zip(duals, dth, strict=True)]
-        else:
-            d_below_th = [None] * len(directions)
-
-
-def _readout(
-    state: list[Tensor] | tuple[Tensor, ...], directions: int, frozen_layers: int
-) -> tuple[Tensor, list[Tensor]]:
-    """The top layer's readout ``V + V' Th`` (``V`` if no layer is trained) and its
-    derivatives along each of the ``directions``."""
-    width = 3 + 3 * directions
-    v, vd, th, *tangent = state[-width:]
-    if frozen_layers >= len(state) // width:
-        return v, tangent[::3]
-    return v + vd * th, [
-        dv + dvd * th + vd * dth
-        for dv, dvd, dth in zip(tangent[::3], tangent[1::3], tangent[2::3], strict=True)
-    ]
+    return dual
 
 
 def _below(xs: Tensor, ys: Tensor) -> Tensor:
@@ -248,8 +159,8 @@ def _cross_steps(
 ) -> tuple[Tensor, ...]:
     """``xs.shape[0]`` steps of the last readout's cross scan of one tile, ``top`` steps
     before the readout at the first of them (sequences aligned at their ends). ``state`` is
-    as for :func:`_cell`, each tensor ``(n1, n2)``; ``sxs``: the self terms' tables ``(K, L, 2,
-    n1, 1)`` (:func:`side_tables`).
+    as for :func:`~gpytorch_rntk._core.recursion.cell`, each tensor ``(n1, n2)``; ``sxs``: the
+    self terms' tables ``(K, L, 2, n1, 1)`` (:func:`side_tables`).
 
     Forward mode, along the variances numbered ``directions``: ``dsxs`` ``(K, L, P, n1, 1)``
     and ``dsys`` ``(K, L, P, 1, n2)`` are the self terms' ``h``.
@@ -264,7 +175,7 @@ def _cross_steps(
         if init_mode:  # (pairs ahead of their start are overwritten before it)
             start = (lengths1.unsqueeze(-1) == remaining) & (lengths2.unsqueeze(-2) == remaining)
             start = start & exact if init_mode == 1 else start
-        _cell(
+        cell(
             state,
             _below(xs[k], ys[k]),
             cont,
@@ -272,9 +183,8 @@ def _cross_steps(
             list(zip(sxs[k], sys_[k], strict=True)),
             exact,
             variances,
-            code,
+            _tables_dual(code, eps),
             frozen_layers,
-            eps,
             directions,
             _per_direction(dsxs, dsys, k, len(directions)),
         )
@@ -322,8 +232,8 @@ def _diagonal_steps(
     begins, ``origin[k, g]`` true on the diagonal ``t = t'`` (the only one whose boundary
     holds the initial state, and where exact self pairs meet themselves). ``xs``: ``(K, G,
     n1, m)``; ``sxs``: ``(K, L, 2, G, n1, 1)``; ``dsxs``: ``(K, L, P, G, n1, 1)``. ``state`` is
-    as for :func:`_cell`, each tensor ``(G, n1, n2)``, followed by each lane's sum of the
-    readout over the active cells so far and its derivatives.
+    as for :func:`~gpytorch_rntk._core.recursion.cell`, each tensor ``(G, n1, n2)``, followed
+    by each lane's sum of the readout over the active cells so far and its derivatives.
     """
     exact = ids1.unsqueeze(-1) == ids2.unsqueeze(-2)
     totals = list(state[-1 - len(directions) :])
@@ -340,7 +250,7 @@ def _diagonal_steps(
         if init_mode:
             start = on_origin & ~keep[k].view(lane)
             start = start & exact if init_mode == 1 else start
-        _cell(
+        cell(
             state,
             _below(xs[k], ys[k]),
             cont,
@@ -348,14 +258,13 @@ def _diagonal_steps(
             list(zip(sxs[k], sys_[k], strict=True)),
             exact & on_origin,
             variances,
-            code,
+            _tables_dual(code, eps),
             frozen_layers,
-            eps,
             directions,
             _per_direction(dsxs, dsys, k, len(directions)),
         )
-        readout, d_readout = _readout(state, len(directions), frozen_layers)
-        for i, r in enumerate([readout, *d_readout]):
+        value, d_value = readout(state, len(directions), frozen_layers)
+        for i, r in enumerate([value, *d_value]):
             totals[i] = totals[i] + torch.where(active, r, 0.0)
     return (*state, *totals)
 
@@ -829,7 +738,7 @@ def _scan_blocks_mean(
         pairs, lanes_per_group, unroll, idle, device
     ):
         b1, b2 = (torch.tensor([p[k] for p in pairs], device=device)[pair] for k in (0, 1))
-        # the state as for _cell, then each lane's running sums
+        # the state as for recursion.cell, then each lane's running sums
         state = [x1.new_zeros(lanes_per_group, block, block) for _ in range(num_layers * width)]
         state += [x1.new_zeros(lanes_per_group, block, block) for _ in sums]
         for c in range(0, len(step1), unroll):
@@ -1012,7 +921,7 @@ def _scan_tile_last(
             directions,
             *derivatives,
         )
-    return _readout(state, len(directions), frozen_layers)
+    return readout(state, len(directions), frozen_layers)
 
 
 def _pad_side(side, n: int, dummy_id: int):

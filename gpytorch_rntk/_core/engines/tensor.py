@@ -26,7 +26,7 @@ from ..autodiff import differentiated, needs_grad
 from ..config import LAST, MEAN, InitialState, RecurrentConfig, RecurrentVariances
 from ..duals import Dual
 from ..lanes import diagonal_lanes, diagonal_length, identical_rows, right_align
-from ..recursion import self_terms
+from ..recursion import cell, on_clock, readout, self_terms, where
 from .base import Engine, Problem
 
 __all__ = ["TensorEngine"]
@@ -40,131 +40,6 @@ PLAIN_AUTOGRAD_PAIR_STEPS = 2**20
 _LANE_ELEMENTS = 2**16
 
 Mask = Tensor | bool
-
-
-def _where(mask: Mask, a: Tensor, b: Tensor | float) -> Tensor | float:
-    if mask is True:
-        return a
-    if mask is False:
-        return b
-    return torch.where(mask, a, b)
-
-
-class _Side(NamedTuple):
-    """One member of the triple (cross, self 1, self 2) and the lengths that gate its pairs."""
-
-    shorter: Tensor  # the pair is active while min(T, T') >= r
-    longer: Tensor  # both start at r iff min(T, T') == max(T, T') == r
-    # P(0, 0) = init_var * init when both start together: True (always), a bool mask (per
-    # pair) or None (no initial state)
-    init: Tensor | bool | None
-
-
-def _step_masks(sides: list[_Side], r: int, shortest: int, longest: int) -> list[tuple[Mask, ...]]:
-    """``(active, continuing, starting)`` for each side at ``r`` steps before the readout.
-
-    Plain booleans where they hold for every pair (the common case), so no mask is applied.
-    Only self terms need ``active`` (a positive placeholder keeps the cross duals finite) and only
-    sides with an initial state need ``starting``.
-    """
-    if r < shortest:
-        return [(True, True, False)] * len(sides)
-    if shortest == longest:  # the scan starts at r == longest: everything starts here
-        return [(True, False, True)] * len(sides)
-    return [
-        (
-            s.shorter >= r if k > 0 or len(sides) == 1 else True,
-            s.shorter > r,
-            False if s.init is None else (s.shorter == r) & (s.longer == r),
-        )
-        for k, s in enumerate(sides)
-    ]
-
-
-def _scan(
-    remaining: range,
-    state: list[list[tuple[Tensor, Tensor, Tensor | None]]],
-    aligned: tuple[Tensor, ...],
-    variances: RecurrentVariances,
-    sides: list[_Side],
-    same: Mask | None,
-    dual: Callable[..., tuple[Tensor, Tensor]],
-    frozen_layers: int,
-    length_range: tuple[int, int],
-    paired: bool,
-) -> list[list[tuple[Tensor, Tensor, Tensor | None]]]:
-    r"""Advance every layer of the triple through the steps ``remaining`` (counting down).
-
-    ``state[l][k] = (V, V', Th)`` of layer ``l`` and side ``k`` at the last step taken. With a
-    single side the pairs are self pairs (``K(x_i, x_i)``). ``aligned`` holds the right-aligned
-    step values of the first (and second) input.
-    """
-    sw2, su2, sb2, init_var = variances
-    state = list(state)  # a replay in the backward pass runs this on the same arguments
-    for r in remaining:
-        masks = _step_masks(sides, r, *length_range)
-        inputs = _data_terms(aligned, r, paired)  # then V of the layer below
-        below = None  # (V, V', Th) of the layer below at this step
-        for layer in range(len(state)):
-            pre = []
-            for k, (side, (active, cont, start)) in enumerate(zip(sides, masks, strict=True)):
-                v_prev, vd_prev, th_prev = state[layer][k]
-                boundary = 0.0
-                if side.init is not None and start is not False:
-                    init = init_var if side.init is True else init_var * side.init.to(sw2)
-                    boundary = _where(start, init, 0.0)
-                s = sw2 * _where(cont, v_prev, boundary) + su2 * inputs[k] + sb2
-                s = _where(active, s, 1.0)  # inactive sequences: a finite positive placeholder
-                th = None
-                if layer >= frozen_layers:
-                    th = s + sw2 * _where(cont, vd_prev * th_prev, 0.0)
-                    if below is not None and below[k][2] is not None:
-                        th = th + su2 * below[k][1] * below[k][2]
-                pre.append((s, th))
-            selves = [s for s, _ in pre[1:]] or [pre[0][0]] * 2
-            below = [
-                (*dual(pre[0][0], *selves, same if len(pre) == 3 else True), pre[0][1]),
-                *((*dual.self_pair(s), th) for s, th in pre[1:]),
-            ]
-            state[layer] = below
-            inputs = [v for v, _, _ in below]
-    return state
-
-
-def _sides(
-    lengths1: Tensor,
-    lengths2: Tensor | None,
-    init_cross: Tensor | bool | None,
-    init_self: bool | None,
-    paired: bool,
-) -> list[_Side]:
-    """The triple's sides: cross pairs, then the self terms of each input (one side if no x2)."""
-    if lengths2 is None:  # self pairs only
-        return [_Side(lengths1, lengths1, init_self)]
-    if not paired:
-        lengths1, lengths2 = lengths1.unsqueeze(-1), lengths2.unsqueeze(-2)
-    return [
-        _Side(torch.minimum(lengths1, lengths2), torch.maximum(lengths1, lengths2), init_cross),
-        _Side(lengths1, lengths1, init_self),
-        _Side(lengths2, lengths2, init_self),
-    ]
-
-
-def _data_terms(aligned: tuple[Tensor, ...], r: int, paired: bool) -> list[Tensor]:
-    """The first layer's input covariances ``<x_t, x'_t'> / m`` of each side, ``r`` steps before
-    the readout."""
-    steps, m = aligned[0].shape[-2:]
-    x = aligned[0][..., steps - r, :]
-    if len(aligned) == 1:
-        return [x.square().sum(-1) / m]
-    y = aligned[1][..., steps - r, :]
-    if paired:
-        return [(x * y).sum(-1) / m, x.square().sum(-1) / m, y.square().sum(-1) / m]
-    return [
-        x @ y.transpose(-1, -2) / m,
-        x.square().sum(-1, keepdim=True) / m,
-        y.square().sum(-1).unsqueeze(-2) / m,
-    ]
 
 
 class _ReplayedScan(torch.autograd.Function):
@@ -231,34 +106,88 @@ def _recomputed(
 
 
 def _flatten_state(state: list) -> list[Tensor]:
-    return [t for layer in state for side in layer for t in side if t is not None]
+    """The tensors of a :func:`~gpytorch_rntk._core.recursion.cell` state (frozen layers hold
+    ``None`` for ``Th``)."""
+    return [t for t in state if t is not None]
 
 
 def _unflatten_state(flat: list[Tensor], like: list) -> list:
     tensors = iter(flat)
-    return [
-        [tuple(None if t is None else next(tensors) for t in side) for side in layer]
-        for layer in like
-    ]
+    return [None if t is None else next(tensors) for t in like]
 
 
-def _replayed_scan(
-    steps: range,
+class _Clock(NamedTuple):
+    """The inputs of the last readout's scan, on a clock that ends at the readout."""
+
+    aligned1: Tensor  # (..., N, steps, m): the sequences right-aligned
+    aligned2: Tensor
+    selves1: Tensor  # (..., N, steps, L): the self terms S^l(t, t) on the clock, 1 before start
+    selves2: Tensor
+
+
+def _last_scan(
+    remaining: range,
     state: list,
-    aligned: tuple[Tensor, ...],
+    clock: _Clock,
     variances: RecurrentVariances,
     static: tuple,
 ) -> list:
-    """:func:`_scan` through :class:`_ReplayedScan`, which takes and returns flat tensors."""
-    n_aligned, n_variances = len(aligned), len(variances)
+    """Advance the state through the steps ``remaining`` before the readout (counting down)."""
+    lengths1, lengths2, same, dual, frozen_layers, init, paired, (shortest, longest) = static
+    steps, m = clock.aligned1.shape[-2:]
+    shorter = longer = None
+    if shortest < longest:
+        pair = _pair(lengths1, lengths2, paired)
+        shorter, longer = torch.minimum(*pair), torch.maximum(*pair)
+    state = list(state)  # a replay in the backward pass runs this on the same arguments
+    for r in remaining:
+        u = steps - r
+        x, y = clock.aligned1[..., u, :], clock.aligned2[..., u, :]
+        below = (x * y).sum(-1) / m if paired else x @ y.transpose(-1, -2) / m
+        # Plain booleans where a mask holds for every pair (the common case).
+        if r < shortest:
+            cont, start = True, False
+        elif shorter is None:  # every pair starts at r == longest
+            cont, start = False, True
+        else:
+            cont, start = shorter > r, (shorter == r) & (longer == r)
+        if init is None:
+            start = None
+        elif init is not True and start is not False:  # per_input: x = x' only
+            start = init if start is True else start & init
+        selves = [
+            _pair(clock.selves1[..., u, layer], clock.selves2[..., u, layer], paired)
+            for layer in range(len(state) // 3)
+        ]
+        cell(state, below, cont, start, selves, same, variances, dual, frozen_layers)
+    return state
+
+
+def _replayed_scan(
+    steps: range, state: list, clock: _Clock, variances: RecurrentVariances, static: tuple
+) -> list:
+    """:func:`_last_scan` through :class:`_ReplayedScan`, which takes and returns flat
+    tensors."""
+    n_clock, n_variances = len(clock), len(variances)
 
     def run(*inputs: Tensor) -> tuple[Tensor, ...]:
-        start = _unflatten_state(list(inputs[n_aligned + n_variances :]), state)
-        variances_ = RecurrentVariances(*inputs[n_aligned : n_aligned + n_variances])
-        return tuple(_flatten_state(_scan(steps, start, inputs[:n_aligned], variances_, *static)))
+        start = _unflatten_state(list(inputs[n_clock + n_variances :]), state)
+        clock_ = _Clock(*inputs[:n_clock])
+        variances_ = RecurrentVariances(*inputs[n_clock : n_clock + n_variances])
+        return tuple(_flatten_state(_last_scan(steps, start, clock_, variances_, static)))
 
-    flat = _ReplayedScan.apply(run, *aligned, *variances, *_flatten_state(state))
+    flat = _ReplayedScan.apply(run, *clock, *variances, *_flatten_state(state))
     return _unflatten_state(list(flat), state)
+
+
+def _tensor_dual(dual: Dual):
+    """The dual :func:`~gpytorch_rntk._core.recursion.cell` applies: the tensor form, from the
+    pair's two self terms."""
+
+    def apply(s: Tensor, selves: tuple[Tensor, Tensor], same, tangents) -> tuple:
+        return (*dual(s, *selves, same), [])
+
+    return apply
 
 
 def _kernel_block(
@@ -274,7 +203,9 @@ def _kernel_block(
     needs_grad: bool,
     block_elements: int = 2**20,
 ) -> Tensor:
-    """One block of pairs (``values2 = None``: self pairs) through the readout's scan."""
+    """One block of pairs (``values2 = None``: self pairs) through the readout's scan: the
+    self terms of each input tabulated once, then the cross terms by
+    :func:`~gpytorch_rntk._core.recursion.cell`, step by step."""
     if config.readout == MEAN:
         return _mean_kernel_block(
             values1,
@@ -290,39 +221,56 @@ def _kernel_block(
         )
     assert config.readout == LAST, config.readout  # (unsupported() refuses any other)
     num_layers, frozen_layers = config.num_layers, config.frozen_layers
-    both = [lengths1] if lengths2 is None else [lengths1, lengths2]
+    dual = _scan_dual(config.dual, values1, values2)
+    self_pairs = values2 is None
+    if self_pairs:
+        values2, lengths2, same, paired = values1, lengths1, True, True
+    both = [lengths1] if self_pairs else [lengths1, lengths2]
     shortest = min(int(t.min()) for t in both)
     longest = max(int(t.max()) for t in both)
-    init_self = None if config.initial_state == InitialState.ZERO else True
-    # per_input: correlated initial states for x = x' only
-    init_cross = same if config.initial_state == InitialState.PER_INPUT else init_self
-    sides = _sides(lengths1, lengths2, init_cross, init_self, paired)
-    aligned = tuple(
-        right_align(v, n, longest)
-        for v, n in ((values1, lengths1), (values2, lengths2))
-        if v is not None
-    )
     variances = variances.like(values1)
+    init = config.initial_state != InitialState.ZERO
+    self_variances = variances if paired else _pair_variances(variances)
+
+    def on_the_clock(values: Tensor, lengths: Tensor) -> tuple[Tensor, Tensor]:
+        tables = torch.stack(
+            self_terms(values, lengths, self_variances, dual, num_layers, init), -1
+        )
+        selves = on_clock(tables, lengths.expand(tables.shape[:-2]), longest, "end", 1.0)
+        return right_align(values, lengths, longest), selves
+
+    aligned1, selves1 = on_the_clock(values1, lengths1)
+    aligned2, selves2 = (aligned1, selves1) if self_pairs else on_the_clock(values2, lengths2)
+    clock = _Clock(aligned1, aligned2, selves1, selves2)
+    initial = None
+    if init:  # per_input: correlated initial states for x = x' only
+        initial = same if config.initial_state == InitialState.PER_INPUT else True
+    static = (
+        lengths1,
+        lengths2,
+        same,
+        _tensor_dual(dual),
+        frozen_layers,
+        initial,
+        paired,
+        (shortest, longest),
+    )
     zero = values1.new_zeros(())
-    state = [
-        [(zero, zero, zero if layer >= frozen_layers else None)] * len(sides)
-        for layer in range(num_layers)
-    ]
-    dual = _scan_dual(config.dual, values1, values2)
-    static = (sides, same, dual, frozen_layers, (shortest, longest), paired)
+    state = []
+    for layer in range(num_layers):
+        state += [zero, zero, zero if layer >= frozen_layers else None]
     # Plain autograd keeps every step of the scan alive (a few dozen pair states per step and
     # layer). Small scans afford that and run faster so; larger ones keep only the state at
     # the boundaries of chunks of about sqrt(T) steps and replay each chunk in the backward pass.
-    pair_steps = sides[0].shorter.numel() * longest * num_layers
-    if not needs_grad or pair_steps <= PLAIN_AUTOGRAD_PAIR_STEPS:
-        state = _scan(range(longest, 0, -1), state, aligned, variances, *static)
+    pairs = torch.broadcast_shapes(*(t.shape for t in _pair(lengths1, lengths2, paired))).numel()
+    if not needs_grad or pairs * longest * num_layers <= PLAIN_AUTOGRAD_PAIR_STEPS:
+        state = _last_scan(range(longest, 0, -1), state, clock, variances, static)
     else:
         chunk = max(1, math.isqrt(longest))
         for top in range(longest, 0, -chunk):
             steps = range(top, max(top - chunk, 0), -1)
-            state = _replayed_scan(steps, state, aligned, variances, static)
-    v, vd, th = state[-1][0]
-    return v if th is None else v + vd * th
+            state = _replayed_scan(steps, state, clock, variances, static)
+    return readout(state, 0, frozen_layers)[0]
 
 
 def _scan_dual(dual: Dual, values1: Tensor, values2: Tensor | None) -> Dual:
@@ -351,8 +299,8 @@ class _Lanes(NamedTuple):
     step2: Tensor  # (cells, G): the second input's step
     reach1: list[int]  # per cell: the largest step1, to skip length masks where all are inside
     reach2: list[int]
-    keep: Tensor  # (cells, G): 0 where a diagonal begins after another, else 1
-    restarts: list[bool]  # per cell: whether any diagonal begins there after another
+    keep: Tensor  # (cells, G) bool: False where a diagonal begins (its boundary), else True
+    restarts: list[bool]  # per cell: whether any diagonal begins there
     origin: Tensor | None  # (G,) bool: the lane of d = 0, None if not in this group
     weight: Tensor | None  # (G,) 2 where a diagonal d > 0 stands for d and -d, else None
 
@@ -371,11 +319,11 @@ def _pack_diagonals(
         group = lanes[first : first + lanes_per_group]
         step1 = [[longest1] * len(group) for _ in range(cells)]
         step2 = [[longest2] * len(group) for _ in range(cells)]
-        keep = [[1.0] * len(group) for _ in range(cells)]
+        keep = [[True] * len(group) for _ in range(cells)]
         for g, lane in enumerate(group):
             k = 0
             for d in lane:
-                keep[k][g] = 0.0 if k > 0 else 1.0
+                keep[k][g] = False
                 for c in range(length(d)):
                     step1[k + c][g], step2[k + c][g] = max(0, -d) + c, max(0, d) + c
                 k += length(d)
@@ -387,7 +335,7 @@ def _pack_diagonals(
                 [max(s) for s in step1],
                 [max(s) for s in step2],
                 torch.tensor(keep, device=device),
-                [min(k) == 0.0 for k in keep],
+                [not all(k) for k in keep],
                 torch.tensor(origin, device=device) if any(origin) else None,
                 torch.tensor([1.0 if o else 2.0 for o in origin], device=device)
                 if symmetric
@@ -425,10 +373,9 @@ class _DiagonalStatic(NamedTuple):
     lengths1: Tensor  # (..., N)
     lengths2: Tensor
     shortest: tuple[int, int]
-    same: Tensor | None  # exact self pairs, on the lane of d = 0 only
-    cross_init: Tensor | bool | None  # P(0, 0) / init_var on d = 0 (None: no initial state)
-    dual: Callable[..., tuple[Tensor, Tensor]]
-    num_layers: int
+    same: Tensor | bool  # exact self pairs, on the lane of d = 0 only
+    init: Tensor | bool | None  # where P(0, 0) = init_var on d = 0 (None: no initial state)
+    dual: Callable
     frozen_layers: int
     paired: bool
     lane_shape: tuple[int, ...]  # (-1, 1, ..., 1): a (G,) vector against a lane state
@@ -436,20 +383,6 @@ class _DiagonalStatic(NamedTuple):
 
 def _pair(a: Tensor, b: Tensor, paired: bool) -> tuple[Tensor, Tensor]:
     return (a, b) if paired else (a.unsqueeze(-1), b.unsqueeze(-2))
-
-
-def _lane_start(variances: RecurrentVariances, lanes: _Lanes, static: _DiagonalStatic) -> list:
-    """``(P(0, 0), 0, 0)`` per layer: the initial state on the lane of ``d = 0``, else 0."""
-    zero = variances.recurrent_var.new_zeros(())
-    start = zero
-    if static.cross_init is not None and lanes.origin is not None:
-        start = variances.init_var * lanes.origin.view(static.lane_shape).to(zero)
-        if isinstance(static.cross_init, Tensor):
-            start = start * static.cross_init.to(zero)
-    return [
-        [(start, zero, zero if layer >= static.frozen_layers else None)]
-        for layer in range(static.num_layers)
-    ]
 
 
 def _diagonal_scan(
@@ -462,12 +395,12 @@ def _diagonal_scan(
 ) -> tuple[list, Tensor]:
     r"""Advance a group of lanes through ``cells``, adding each cell's readout to ``total``.
 
-    ``state[l][0] = (V, V', Th)`` of layer ``l`` at the previous cell of each lane. Every
-    dependency stays on its diagonal, so all lanes start from their boundary and the pairs of
-    each lane are active while both steps are within their lengths (then stay inactive).
+    ``state`` is as for :func:`~gpytorch_rntk._core.recursion.cell` at the previous cell of
+    each lane. Every dependency stays on its diagonal, so all lanes start from their boundary
+    and the pairs of each lane are active while both steps are within their lengths; inactive
+    pairs restart from the boundary at every cell, so their (unused) state stays finite.
     """
-    sw2, su2, sb2, _ = inputs.variances
-    lengths1, lengths2, (shortest1, shortest2), same, _, dual, _, frozen, paired, shape = static
+    lengths1, lengths2, (shortest1, shortest2), same, init, dual, frozen, paired, shape = static
     m = inputs.values1.shape[-1]
     state = list(state)  # a replay in the backward pass runs this on the same arguments
     for k in cells:
@@ -482,31 +415,24 @@ def _diagonal_scan(
             inside1 = lanes.step1[k].view(side) < lengths1
             inside2 = lanes.step2[k].view(side) < lengths2
             active = torch.logical_and(*_pair(inside1, inside2, paired))
-        keep = lanes.keep[k].view(shape).to(total) if lanes.restarts[k] else None
-        below_vd = below_th = None
-        for layer in range(len(state)):
-            v_prev, vd_prev, th_prev = state[layer][0]
-            if keep is not None:  # a diagonal begins: P = 0 and no recurrent Th term
-                v_prev = v_prev * keep
-                th_prev = None if th_prev is None else th_prev * keep
-            s = sw2 * v_prev + su2 * below + sb2
-            s = _where(active, s, 0.0)  # inactive pairs: a finite placeholder (k12 = 0)
-            th = None
-            if layer >= frozen:
-                th = s + sw2 * vd_prev * th_prev
-                if below_th is not None:
-                    th = th + su2 * below_vd * below_th
-                th = _where(active, th, 0.0)
-            selves = _pair(
+        cont: Mask = active
+        start: Mask | None = None
+        if lanes.restarts[k]:  # a diagonal begins on some lane: its boundary
+            keep = lanes.keep[k].view(shape)
+            cont = keep if active is True else keep & active
+            if init is not None and lanes.origin is not None:  # d = 0 holds the initial state
+                start = lanes.origin.view(shape) & ~keep
+                start = start if init is True else start & init
+        selves = [
+            _pair(
                 inputs.tables1[layer].index_select(-1, at1).movedim(-1, 0),
                 inputs.tables2[layer].index_select(-1, at2).movedim(-1, 0),
                 paired,
             )
-            v, vd = dual(s, *selves, same)
-            state[layer] = [(v, vd, th)]
-            below, below_vd, below_th = v, vd, th
-        readout = v if th is None else v + vd * th
-        total = total + _where(active, readout, 0.0)
+            for layer in range(len(state) // 3)
+        ]
+        cell(state, below, cont, start, selves, same, inputs.variances, dual, frozen)
+        total = total + where(active, readout(state, 0, frozen)[0], 0.0)
     return state, total
 
 
@@ -584,10 +510,9 @@ def _mean_kernel_block(
         lengths1,
         lengths2,
         (int(lengths1.min()), int(lengths2.min())),
-        None,
+        False,
         cross_init,
-        dual,
-        num_layers,
+        _tensor_dual(dual),
         frozen_layers,
         paired,
         (-1,) + (1,) * (len(batch) + pair_dims),
@@ -603,8 +528,11 @@ def _mean_kernel_block(
             *flat: Tensor, lanes: _Lanes = lanes, static: _DiagonalStatic = group_static
         ) -> tuple[Tensor]:
             inputs_ = _DiagonalInputs.unflat(flat, num_layers)
-            start = _lane_start(inputs_.variances, lanes, static)
-            state, lane_total = start, flat[0].new_zeros(())
+            zero = flat[0].new_zeros(())
+            start = []
+            for layer in range(num_layers):
+                start += [zero, zero, zero if layer >= frozen_layers else None]
+            state, lane_total = start, zero
             chunk = cells if plain or replay_plainly else max(1, math.isqrt(cells))
             for top in range(0, cells, chunk):
                 steps = range(top, min(top + chunk, cells))

@@ -21,7 +21,9 @@ from triton.language.extra.cuda import libdevice
 from ..config import InitialState, RecurrentConfig
 from ..duals import RELU as RELU_CODE
 
-if os.environ.get("TRITON_INTERPRET") == "1":
+# Whether the kernels below run under Triton's interpreter (decided when this module is imported).
+INTERPRETED = os.environ.get("TRITON_INTERPRET") == "1"
+if INTERPRETED:
     # Triton's interpreter runs the kernel on NumPy arrays and has no libdevice: give it NumPy's
     # arccos, arcsin and reciprocal square root on the same tensors.
     from triton.runtime.interpreter import TensorHandle
