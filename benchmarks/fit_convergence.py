@@ -4,9 +4,10 @@ For each length ``T`` and each target (the value of the first, the middle or the
 ``n`` random-normal sequences, ``m = 1``), it builds ``sequence_gp`` and runs
 ``fit_gpytorch_mll(ExactMarginalLogLikelihood(...))`` as a user would, then prints one row:
 whether the fit succeeded (``ok``; ``warned`` if BoTorch emitted warnings, e.g. a retry), its
-seconds and L-BFGS iterations (all attempts), the fitted hyperparameters, ``weight_1`` = the
-weight of the first step relative to the last under ReLU, ``(recurrent_var / 2) ** (T - 1)``
-(at most 100 by sequence_gp's bound), the fitted prior variance ``mean K(x, x)`` of ``f`` (about
+seconds and L-BFGS iterations (all attempts), the fitted hyperparameters, ``weight_1`` =
+``(recurrent_var * max V') ** (T - 1)``, the weight of the first step relative to the last
+(exact for ReLU, ``max V' = 1/2``; an upper bound for erf, ``4 / pi``; at most 100 by
+sequence_gp's bound), the fitted prior variance ``mean K(x, x)`` of ``f`` (about
 the standardised targets' 1) and the negative marginal log likelihood per observation (BoTorch's
 objective, priors included; a noise-only model scores about 1.4 + 0.2 for the noise prior).
 
@@ -18,6 +19,7 @@ objective, priors included; a noise-only model scores about 1.4 + 0.2 for the no
 from __future__ import annotations
 
 import argparse
+import math
 import time
 import warnings
 
@@ -76,7 +78,7 @@ def run_case(args, length: int, target: str) -> str:
     recurrent_var = kernel.recurrent_var.item()
     values = [
         recurrent_var,
-        (recurrent_var / 2) ** (length - 1),
+        (recurrent_var * (0.5 if args.nonlinearity == "relu" else 4 / math.pi)) ** (length - 1),
         kernel.input_var.item(),
         kernel.bias_var.item(),
         scale.outputscale.item(),

@@ -66,28 +66,35 @@ __all__ = [
 ]
 
 
-# How much more than the last step the first step of the longest sequence may weigh (ReLU).
+# How much more than the last step the first step of the longest sequence may weigh.
 _MAX_GROWTH = 100.0
+# The largest V' (the gain of the recurrent path per unit of recurrent_var) of each nonlinearity.
+_MAX_DUAL_SLOPE = {"relu": 0.5, "erf": 4 / math.pi}
 
 
-def recurrent_var_bound(max_len: int) -> float:
+def recurrent_var_bound(max_len: int, nonlinearity: str = "relu") -> float:
     r"""The upper bound :func:`sequence_gp` puts on ``recurrent_var`` for sequences of ``max_len``.
 
-    With ReLU every step of age ``s`` is weighted by :math:`(\sigma_w^2/2)^s` (:doc:`/kernels`),
-    so ``recurrent_var > 2`` makes the kernel grow geometrically with the length. The bound
-    ``2 * min(2, 100 ** (1 / (max_len - 1)))`` lets the first step of the longest sequence weigh
-    at most 100 times the last (and at most twice the next step): 2.34 at ``max_len = 30``,
-    2.10 at 100, 2.03 at 300, 4 for ``max_len <= 2``. Fading memories (``recurrent_var < 2``)
-    stay unrestricted. erf's NTK grows by at most :math:`\sigma_w^2 V'` per step, below
-    :math:`\sigma_w^2/2` once the pre-activation variance exceeds 1.4 (:math:`V' =
-    (4/\pi)/\sqrt{1 + 4S}`), so the same bound holds it too.
+    The recurrent path multiplies the kernel's dependence on a step by :math:`\sigma_w^2 V'` per
+    step of age (:doc:`/kernels`), and :math:`V' \le 1/2` for ReLU (equality on the diagonal:
+    every step of age ``s`` weighs :math:`(\sigma_w^2/2)^s`), :math:`V' \le 4/\pi` for erf
+    (equality for small pre-activations, where erf is linear). The bound
+    ``min(2, 100 ** (1 / (max_len - 1))) / max V'`` keeps that factor at most
+    ``100 ** (1 / (max_len - 1))``, whatever the other variances: the first step of the longest
+    sequence weighs at most 100 times the last, no step more than twice the next, and the kernel
+    cannot grow geometrically with the length. ReLU: 2.34 at ``max_len = 30``, 2.10 at 100, 2.03
+    at 300, 4 for ``max_len <= 2``; erf: :math:`\pi/8` times these (0.92, 0.82, 0.80, 1.57).
+    Fading memories stay unrestricted.
 
     Example:
-        >>> round(recurrent_var_bound(100), 4)
-        2.0952
+        >>> round(recurrent_var_bound(100), 4), round(recurrent_var_bound(100, "erf"), 4)
+        (2.0952, 0.8228)
     """
     max_len = check_positive_int(max_len, "max_len")
-    return 2.0 * min(2.0, _MAX_GROWTH ** (1.0 / max(max_len - 1, 1)))
+    if nonlinearity not in _MAX_DUAL_SLOPE:
+        raise ValueError(f"Unknown nonlinearity {nonlinearity!r}; choose 'relu' or 'erf'.")
+    growth = min(2.0, _MAX_GROWTH ** (1.0 / max(max_len - 1, 1)))
+    return growth / _MAX_DUAL_SLOPE[nonlinearity]
 
 
 def sequence_gp(
@@ -117,9 +124,10 @@ def sequence_gp(
       ``sequence_gp`` therefore learns the outputscale and ``bias_var``/``init_var`` relative to
       ``input_var = 1`` (``raw_input_var.requires_grad`` is ``False``). erf is not homogeneous:
       there every variance is learned.
-    * **``recurrent_var`` bounded** to ``[0, recurrent_var_bound(T_max)]``
+    * **``recurrent_var`` bounded** to ``[0, recurrent_var_bound(T_max, nonlinearity)]``
       (:func:`recurrent_var_bound`), so that the kernel cannot grow geometrically over long
-      sequences; pass ``recurrent_var_constraint`` to choose another.
+      sequences; pass ``recurrent_var_constraint`` to choose another. Where erf's default 1
+      exceeds the bound (``T_max > 20``), ``recurrent_var`` starts at half the bound.
     * **Broad priors** on the other variances, log-normal around their defaults with BoTorch's
       scale :math:`\sqrt{3}` (``bias_var``, ``init_var``, and ``input_var`` for erf): they keep the
       optimum finite where the data do not pin it down and give BoTorch's retries something to
@@ -190,14 +198,15 @@ def sequence_gp(
     kernel_kwargs.setdefault("batch_shape", batch_shape)
     variable_length = kernel_kwargs.get("variable_length", True)
     max_len = max((train_x.shape[-1] - bool(variable_length)) // input_dim, 1)  # checked below
-    defaults = _DEFAULTS.get(kernel_kwargs.get("nonlinearity", "relu"), _DEFAULTS["relu"])
-    kernel_kwargs.setdefault(
-        "recurrent_var_constraint", Interval(0.0, recurrent_var_bound(max_len))
-    )
+    nonlinearity = kernel_kwargs.get("nonlinearity", "relu")
+    if nonlinearity in _DEFAULTS:  # else the kernel raises
+        bound = recurrent_var_bound(max_len, nonlinearity)
+        kernel_kwargs.setdefault("recurrent_var_constraint", Interval(0.0, bound))
+    defaults = _DEFAULTS.get(nonlinearity, _DEFAULTS["relu"])
     learned = ["bias_var"]
     if kernel_kwargs.get("initial_state", "zero") != "zero":
         learned.append("init_var")
-    if kernel_kwargs.get("nonlinearity", "relu") != "relu":
+    if nonlinearity != "relu":
         learned.append("input_var")
     for name in learned:
         prior = LogNormalPrior(math.log(defaults[name]), math.sqrt(3.0))

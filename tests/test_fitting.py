@@ -8,6 +8,7 @@ fits wander to outputscales of 1e-286 and recurrent_var of 1e5 (or fail after mi
 
 from __future__ import annotations
 
+import math
 import warnings
 
 import pytest
@@ -71,19 +72,26 @@ def test_sequence_gp_has_no_flat_direction(nonlinearity, dtype, device):
     assert model.covar_module.base_kernel.raw_input_var.requires_grad == (nonlinearity == "erf")
 
 
+@pytest.mark.parametrize("nonlinearity", ["relu", "erf"])
 @pytest.mark.parametrize("length", [1, 2, 8, 30, 100, 300])
-def test_recurrent_var_bound(length):
-    bound = recurrent_var_bound(length)
-    # The first step of the longest sequence weighs (bound / 2) ** (length - 1) times the last
-    # under ReLU: at most 100, and at most twice the next step.
-    assert (bound / 2) ** max(length - 1, 1) <= 100 * (1 + 1e-12)
-    assert 2 < bound <= 4
+def test_recurrent_var_bound(length, nonlinearity):
+    bound = recurrent_var_bound(length, nonlinearity)
+    # The recurrent path's largest gain per step, recurrent_var * max V' (V' <= 1/2 for ReLU,
+    # 4/pi for erf): more than 1, at most 2, and at most 100 over the longest sequence.
+    gain = bound * (0.5 if nonlinearity == "relu" else 4 / math.pi)
+    assert 1 < gain <= 2
+    assert gain ** max(length - 1, 1) <= 100 * (1 + 1e-12)
     x = _sequences(3, length, torch.float64)
-    model = sequence_gp(encode_sequences(list(x)), x[:, -1], input_dim=1)
-    constraint = model.covar_module.base_kernel.raw_recurrent_var_constraint
+    model = sequence_gp(encode_sequences(list(x)), x[:, -1], input_dim=1, nonlinearity=nonlinearity)
+    kernel = model.covar_module.base_kernel
+    constraint = kernel.raw_recurrent_var_constraint
     assert (constraint.lower_bound.item(), constraint.upper_bound.item()) == pytest.approx(
         (0.0, bound), rel=1e-6
     )
+    # the default where the bound allows it, else half the bound (erf from length 21)
+    default = 1.8 if nonlinearity == "relu" else 1.0
+    expected = default if default < bound else bound / 2
+    assert kernel.recurrent_var.item() == pytest.approx(expected, rel=1e-6)
 
 
 @pytest.mark.parametrize("target", ["first", "last"])
