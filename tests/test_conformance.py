@@ -14,16 +14,15 @@ Their values and the variances are exactly representable in float32, so the floa
 same inputs as the float64 reference and the comparison measures the engines' arithmetic only.
 
 Which engine computes a call, and which combinations an engine does not support, is decided in
-one place: :func:`unsupported` and :func:`use_engine` below. Everything else is engine-agnostic.
+one place: :func:`unsupported` and the ``use_engine`` fixture below. Everything else is
+engine-agnostic.
 """
 
 from __future__ import annotations
 
 import functools
-import importlib.util
 import itertools
 import math
-import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -31,11 +30,13 @@ import pytest
 import torch
 from reference import reference_gram
 
-from gpytorch_rntk import functional
+from gpytorch_rntk._core import engines
+from gpytorch_rntk._core.engines import EngineUnsupportedError
+from gpytorch_rntk._core.engines.fused import TRITON_MAX_LAYERS, triton_available
 from gpytorch_rntk.functional import RecurrentVariances, recurrent_kernel, recurrent_kernel_diag
 
 # ---------------------------------------------------------------------------------------------
-# Engines: the one place that maps an engine id to today's call.
+# Engines: the one place that maps an engine id to a call.
 # ---------------------------------------------------------------------------------------------
 
 ENGINES = ("tensor", "compiled", "triton")
@@ -53,47 +54,27 @@ class Problem:
     compile: bool = False  # the compiled engine through torch.compile for real (else eagerly)
 
 
-def _triton_unavailable() -> str | None:
-    """Why the Triton kernel cannot run in this process (without importing Triton: under
-    Triton's interpreter, ``TRITON_INTERPRET=1`` must be set before ``triton`` is imported)."""
-    if importlib.util.find_spec("triton") is None:
-        return "triton: Triton is not installed"
-    if not CUDA and "triton" in sys.modules:
-        import triton.language as tl
-        from triton.runtime.interpreter import InterpretedFunction
-
-        if not isinstance(tl.zeros, InterpretedFunction):
-            return (
-                "triton: Triton was imported in this process before TRITON_INTERPRET=1 was "
-                "set (its interpreter reads the variable at import)"
-            )
-    return None
-
-
 def unsupported(engine: str, problem: Problem) -> str | None:
-    """Why ``engine`` cannot compute ``problem`` on today's code, or None if it can.
+    """Why ``engine`` is expected not to compute ``problem``, or None if it should.
 
-    Each rule is named in its reason; a test of an unsupported combination is skipped with it,
-    never routed to another engine.
+    Each rule is named in its reason. Where an engine is expected to refuse, the test checks
+    that it does (raising its own reason, never routing to another engine) and is then skipped.
     """
     if engine == "tensor":
         return None
     if problem.layout == "diag":
-        return (
-            f"{engine}: recurrent_kernel_diag has no engine option (it always runs the tensor scan)"
-        )
+        return f"{engine}: recurrent_kernel_diag runs the tensor engine (no engine option)"
     if problem.layout in ("paired", "batched"):
-        return f"{engine}: engine='fused' takes unbatched inputs without paired=True"
+        return f"{engine}: the fused engines take unbatched inputs without paired=True"
     if problem.sequence_grad:
-        return f"{engine}: engine='fused' gives gradients for the variances only, not the sequences"
+        return f"{engine}: the fused engines give gradients for the variances only"
     if engine == "triton":
-        from gpytorch_rntk.fused import TRITON_MAX_LAYERS
-
         if problem.readout != "last":
             return "triton: the Triton kernel computes the last readout only"
         if problem.num_layers > TRITON_MAX_LAYERS:
             return f"triton: the Triton kernel holds at most {TRITON_MAX_LAYERS} layers"
-        return _triton_unavailable()
+        if not triton_available(torch.device("cuda" if CUDA else "cpu")):
+            return "triton: Triton cannot run here (not installed, or no CUDA nor interpreter)"
     return None
 
 
@@ -133,54 +114,59 @@ class Engine:
         return self._run(recurrent_kernel_diag, values, lengths, variances, **options)
 
 
-def _spy(monkeypatch, module, name: str, calls: dict[str, int], key: str) -> None:
-    original = getattr(module, name)
+def _spy(monkeypatch, engine, name: str, calls: dict[str, int], key: str) -> None:
+    original = getattr(engine, name)
 
     @functools.wraps(original)
     def counted(*args, **kwargs):
         calls[key] += 1
         return original(*args, **kwargs)
 
-    monkeypatch.setattr(module, name, counted)
+    monkeypatch.setattr(engine, name, counted)
 
 
-def use_engine(engine: str, problem: Problem, monkeypatch) -> Engine:
-    """Skip if ``engine`` does not support ``problem`` (:func:`unsupported`); otherwise set the
-    environment and return the :class:`Engine` that calls it.
+def _refuses(engine: str, problem: Problem) -> None:
+    """An engine named for a request it does not compute refuses it with a reason."""
+    if problem.layout == "diag" or problem.layout == "batched":
+        return  # (no engine option for the diagonal; batched inputs are built by the tests)
+    x = torch.zeros(2, 3, 1, dtype=torch.float64)
+    lengths = torch.tensor([3, 2])
+    variances = RecurrentVariances(*(torch.tensor(v, dtype=torch.float64) for v in (1.0, 1.0, 0.1)))
+    if problem.sequence_grad:
+        x.requires_grad_()
+    options = dict(readout=problem.readout, num_layers=problem.num_layers, engine=engine)
+    with pytest.raises(EngineUnsupportedError):
+        recurrent_kernel(x, lengths, x, lengths, variances, paired=problem.layout == "paired",
+                         **options)  # fmt: skip
 
-    Today: "tensor" is ``engine="tensor"``; "compiled" is ``engine="fused"`` with Triton out of
-    reach (``TRITON_INTERPRET`` unset, CPU tensors), eagerly (``GPYTORCH_RNTK_COMPILE=0``)
-    unless ``problem.compile``; "triton" is ``engine="fused"`` on CUDA, or on the CPU under
-    Triton's interpreter (``TRITON_INTERPRET=1``, read when ``gpytorch_rntk._triton`` is first
-    imported). ``engine="fused"`` picks the Triton kernel exactly when it can run it, so the
-    rules above make the choice; the spies make sure of it.
+
+@pytest.fixture
+def use_engine(monkeypatch, triton_interpreter):
+    """``use_engine(engine, problem)``: skip (after checking the refusal) where ``engine`` does
+    not compute ``problem`` (:func:`unsupported`), else the :class:`Engine` that calls it.
+
+    The compiled engine runs its loop eagerly (``GPYTORCH_RNTK_COMPILE=0``) unless
+    ``problem.compile``; the Triton kernel runs on CUDA, or on the CPU under Triton's
+    interpreter (the ``triton_interpreter`` fixture). Spies on the engines' ``gram`` and
+    ``diag`` make sure that the named engine, and no other, ran.
     """
-    reason = unsupported(engine, problem)
-    if reason is not None:
-        pytest.skip(reason)
-    from gpytorch_rntk import fused
 
-    monkeypatch.setenv("GPYTORCH_RNTK_COMPILE", "1" if problem.compile else "0")
-    device = torch.device("cpu")
-    if engine == "triton":
-        if CUDA:
-            device = torch.device("cuda")
-        else:
-            monkeypatch.setenv("TRITON_INTERPRET", "1")
-    else:
-        monkeypatch.delenv("TRITON_INTERPRET", raising=False)
-    calls = dict.fromkeys(ENGINES, 0)
-    _spy(monkeypatch, functional, "_kernel_block", calls, "tensor")
-    _spy(monkeypatch, fused, "_compiled_cross", calls, "compiled")
-    if engine == "triton" or "gpytorch_rntk._triton" in sys.modules:
-        from gpytorch_rntk import _triton
+    def use(engine: str, problem: Problem) -> Engine:
+        reason = unsupported(engine, problem)
+        if reason is not None:
+            if engine != "triton" or "cannot run here" not in reason:
+                _refuses(engine, problem)
+            pytest.skip(reason)
+        monkeypatch.setenv("GPYTORCH_RNTK_COMPILE", "1" if problem.compile else "0")
+        device = torch.device("cuda" if engine == "triton" and CUDA else "cpu")
+        calls = dict.fromkeys(ENGINES, 0)
+        for name in ENGINES:
+            for method in ("gram", "diag"):
+                _spy(monkeypatch, engines.ENGINES[name], method, calls, name)
+        kwargs = {} if problem.layout == "diag" else {"engine": engine}
+        return Engine(engine, kwargs, device, calls)
 
-        _spy(monkeypatch, _triton, "triton_cross", calls, "triton")
-    if problem.layout == "diag":
-        kwargs = {}  # (no engine option: see unsupported)
-    else:
-        kwargs = {"engine": "tensor" if engine == "tensor" else "fused"}
-    return Engine(engine, kwargs, device, calls)
+    return use
 
 
 # ---------------------------------------------------------------------------------------------
@@ -385,9 +371,9 @@ def _params(*axes: tuple[str, ...] | list) -> list:
 
 
 @pytest.mark.parametrize("engine,dtype,data_name,case", _params(ENGINES, DTYPES, DATA, CASES))
-def test_gram(engine, dtype, data_name, case, monkeypatch):
+def test_gram(engine, dtype, data_name, case, monkeypatch, use_engine):
     """``K(x, x)`` and ``K(x, z)`` equal the reference loop's."""
-    kernel = use_engine(engine, Problem(case.readout, case.num_layers), monkeypatch)
+    kernel = use_engine(engine, Problem(case.readout, case.num_layers))
     dtype = DTYPES[dtype]
     got = _gram(kernel, data_name, dtype, case.options)
     x, z = data(data_name)
@@ -398,9 +384,9 @@ def test_gram(engine, dtype, data_name, case, monkeypatch):
 @pytest.mark.parametrize(
     "engine,dtype,data_name,case", _params(ENGINES, DTYPES, ["xx-m1", "xx-m3"], CASES)
 )
-def test_diag(engine, dtype, data_name, case, monkeypatch):
+def test_diag(engine, dtype, data_name, case, monkeypatch, use_engine):
     """``recurrent_kernel_diag`` equals the reference's ``K(x_i, x_i)``."""
-    kernel = use_engine(engine, Problem(case.readout, case.num_layers, "diag"), monkeypatch)
+    kernel = use_engine(engine, Problem(case.readout, case.num_layers, "diag"))
     dtype = DTYPES[dtype]
     x, _ = data(data_name)
     got = kernel.diag(*_cast(x, dtype), variances(dtype), **case.options)
@@ -417,17 +403,17 @@ SUBSET = [c for c in CASES if c.num_layers == 2 and c.frozen_layers == 1]
     "engine,dtype,data_name,case",
     _params(ENGINES, DTYPES, ["xx-m1", "xz-m3", "xx-m3", "xz-m1"], SUBSET),
 )
-def test_bidirectional(engine, dtype, data_name, case, monkeypatch):
+def test_bidirectional(engine, dtype, data_name, case, monkeypatch, use_engine):
     """``bidirectional=True``: the Gram matrix and its diagonal equal the reference's."""
     dtype = DTYPES[dtype]
-    kernel = use_engine(engine, Problem(case.readout, case.num_layers), monkeypatch)
+    kernel = use_engine(engine, Problem(case.readout, case.num_layers))
     options = case.options | {"bidirectional": True}
     got = _gram(kernel, data_name, dtype, options)
     x, z = data(data_name)
     tol = tolerance(dtype, max(x.steps, z.steps), case.num_layers)
     assert relative_error(got, reference(data_name, case, True)) < tol
     if z is x and engine == "tensor":  # (the diagonal has no engine option: tensor only)
-        kernel = use_engine(engine, Problem(case.readout, case.num_layers, "diag"), monkeypatch)
+        kernel = use_engine(engine, Problem(case.readout, case.num_layers, "diag"))
         got = kernel.diag(*_cast(x, dtype), variances(dtype), **options)
         assert relative_error(got, reference(data_name, case, True).diagonal()) < tol
 
@@ -436,10 +422,10 @@ def test_bidirectional(engine, dtype, data_name, case, monkeypatch):
 @pytest.mark.parametrize("data_name", ["xx-m3", "xz-m1"])
 @pytest.mark.parametrize("case", SUBSET, ids=str)
 @pytest.mark.parametrize("engine", ENGINES)
-def test_layouts(engine, case, data_name, layout, monkeypatch):
+def test_layouts(engine, case, data_name, layout, monkeypatch, use_engine):
     """``paired=True`` gives the reference's ``K(x_i, z_i)``; a batch of two sets (the second
     with its rows reversed) gives the reference's Gram matrix of each (float64)."""
-    kernel = use_engine(engine, Problem(case.readout, case.num_layers, layout), monkeypatch)
+    kernel = use_engine(engine, Problem(case.readout, case.num_layers, layout))
     x, z = data(data_name)
     expected = reference(data_name, case)
     v = variances(torch.float64)
@@ -508,12 +494,12 @@ def prefix_data() -> Sequences:
         for engine, case in itertools.product(ENGINES, PREFIX_CASES)
     ],
 )
-def test_common_prefix(engine, case, monkeypatch):
+def test_common_prefix(engine, case, monkeypatch, use_engine):
     """Different sequences with a common prefix, in float64 to 1e-10: the cases of
     :func:`_clamp_disagreement` are expected to fail (strict: a fix makes them pass and this
     test then asks for the mark to go); the other cases (erf, the NNGP kernel, per-input
     initial states, whose cross states then differ from the self terms) agree."""
-    kernel = use_engine(engine, Problem(case.readout, case.num_layers), monkeypatch)
+    kernel = use_engine(engine, Problem(case.readout, case.num_layers))
     x = prefix_data()
     got = kernel.kernel(
         x.values, x.lengths, x.values, x.lengths, variances(torch.float64), **case.options
@@ -586,15 +572,15 @@ GRADIENT_CASES = [
 @pytest.mark.parametrize(
     "engine,dtype,data_name,case", _params(ENGINES, ["float64"], ["xx-m3", "xz-m1"], GRADIENT_CASES)
 )
-def test_variance_gradients(engine, dtype, data_name, case, monkeypatch):
+def test_variance_gradients(engine, dtype, data_name, case, monkeypatch, use_engine):
     """The gradients of ``sum(W * K)`` for the variances (the fused engines: forward mode) equal
     the tensor engine's reverse mode to 1e-10 and a difference quotient of the reference."""
-    kernel = use_engine(engine, Problem(case.readout, case.num_layers), monkeypatch)
+    kernel = use_engine(engine, Problem(case.readout, case.num_layers))
     got = _variance_gradient(kernel, data_name, case)
     expected = reference_variance_gradient(data_name, case)
     assert relative_error(got, expected) < DIFFERENCE_RTOL
     if engine != "tensor":
-        tensor = use_engine("tensor", Problem(case.readout, case.num_layers), monkeypatch)
+        tensor = use_engine("tensor", Problem(case.readout, case.num_layers))
         assert relative_error(got, _variance_gradient(tensor, data_name, case)) < FLOAT64_RTOL
 
 
@@ -621,11 +607,11 @@ def reference_sequence_derivative(data_name: str, case: Case) -> float:
 @pytest.mark.parametrize("data_name", ["xx-m3", "xz-m1"])
 @pytest.mark.parametrize("case", GRADIENT_CASES, ids=str)
 @pytest.mark.parametrize("engine", ENGINES)
-def test_sequence_gradients(engine, case, data_name, monkeypatch):
+def test_sequence_gradients(engine, case, data_name, monkeypatch, use_engine):
     """The derivative of ``sum(W * K)`` along a direction of the sequences equals a difference
     quotient of the reference."""
     problem = Problem(case.readout, case.num_layers, sequence_grad=True)
-    kernel = use_engine(engine, problem, monkeypatch)
+    kernel = use_engine(engine, problem)
     x, z = data(data_name)
     values1 = x.values.clone().requires_grad_()
     values2 = values1 if z is x else z.values.clone().requires_grad_()
@@ -642,11 +628,12 @@ def test_sequence_gradients(engine, case, data_name, monkeypatch):
     assert abs(got.item() - expected) <= DIFFERENCE_RTOL * abs(expected)
 
 
-def test_compiled_for_real(monkeypatch):
+@pytest.mark.slow
+def test_compiled_for_real(monkeypatch, use_engine):
     """The compiled engine through ``torch.compile`` (its production path on the CPU), on one
-    configuration (compiling costs seconds); the other tests run the same loop eagerly. Last in
-    this file: compiling may import Triton, after which its interpreter cannot start."""
+    configuration (compiling costs 10-40 s; ``tests/test_fused.py`` compiles in the default
+    run); the other tests run the same loop eagerly."""
     case = Case("last", "relu", 1, 0, "zero")
-    kernel = use_engine("compiled", Problem("last", 1, compile=True), monkeypatch)
+    kernel = use_engine("compiled", Problem("last", 1, compile=True))
     got = _gram(kernel, "xz-m3", torch.float64, case.options)
     assert relative_error(got, reference("xz-m3", case)) < FLOAT64_RTOL
