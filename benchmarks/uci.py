@@ -74,7 +74,7 @@ METHODS = (
     "ibnn",
 )
 
-# Hyperparameter grids. Variances are the SPEC's squared scales: the authors' s_w = 1.4142,
+# Hyperparameter grids. Variances are squared scales (docs/kernels.md): the authors' s_w = 1.4142,
 # s_u in {0.25, 0.5}, s_b in {0.001, 0.1} are recurrent_var = 2, input_var in {0.0625, 0.25},
 # bias_var in {1e-6, 0.01}. Within a grid, ties in validation accuracy go to the first setting.
 GRIDS: dict[str, dict] = {

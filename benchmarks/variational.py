@@ -6,7 +6,7 @@ downloaded). A word is a sequence of letters, one one-hot step each (``m = 26``,
 its target is the number of vowel phonemes of its first listed pronunciation. 117 000 words
 are purely alphabetic, far more than an exact GP can take on a small machine (an exact GP on
 20 000 points needs a 3 GB float64 kernel matrix and its Cholesky factor per marginal-likelihood
-step, on 100 000 points 80 GB), and the UCI collection in ``shared/data/uci`` stops at 5 000
+step, on 100 000 points 80 GB), and the UCI collection of docs/uci.md stops at 5 000
 rows. The targets are real (transcribed pronunciations, not a formula of the spelling: "-ed" and
 final "e" are sometimes syllables, "ia" one or two), the inputs are genuine variable-length
 sequences, and the test set is fixed: the same 5 000 held-out words for every ``--n-train``.

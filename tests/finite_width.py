@@ -1,4 +1,4 @@
-"""Finite-width recurrent network of SPEC section 1, and its empirical NTK / NNGP kernels.
+"""Finite-width recurrent network of docs/kernels.md and its empirical NTK / NNGP kernels.
 
 A Monte-Carlo oracle for the infinite-width kernels: build the network in torch (float64) with the
 NTK parametrisation (every weight entry N(0, 1), scales outside, weights shared across time), take
@@ -186,7 +186,7 @@ def empirical_kernel_statistics(
 
 
 def scale_relative_error(emp: Tensor, ana: Tensor) -> float:
-    """SPEC section 7 metric: ``max |emp - ana| / max |ana|``."""
+    """The scale-relative error ``max |emp - ana| / max |ana|`` (docs/kernels.md, Monte Carlo)."""
     return float((emp - ana).abs().max() / ana.abs().max())
 
 

@@ -1,8 +1,8 @@
-"""Per-pair reference implementation of the RNTK / RNN-NNGP kernels (SPEC sections 2 and 4).
+"""Per-pair reference implementation of the RNTK / RNN-NNGP kernels (docs/kernels.md).
 
-A test oracle: it follows the recursions of SPEC.md literally, one pair of sequences at a time, with
-explicit Python loops over layers and over the full (T x T') grid of time pairs (t, t'). Clarity is
-the point, not speed. All arithmetic is in Python floats (IEEE float64).
+A test oracle: it follows the recursions and variants of docs/kernels.md literally, one pair of
+sequences at a time, with explicit Python loops over layers and over the full (T x T') grid of time
+pairs (t, t'). Clarity is the point, not speed. All arithmetic is in Python floats (IEEE float64).
 
 Indexing: Python index ``i`` stands for time step ``t = i + 1``. For each layer ``l`` we build the
 self terms ``S^l(t, t)`` of each input (the same recursion with ``x' = x``) and the cross grids
@@ -34,7 +34,7 @@ def dual(nonlinearity: str, k11: float, k22: float, k12: float) -> tuple[float, 
         k12: Covariance of ``u`` and ``v``.
 
     Returns:
-        The pair ``(V, V')`` of SPEC section 2.
+        The pair ``(V, V')`` (docs/kernels.md, *Dual activations*).
     """
     if nonlinearity == "relu":
         if k11 == k22 == k12:  # exact self pair: closed form (arccos has infinite slope at 1)
@@ -54,7 +54,7 @@ def dual(nonlinearity: str, k11: float, k22: float, k12: float) -> tuple[float, 
 
 @dataclass(frozen=True)
 class _Net:
-    """Hyperparameters of the recursion (variances are the squared scales of SPEC section 1)."""
+    """Hyperparameters of the recursion (variances: the squared scales of docs/kernels.md)."""
 
     num_layers: int
     nonlinearity: str
@@ -86,7 +86,7 @@ def _grids(
     self_xp: list[list[float]] | None,
     aligned_only: bool,
 ) -> tuple[list[Grid], Grid]:
-    """Run the layer recursion of SPEC section 2 on the (T x T') time grid of one pair.
+    """Run the layer recursion (docs/kernels.md) on the (T x T') time grid of one pair.
 
     Args:
         net: Hyperparameters.
@@ -139,8 +139,9 @@ def _grids(
                     th_in = th_below[i][j]
                 s[i][j] = net.recurrent_var * p + net.input_var * inp + net.bias_var
                 # Th^l = [l trained] (S^l + s_w^2 V' Th^l_prev) + s_u^2 V' Th^{l-1}, where a frozen
-                # layer's Th is 0 (no trained parameter at or below it). Equivalent to SPEC
-                # section 4's path rules; with L_f = 0 it is exactly section 2's Th recursion.
+                # layer's Th is 0 (no trained parameter at or below it). Equivalent to the path
+                # rules of frozen layers (docs/kernels.md, *Variants*); with L_f = 0 it is exactly
+                # the Th recursion (*The NTK recursion*).
                 own = (
                     s[i][j] + net.recurrent_var * dp * th_rec if layer > net.frozen_layers else 0.0
                 )
@@ -167,7 +168,7 @@ def reference_kernel(
     bidirectional: bool = False,
     aligned_only: bool = False,
 ) -> float:
-    """Infinite-width kernel of one pair of sequences, literally per SPEC sections 2 and 4.
+    """Infinite-width kernel of one pair of sequences, literally per docs/kernels.md.
 
     Args:
         x: First sequence, shape ``(T, m)``.

@@ -196,7 +196,7 @@ def test_triton_self_terms(dtype, device, options):
 
 @pytest.mark.parametrize("backend", ["triton", "compiled"])
 def test_golden_g2(backend, device, monkeypatch):
-    """SPEC section 6, G2 (s_w = 1.4142 literally), through the fused engine."""
+    """G2 (docs/kernels.md, *Golden values*; s_w = 1.4142 literally), through the fused engine."""
     monkeypatch.setenv("GPYTORCH_RNTK_COMPILE", "0")
     if backend == "triton" and not fused_available(device):
         pytest.skip("Triton cannot run on this device")

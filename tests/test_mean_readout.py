@@ -1,5 +1,5 @@
-"""``readout="mean"`` (average pooling over time, SPEC section 4) against the per-pair reference
-loop, finite-width networks, gradcheck, and the kernel contracts."""
+"""``readout="mean"`` (average pooling over time, docs/kernels.md *Variants*) against the per-pair
+reference loop, finite-width networks, gradcheck, and the kernel contracts."""
 
 from __future__ import annotations
 
@@ -340,7 +340,7 @@ def test_exact_gp_with_mean_readout():
     assert torch.isfinite(pred.mean).all() and (pred.variance > 0).all()
 
 
-# ---------------------------------------------------------------- Monte Carlo (SPEC section 7)
+# ------------------------------------------------ Monte Carlo (docs/kernels.md, finite networks)
 MC_HYPER = dict(recurrent_var=1.5, input_var=1.0, bias_var=0.1)
 
 

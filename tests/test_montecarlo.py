@@ -1,5 +1,5 @@
-"""Finite-width Monte Carlo: the network of SPEC section 1, its empirical NTK and NNGP against the
-kernels (SPEC section 7).
+"""Finite-width Monte Carlo: the network of docs/kernels.md, its empirical NTK and NNGP against the
+kernels (docs/kernels.md, *Monte Carlo against finite networks*).
 
 The seed-averaged empirical kernels fluctuate around the limit by a standard error that shrinks
 like 1/sqrt(width * seeds) and differs from entry to entry (long sequences' self terms the

@@ -1,4 +1,4 @@
-"""The tutorial notebooks run (STYLE 9), and their stored outputs are those of a full run.
+"""The tutorial notebooks run in CI at smoke size, and their stored outputs are those of a full run.
 
 Each notebook in ``notebooks/`` is executed in memory at smoke size (``SMOKE_TEST=1``) by a
 Jupyter kernel running this interpreter; the stored file is never written. The docs render the

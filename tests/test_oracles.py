@@ -1,5 +1,6 @@
-"""Validate the two test oracles: ``reference.py`` (golden values, SPEC section 6; alignment and
-variant identities, SPEC sections 2 and 4) and ``finite_width.py`` (Monte-Carlo, SPEC section 7).
+"""Validate the two test oracles: ``reference.py`` (golden values; alignment and variant
+identities) and ``finite_width.py`` (Monte Carlo). docs/kernels.md states the recursions and
+variants, and under *How the kernels are checked* the golden values and the Monte Carlo check.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ def _t(rows: list[list[float]]) -> torch.Tensor:
     return torch.tensor(rows, dtype=torch.float64)
 
 
-# ---------------------------------------------------------------- G1 (SPEC section 6)
+# ---------------------------------------------- G1 (docs/kernels.md, *Golden values*)
 G1_X = _t([[1.0, 0.0], [-0.5, 1.0], [2.0, -1.0]])
 G1_XP = _t([[0.3, -0.2], [0.7, 0.4]])
 G1_HP: dict[str, Any] = {
@@ -62,7 +63,7 @@ def test_golden_g1(nonlinearity: str, num_layers: int, golden: tuple[float, ...]
     assert reference_kernel(G1_XP, G1_X, **kw) == pytest.approx(got[1], abs=1e-13, rel=0)
 
 
-# ---------------------------------------------------------------- G2 (SPEC section 6)
+# ---------------------------------------------- G2 (docs/kernels.md, *Golden values*)
 G2_X = [
     row[:, None]
     for row in _t([[0.5, -0.2, 0.1, 0.3], [-0.4, 0.4, 0.2, -0.1], [0.1, 0.1, -0.6, 0.2]])
@@ -128,7 +129,8 @@ def _seqs(lengths: list[int], m: int = 2, seed: int = 0) -> list[torch.Tensor]:
 
 @pytest.mark.parametrize("nonlinearity", ["relu", "erf"])
 def test_last_readout_only_needs_aligned_diagonal(nonlinearity: str) -> None:
-    """SPEC section 2: with last-step readout only the diagonal t' - t = T' - T is used.
+    """With last-step readout only the diagonal t' - t = T' - T is used (docs/kernels.md,
+    *Alignment at the last element*).
 
     ``aligned_only`` leaves every other cell NaN, so any dependency on them would show up.
     """
@@ -172,7 +174,7 @@ def test_variant_identities(nonlinearity: str) -> None:
     torch.testing.assert_close(bi, reference_gram(xs, xs, **kw) + reference_gram(rev, rev, **kw))
 
 
-# ---------------------------------------------------------------- Monte Carlo (SPEC section 7)
+# ------------------------------------------------ Monte Carlo (docs/kernels.md, finite networks)
 MC_HP: dict[str, Any] = {"recurrent_var": 1.5, "input_var": 1.0, "bias_var": 0.1}
 
 
@@ -223,7 +225,7 @@ VARIANTS: list[dict[str, Any]] = [
 @pytest.mark.parametrize("variant", VARIANTS, ids=lambda v: "-".join(f"{k}={v[k]}" for k in v))
 @pytest.mark.parametrize("nonlinearity", ["relu", "erf"])
 def test_mc_variants(nonlinearity: str, variant: dict[str, Any]) -> None:
-    """SPEC section 4 variants and initial-state conventions, width 512, 96 seeds, L = 2.
+    """The variants and initial-state conventions of docs/kernels.md, width 512, 96 seeds, L = 2.
 
     The inputs include a repeated sequence, so the per-input indicator 1[x = x'] is exercised.
     """
