@@ -2,7 +2,7 @@
 # The CUDA checks of the fused engine, for a machine with a GPU and PyTorch, Triton, GPyTorch and
 # BoTorch installed (the package runs from the checkout). Writes logs to ${OUT:-outputs}; the
 # steps come in order of importance, each with its own time limit, about 10 minutes in all.
-# The engine of session 5 (cdceee7) to compare with: a git revision, or where the machine has no
+# The engine of commit cdceee7 to compare with: a git revision, or where the machine has no
 # git history its package carried in outputs/old_engine
 #   (mkdir -p outputs/old_engine && git archive cdceee7 gpytorch_rntk | tar -x -C outputs/old_engine)
 set -uo pipefail
@@ -22,7 +22,7 @@ timeout 40 python3 benchmarks/mll_linear_algebra.py --device cuda --n 10000 --dt
 # 2. the Triton kernel (values and forward mode) and the golden values on CUDA
 timeout 150 python3 -m pytest -q -x -p no:cacheprovider -k "cuda and (triton or forward_mode or golden)" \
     tests/test_fused.py tests/test_kernels.py 2>&1 | tail -15 | tee "$out/tests.log"
-# 3. this engine against session 5's in one process (values and forward mode)
+# 3. this engine against commit cdceee7's in one process (values and forward mode)
 c="python3 benchmarks/compare_revisions.py --device cuda --against $old"
 timeout 50 $c --n 2000 --t 100 2>&1 | tee "$out/compare.log"
 timeout 60 $c --n 10000 --t 150 --layers 2 --dtype float32 2>&1 | tee -a "$out/compare.log"
