@@ -14,6 +14,7 @@ objective, priors included; a noise-only model scores about 1.4 + 0.2 for the no
     python benchmarks/fit_convergence.py                          # T = 30 50 100 300, n = 40
     python benchmarks/fit_convergence.py --lengths 100 --targets first --variable-length
     python benchmarks/fit_convergence.py --nonlinearity erf --kernel nngp
+    python benchmarks/fit_convergence.py --lengths 100 --targets first --bidirectional
 """
 
 from __future__ import annotations
@@ -54,6 +55,8 @@ def run_case(args, length: int, target: str) -> str:
         kernel=args.kernel,
         nonlinearity=args.nonlinearity,
         variable_length=args.variable_length,
+        bidirectional=args.bidirectional,
+        readout=args.readout,
     )
     mll = ExactMarginalLogLikelihood(model.likelihood, model)
     iterations = [0]
@@ -102,13 +105,16 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--variable-length", action="store_true", help="lengths in [T/2, T]")
     parser.add_argument("--kernel", choices=["rntk", "nngp"], default="rntk")
     parser.add_argument("--nonlinearity", choices=["relu", "erf"], default="relu")
+    parser.add_argument("--bidirectional", action="store_true")
+    parser.add_argument("--readout", choices=["last", "mean"], default="last")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=1, help="torch threads")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     print(
         f"# n = {args.n}, kernel = {args.kernel}, nonlinearity = {args.nonlinearity}, "
-        f"variable_length = {args.variable_length}, float64, {args.threads} thread(s)"
+        f"variable_length = {args.variable_length}, bidirectional = {args.bidirectional}, "
+        f"readout = {args.readout}, float64, {args.threads} thread(s)"
     )
     print(COLUMNS)
     for length in args.lengths:
