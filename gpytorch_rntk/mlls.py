@@ -22,10 +22,9 @@ class CholeskyMarginalLogLikelihood(gpytorch.mlls.ExactMarginalLogLikelihood):
     GPyTorch adds it), plus the priors and added loss terms, over :math:`N`. GPyTorch
     differentiates through the factorisation, and PyTorch's Cholesky backward costs two
     triangular solves with :math:`N` right-hand sides and two :math:`N \times N` products,
-    6.7x and 8.5x the forward on a CPU at :math:`N` = 2000 and 4000 (docs/performance.md);
-    with the fused kernel on an H100 the whole marginal likelihood's gradient costs 1.5x-2.8x
-    its forward here against 1.6x-3.4x with GPyTorch's (:math:`N` = 2000 to 10000).
-    Here the gradient with respect to :math:`K` is written down,
+    several times the forward's cost; docs/performance.md gives the measured ratios, alone and
+    for the whole marginal likelihood's gradient with the fused kernel. Here the gradient with
+    respect to :math:`K` is written down,
 
     .. math::
         \frac{\partial \log p(y)}{\partial K} = \tfrac12 \left(\alpha \alpha^\top - K^{-1}\right),

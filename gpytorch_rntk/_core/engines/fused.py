@@ -378,8 +378,8 @@ class CompiledEngine(Engine):
     inside)."""
 
     name = "compiled"
-    # A CPU loop compiles in 10-60 s the first time in a process (then from the on-disk cache),
-    # about what the tensor engine spends on this many pair-steps.
+    # A CPU loop's first compilation in a process (later ones read the on-disk cache) costs
+    # about what the tensor engine spends on this many pair-steps (timings: docs/performance.md).
     threshold = 2**28
 
     def unsupported(self, config: RecurrentConfig, problem: Problem) -> str | None:
