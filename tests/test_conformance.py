@@ -444,21 +444,6 @@ def test_layouts(engine, case, data_name, layout, monkeypatch, use_engine):
     assert relative_error(got, expected) < FLOAT64_RTOL
 
 
-def _clamp_disagreement(case: Case) -> str | None:
-    """Known disagreement with the reference on today's code, the same in every engine (float64,
-    relative to the largest entry, engines below the reference: 5.5e-10 with the last readout,
-    2.5e-9 with the mean; see :func:`test_common_prefix`)."""
-    ntk = case.frozen_layers < case.num_layers
-    if case.nonlinearity == "relu" and ntk and case.initial_state != "per_input":
-        return (
-            "every engine's ReLU dual clamps cos to 1 - eps for pairs not flagged as identical "
-            "sequences; where two different sequences' states are exactly equal (a common "
-            "prefix) that moves V' by sqrt(2 eps) / (2 pi) = 3.4e-9 from its exact 1/2, which "
-            "the reference keeps"
-        )
-    return None
-
-
 PREFIX_CASES = [
     Case(readout, nl, depth, frozen, init)
     for readout, nl, init in itertools.product(READOUTS, NONLINEARITIES, ("zero", "per_input"))
@@ -483,22 +468,15 @@ def prefix_data() -> Sequences:
 @pytest.mark.parametrize(
     "engine,case",
     [
-        pytest.param(
-            engine,
-            case,
-            id=f"{engine}-{case}",
-            marks=[pytest.mark.xfail(raises=AssertionError, strict=True, reason=reason)]
-            if (reason := _clamp_disagreement(case))
-            else [],
-        )
+        pytest.param(engine, case, id=f"{engine}-{case}")
         for engine, case in itertools.product(ENGINES, PREFIX_CASES)
     ],
 )
 def test_common_prefix(engine, case, monkeypatch, use_engine):
-    """Different sequences with a common prefix, in float64 to 1e-10: the cases of
-    :func:`_clamp_disagreement` are expected to fail (strict: a fix makes them pass and this
-    test then asks for the mark to go); the other cases (erf, the NNGP kernel, per-input
-    initial states, whose cross states then differ from the self terms) agree."""
+    """Different sequences with a common prefix, in float64 to 1e-10: where two different
+    sequences' states are exactly equal (ReLU NTK, zero initial state), the dual's cosine is
+    exactly 1 and V' must be exactly 1/2 (it was (pi - sqrt(2 eps)) / (2 pi) behind the clamp
+    that keeps arccos' slope finite, 5.5e-10 and 2.5e-9 relative off in these cases)."""
     kernel = use_engine(engine, Problem(case.readout, case.num_layers))
     x = prefix_data()
     got = kernel.kernel(

@@ -168,3 +168,18 @@ def test_auto_falls_back_to_the_tensor_engine_without_a_compiler(monkeypatch):
     torch.testing.assert_close(eager, expected, rtol=1e-12, atol=0)
     torch.testing.assert_close(again, expected, rtol=0, atol=0)
     assert "GPYTORCH_RNTK_COMPILE" not in os.environ
+
+
+@pytest.mark.parametrize("engine", ["tensor", "compiled"])
+def test_python_float_variances_keep_the_inputs_precision(engine, monkeypatch):
+    """Python-float variances on float64 sequences enter in float64 (they were rounded through
+    float32: 2.6 became 2.600000001490116)."""
+    monkeypatch.setenv("GPYTORCH_RNTK_COMPILE", "0")
+    x, lx = _sequences()
+    floats = RecurrentVariances(2.6, 0.7, 0.1)
+    tensors = RecurrentVariances(*(torch.tensor(v, dtype=torch.float64) for v in floats))
+    got = recurrent_kernel(x, lx, x, lx, floats, engine=engine)
+    expected = recurrent_kernel(x, lx, x, lx, tensors, engine=engine)
+    torch.testing.assert_close(got, expected, rtol=0, atol=0)
+    diag = recurrent_kernel_diag(x, lx, floats)
+    torch.testing.assert_close(diag, recurrent_kernel_diag(x, lx, tensors), rtol=0, atol=0)

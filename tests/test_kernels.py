@@ -1,4 +1,5 @@
-"""The kernels against SPEC's golden values, the per-pair reference loop, and their contracts."""
+"""The kernels against the golden values of docs/kernels.md, the per-pair reference loop, and
+their contracts."""
 
 from __future__ import annotations
 
@@ -17,7 +18,7 @@ from gpytorch_rntk.layout import split_layout
 
 KERNELS = {"ntk": RNTKKernel, "nngp": RNNGPKernel}
 
-# SPEC section 6, G1: (nonlinearity, L) -> Th(x,x), Th(x,x'), Th(x',x'), K(x,x), K(x,x'), K(x',x')
+# G1 (docs/kernels.md, golden values): (nonlinearity, L) -> Th(x,x), Th(x,x'), Th(x',x'), K(x,x), K(x,x'), K(x',x')
 G1 = {
     ("relu", 1): (
         5.4825000000,
