@@ -18,7 +18,8 @@ from gpytorch_rntk.layout import split_layout
 
 KERNELS = {"ntk": RNTKKernel, "nngp": RNNGPKernel}
 
-# G1 (docs/kernels.md, golden values): (nonlinearity, L) -> Th(x,x), Th(x,x'), Th(x',x'), K(x,x), K(x,x'), K(x',x')
+# G1 (docs/kernels.md, golden values):
+# (nonlinearity, L) -> Th(x,x), Th(x,x'), Th(x',x'), K(x,x), K(x,x'), K(x',x')
 G1 = {
     ("relu", 1): (
         5.4825000000,
