@@ -2,7 +2,7 @@
 
 Nothing is fetched at build time (no intersphinx inventories) and nothing is executed: the
 notebooks in ``notebooks/`` (linked here as ``docs/notebooks``) are rendered with the outputs
-stored in them; ``tests/test_notebooks.py`` runs them.
+stored in them; ``tests/docs/test_notebooks.py`` runs them.
 """
 
 from __future__ import annotations

@@ -21,7 +21,7 @@ timeout 40 python3 benchmarks/mll_linear_algebra.py --device cuda --n 2000 5000 
 timeout 40 python3 benchmarks/mll_linear_algebra.py --device cuda --n 10000 --dtype float32 2>&1 | tail -2 | tee -a "$out/la.log"
 # 2. the Triton kernel (values and forward mode) and the golden values on CUDA
 timeout 150 python3 -m pytest -q -x -p no:cacheprovider -k "cuda and (triton or forward_mode or golden)" \
-    tests/test_fused.py tests/test_kernels.py 2>&1 | tail -15 | tee "$out/tests.log"
+    tests/engines/test_fused.py tests/engines/test_conformance.py tests/kernels/test_kernels.py 2>&1 | tail -15 | tee "$out/tests.log"
 # 3. this engine against commit cdceee7's in one process (values and forward mode)
 c="python3 benchmarks/compare_revisions.py --device cuda --against $old"
 timeout 50 $c --n 2000 --t 100 2>&1 | tee "$out/compare.log"

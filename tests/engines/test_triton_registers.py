@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 pytest.importorskip("triton")
-SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "triton_registers.py"
+SCRIPT = Path(__file__).resolve().parents[2] / "benchmarks" / "triton_registers.py"
 
 
 def _resources(*options: str) -> list[list[str]]:

@@ -607,7 +607,7 @@ def test_erf_ntk_warns_where_float32_loses_accuracy():
 
 
 def test_readme_snippets_run_in_sequence():
-    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
     blocks = re.findall(r"```python\n(.*?)```", readme, flags=re.DOTALL)
     assert len(blocks) == 2
     namespace: dict = {}

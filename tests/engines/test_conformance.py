@@ -609,7 +609,7 @@ def test_sequence_gradients(engine, case, data_name, monkeypatch, use_engine):
 @pytest.mark.slow
 def test_compiled_for_real(monkeypatch, use_engine):
     """The compiled engine through ``torch.compile`` (its production path on the CPU), on one
-    configuration (compiling costs 10-40 s; ``tests/test_fused.py`` compiles in the default
+    configuration (compiling costs 10-40 s; ``tests/engines/test_fused.py`` compiles in the default
     run); the other tests run the same loop eagerly."""
     case = Case("last", "relu", 1, 0, "zero")
     kernel = use_engine("compiled", Problem("last", 1, compile=True))

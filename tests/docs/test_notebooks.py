@@ -23,7 +23,7 @@ pytest.importorskip("matplotlib")
 from jupyter_client.kernelspec import KernelSpecManager  # noqa: E402 (after the skips)
 from jupyter_client.manager import KernelManager  # noqa: E402
 
-NOTEBOOK_DIR = Path(__file__).resolve().parents[1] / "notebooks"
+NOTEBOOK_DIR = Path(__file__).resolve().parents[2] / "notebooks"
 NOTEBOOKS = sorted(NOTEBOOK_DIR.glob("*.ipynb"))
 CELL_TIMEOUT_S = 300  # generous: a loaded CI machine; smoke runs take seconds per cell
 KERNEL_NAME = "gpytorch-rntk-test"

@@ -10,7 +10,7 @@ import pytest
 
 aeon_datasets = pytest.importorskip("aeon.datasets")  # ships the data sets' .ts files
 
-SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "classification.py"
+SCRIPT = Path(__file__).resolve().parents[2] / "benchmarks" / "classification.py"
 
 
 @pytest.fixture(scope="module")

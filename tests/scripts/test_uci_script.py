@@ -15,7 +15,7 @@ pytest.importorskip("sklearn")
 pytest.importorskip("botorch")
 pytest.importorskip("tqdm")
 
-SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "uci.py"
+SCRIPT = Path(__file__).resolve().parents[2] / "benchmarks" / "uci.py"
 
 
 @pytest.fixture(scope="module")

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-PACKAGE = Path(__file__).resolve().parents[1] / "gpytorch_rntk"
+PACKAGE = Path(__file__).resolve().parents[2] / "gpytorch_rntk"
 NAME = "gpytorch_rntk"
 
 

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-DOCS_DIR = Path(__file__).resolve().parents[1] / "docs"
+DOCS_DIR = Path(__file__).resolve().parents[2] / "docs"
 PAGES = sorted(p for p in DOCS_DIR.glob("*.md") if ">>> " in p.read_text())
 
 
