@@ -47,7 +47,7 @@ from botorch.models.transforms.input import InputTransform
 from botorch.models.transforms.outcome import OutcomeTransform
 from botorch.optim import optimize_acqf_mixed, optimize_acqf_mixed_alternating
 from botorch.utils.types import DEFAULT
-from gpytorch.constraints import Interval
+from gpytorch.constraints import GreaterThan, Interval
 from gpytorch.kernels import ScaleKernel
 from gpytorch.likelihoods import Likelihood
 from gpytorch.means import Mean
@@ -68,6 +68,8 @@ __all__ = [
 
 # How much more than the last step the first step of the longest sequence may weigh.
 _MAX_GROWTH = 100.0
+# The floor of the variances with a log-normal prior (relative to input_var = 1 for ReLU).
+_MIN_VARIANCE = 1e-6
 # The largest V' (the gain of the recurrent path per unit of recurrent_var) of each nonlinearity.
 _MAX_DUAL_SLOPE = {"relu": 0.5, "erf": 4 / math.pi}
 
@@ -131,7 +133,8 @@ def sequence_gp(
     * **Broad priors** on the other variances, log-normal around their defaults with BoTorch's
       scale :math:`\sqrt{3}` (``bias_var``, ``init_var``, and ``input_var`` for erf): they keep the
       optimum finite where the data do not pin it down and give BoTorch's retries something to
-      sample from; pass ``bias_var_prior`` etc. to replace them.
+      sample from; pass ``bias_var_prior`` etc. to replace them. These variances are at least
+      ``1e-6`` (``GreaterThan``; ``Positive`` can underflow to 0, where the prior is undefined).
     * **The outputscale starts** where the prior variance of ``f`` matches the variance of the
       (transformed) training targets: ``var(y) / mean(K(x_i, x_i))``.
 
@@ -211,6 +214,8 @@ def sequence_gp(
     for name in learned:
         prior = LogNormalPrior(math.log(defaults[name]), math.sqrt(3.0))
         kernel_kwargs.setdefault(f"{name}_prior", prior)
+        # softplus underflows to 0 (where the log-normal density is not defined) at raw < -745
+        kernel_kwargs.setdefault(f"{name}_constraint", GreaterThan(_MIN_VARIANCE))
     base_kernel = kernel_class(kernel)(input_dim, **kernel_kwargs)
     covar_module = ScaleKernel(base_kernel, batch_shape=kernel_kwargs["batch_shape"])
     model = SingleTaskGP(

@@ -119,6 +119,33 @@ def test_fit_converges_to_explainable_hyperparameters(target, device):
     assert model.likelihood.noise.item() < 0.1  # y is a deterministic function of x
 
 
+@pytest.mark.parametrize("nonlinearity", ["relu", "erf"])
+def test_prior_terms_stay_finite_where_the_optimiser_goes(nonlinearity, device):
+    # L-BFGS can step a raw variance to -1000, where softplus is exactly 0 and a log-normal prior
+    # raised (bidirectional fit, T = 100). The floor 1e-6 keeps every prior term finite.
+    x = _sequences(6, 4, torch.float64).to(device)
+    model = sequence_gp(
+        encode_sequences(list(x)),
+        x[:, 0],
+        input_dim=1,
+        nonlinearity=nonlinearity,
+        initial_state="shared",
+    )
+    kernel = model.covar_module.base_kernel
+    priors = list(kernel.named_priors())
+    assert len(priors) == (3 if nonlinearity == "erf" else 2)
+    with torch.no_grad():
+        for name, *_ in priors:
+            getattr(kernel, "raw_" + name.removesuffix("_prior")).fill_(-1000.0)
+    for name, module, prior, closure, _ in priors:
+        value = closure(module)
+        assert value.min().item() == pytest.approx(1e-6, rel=1e-6)  # the floor (float32 1e-6)
+        assert torch.isfinite(prior.log_prob(value)).all(), name
+    model.train()
+    mll = ExactMarginalLogLikelihood(model.likelihood, model)
+    assert torch.isfinite(mll(model(*model.train_inputs), model.train_targets))
+
+
 @pytest.mark.parametrize("dtype", DTYPES)
 def test_outputscale_starts_at_the_targets_variance(dtype, device):
     x = _sequences(6, 4, dtype).to(device)
