@@ -35,6 +35,9 @@ __all__ = ["TensorEngine"]
 # float64 at the limit) instead of replaying chunks in the backward pass.
 PLAIN_AUTOGRAD_PAIR_STEPS = 2**20
 
+# Gram matrices of at most this many pairs are computed in one block.
+_SMALL_PAIRS = 2**14
+
 # The mean readout runs several diagonals side by side, up to this many pair-cells per step: enough
 # to hide the per-operation overhead of small Gram blocks, small enough to stay in cache.
 _LANE_ELEMENTS = 2**16
@@ -607,7 +610,9 @@ class TensorEngine(Engine):
         batch = batch_shape(values1, values2, variances)
         rows = max(1, block_elements // max(1, math.prod(batch) * n2))
         symmetric = values1 is values2 and lengths1 is lengths2
-        if symmetric:  # K(x, x): compute the blocks on and above the diagonal, mirror the rest
+        if symmetric and n1 * n2 > _SMALL_PAIRS:
+            # K(x, x): compute the blocks on and above the diagonal, mirror the rest (for small
+            # sets one block's fewer operations are worth more than the pairs saved)
             rows = min(rows, max(16, -(-n1 // 4)))
         blocks = []
         for i in range(0, n1, rows):
@@ -621,8 +626,14 @@ class TensorEngine(Engine):
             )
             block_inputs = (values1[..., i : i + rows, :, :], values2[..., cols, :, :], variances)
             # (The mean readout's groups of diagonals keep only their inputs already.)
-            if grad and n1 > rows and config.readout == LAST:
-                block = _recomputed(compute, *block_inputs)  # memory flat in the number of blocks
+            steps = max(values1.shape[-2], values2.shape[-2]) * config.num_layers
+            if (
+                grad
+                and n1 > rows
+                and config.readout == LAST
+                and (math.prod(batch) * n1 * n2 * steps > PLAIN_AUTOGRAD_PAIR_STEPS)
+            ):  # memory flat in the number of blocks, where plain autograd would not fit
+                block = _recomputed(compute, *block_inputs)
             else:
                 block = compute(
                     values1=block_inputs[0], values2=block_inputs[1], variances=variances
