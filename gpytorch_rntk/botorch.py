@@ -54,8 +54,9 @@ from gpytorch.means import Mean
 from gpytorch.priors import LogNormalPrior
 from torch import Tensor
 
-from .kernels import _DEFAULTS, kernel_class
+from .kernels import DEFAULT_VARIANCES, kernel_class
 from .layout import check_positive_int, split_layout
+from .models import SequenceInputsMixin
 
 __all__ = [
     "canonicalize_sequences",
@@ -97,6 +98,12 @@ def recurrent_var_bound(max_len: int, nonlinearity: str = "relu") -> float:
         raise ValueError(f"Unknown nonlinearity {nonlinearity!r}; choose 'relu' or 'erf'.")
     growth = min(2.0, _MAX_GROWTH ** (1.0 / max(max_len - 1, 1)))
     return growth / _MAX_DUAL_SLOPE[nonlinearity]
+
+
+class _SequenceSingleTaskGP(SequenceInputsMixin, SingleTaskGP):
+    """A :class:`~botorch.models.SingleTaskGP` whose test inputs of another width than the
+    training sequences raise the package's width message (GPyTorch would fail inside
+    ``torch.cat``)."""
 
 
 def sequence_gp(
@@ -202,10 +209,10 @@ def sequence_gp(
     variable_length = kernel_kwargs.get("variable_length", True)
     max_len = max((train_x.shape[-1] - bool(variable_length)) // input_dim, 1)  # checked below
     nonlinearity = kernel_kwargs.get("nonlinearity", "relu")
-    if nonlinearity in _DEFAULTS:  # else the kernel raises
+    if nonlinearity in DEFAULT_VARIANCES:  # else the kernel raises
         bound = recurrent_var_bound(max_len, nonlinearity)
         kernel_kwargs.setdefault("recurrent_var_constraint", Interval(0.0, bound))
-    defaults = _DEFAULTS.get(nonlinearity, _DEFAULTS["relu"])
+    defaults = DEFAULT_VARIANCES.get(nonlinearity, DEFAULT_VARIANCES["relu"])
     learned = ["bias_var"]
     if kernel_kwargs.get("initial_state", "zero") != "zero":
         learned.append("init_var")
@@ -218,7 +225,7 @@ def sequence_gp(
         kernel_kwargs.setdefault(f"{name}_constraint", GreaterThan(_MIN_VARIANCE))
     base_kernel = kernel_class(kernel)(input_dim, **kernel_kwargs)
     covar_module = ScaleKernel(base_kernel, batch_shape=kernel_kwargs["batch_shape"])
-    model = SingleTaskGP(
+    model = _SequenceSingleTaskGP(
         train_x,
         train_y,
         train_Yvar=train_Yvar,

@@ -28,7 +28,7 @@ __all__ = ["RNNGPKernel", "RNTKKernel", "kernel_class"]
 # kernel grow linearly with length; 1.8 fades each older step by 10 % (a memory of about ten
 # steps) and keeps long sequences on one scale. erf: V' <= 4/pi < 1.28, so recurrent_var = 1
 # keeps the NTK's recurrent path contracting once the states are O(1).
-_DEFAULTS = {
+DEFAULT_VARIANCES = {
     "relu": {"recurrent_var": 1.8, "input_var": 1.0, "bias_var": 0.1, "init_var": 0.5},
     "erf": {"recurrent_var": 1.0, "input_var": 1.0, "bias_var": 0.1, "init_var": 0.5},
 }
@@ -141,7 +141,10 @@ class _RecurrentKernel(Kernel):
         if initial_state == "zero":
             del priors["init_var"]
         for name, (prior, constraint) in priors.items():
-            self._register_positive(name, _DEFAULTS[nonlinearity][name], prior, constraint)
+            # (a nonlinearity without defaults of its own, e.g. one a user registered, takes
+            # erf's, a bounded activation's)
+            defaults = DEFAULT_VARIANCES.get(nonlinearity, DEFAULT_VARIANCES["erf"])
+            self._register_positive(name, defaults[name], prior, constraint)
 
     @property
     def initial_state(self) -> str:

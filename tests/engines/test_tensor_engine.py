@@ -69,9 +69,13 @@ def test_row_blocks_and_lane_groups_equal_one_block(readout, device, monkeypatch
 
 @pytest.mark.parametrize("symmetric", [True, False])
 @pytest.mark.parametrize("readout", READOUTS)
-def test_row_blocks_recomputed_in_backward_give_the_same_gradients(readout, symmetric, device):
+def test_row_blocks_recomputed_in_backward_give_the_same_gradients(
+    readout, symmetric, device, monkeypatch
+):
     """With gradients, each row block keeps only its inputs and is recomputed in the backward
-    pass (memory flat in N); the gradients must be those of one block."""
+    pass (memory flat in N; for the last readout where plain autograd would exceed its limit,
+    set to 0 here so that these small sets take that path); the gradients must be those of one
+    block."""
     _, x = random_batch([3, 7, 2, 5, 7, 1, 4], m=2, seed=8)
     values, lengths = split_layout(x.to(device), 2)
     weights = torch.randn(7, 7, dtype=torch.float64, generator=torch.Generator().manual_seed(1))
@@ -98,6 +102,7 @@ def test_row_blocks_recomputed_in_backward_give_the_same_gradients(readout, symm
         return k, torch.autograd.grad((k * weights.to(device)).sum(), inputs)
 
     one, one_grads = gradients(None)
+    monkeypatch.setattr(F, "PLAIN_AUTOGRAD_PAIR_STEPS", 0)
     blocked, blocked_grads = gradients(8)
     torch.testing.assert_close(blocked, one, rtol=1e-14, atol=0)
     for a, b in zip(blocked_grads, one_grads, strict=True):

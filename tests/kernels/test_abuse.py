@@ -530,11 +530,6 @@ def test_width_mismatch_in_posteriors_names_the_widths():
     assert torch.isfinite(model.posterior(x[:2]).mean).all()  # the right width still works
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="sequence_gp builds a plain SingleTaskGP; gpytorch_rntk/botorch.py should build one "
-    "with SequenceInputsMixin first among its bases (then remove this mark)",
-)
 def test_width_mismatch_in_sequence_gp_posterior_names_the_widths():
     x = _short_sequences()
     model = sequence_gp(x, torch.sin(x[:, 1:].sum(-1, keepdim=True)), input_dim=1)

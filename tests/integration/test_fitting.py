@@ -169,14 +169,16 @@ def test_float64_defaults_are_not_float32_rounded(nonlinearity, initial_state, d
     # 1.7999999450995001. Up to a few float64 ulps of the constraint's round trip.
     kernel = RNTKKernel(1, nonlinearity=nonlinearity, initial_state=initial_state)
     kernel = kernel.to(device=device, dtype=torch.float64)
-    from gpytorch_rntk.kernels import _DEFAULTS
+    from gpytorch_rntk.kernels import DEFAULT_VARIANCES
 
     for name in ("recurrent_var", "input_var", "bias_var", "init_var")[
         : 3 if initial_state == "zero" else 4
     ]:
         value = getattr(kernel, name)
         assert value.dtype == torch.float64
-        assert value.item() == pytest.approx(_DEFAULTS[nonlinearity][name], rel=4e-16, abs=0)
+        assert value.item() == pytest.approx(
+            DEFAULT_VARIANCES[nonlinearity][name], rel=4e-16, abs=0
+        )
 
 
 def test_float64_conversion_keeps_values_that_were_changed(device):
