@@ -65,6 +65,7 @@ def main(argv=None) -> None:
     parser.add_argument("--t", type=int, default=100)
     parser.add_argument("--layers", type=int, default=1)
     parser.add_argument("--nonlinearity", default="relu", choices=["relu", "erf"])
+    parser.add_argument("--readout", default="last", choices=["last", "mean"])
     parser.add_argument("--dtype", default="float64", choices=["float32", "float64"])
     parser.add_argument("--repeats", type=int, default=3)
     args = parser.parse_args(argv)
@@ -84,7 +85,7 @@ def main(argv=None) -> None:
             ]
             gram = module(
                 x, lengths, x, lengths, variances, nonlinearity=args.nonlinearity,
-                num_layers=args.layers,
+                num_layers=args.layers, readout=args.readout,
             )  # fmt: skip
             if not gradient:
                 return gram, gram.new_zeros(0)
@@ -102,7 +103,8 @@ def main(argv=None) -> None:
                     seconds[name, mode] = min(seconds.get((name, mode), elapsed), elapsed)
     print(
         f"device {args.device}, N {args.n}, T {args.t} (lengths over [T/4, T]), L {args.layers}, "
-        f"{args.nonlinearity}, {args.dtype}, old = {args.against}, best of {args.repeats}"
+        f"{args.nonlinearity}, {args.readout} readout, {args.dtype}, old = {args.against}, "
+        f"best of {args.repeats}"
     )
     print("| mode | old_s | new_s | old/new | gram_diff | gradient_diff |")
     print("|---|---|---|---|---|---|")

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import importlib.util
-import sys
+import os
 
 import pytest
 import torch
@@ -22,19 +22,11 @@ def dtype(request) -> torch.dtype:
     return request.param
 
 
-@pytest.fixture
-def triton_interpreter(monkeypatch):
-    """Triton's interpreter where there is no GPU, so that the Triton kernels run on the CPU.
-
-    ``triton.jit`` reads ``TRITON_INTERPRET`` when a kernel is decorated, so the kernel module
-    is reloaded if it was first imported without it. Where Triton is not installed nothing
-    changes (the Triton engine then refuses, and the tests that need it skip).
-    """
-    if torch.cuda.is_available() or importlib.util.find_spec("triton") is None:
-        yield
-        return
-    monkeypatch.setenv("TRITON_INTERPRET", "1")
-    kernels = sys.modules.get("gpytorch_rntk._core.engines.triton_kernels")
-    if kernels is not None and not getattr(kernels, "INTERPRETED", False):
-        importlib.reload(kernels)
-    yield
+def pytest_configure(config):
+    """Where there is no GPU, Triton's kernels run under its interpreter, which must be chosen
+    before Triton is first imported (its own ``triton.jit`` library functions are decorated
+    then, and torch imports Triton as soon as anything touches Dynamo): so at the start of the
+    session, not per test. ``engine="auto"`` never picks the interpreter (the Triton engine is
+    worth it on CUDA only); the tests that want it name the engine."""
+    if not torch.cuda.is_available() and importlib.util.find_spec("triton") is not None:
+        os.environ.setdefault("TRITON_INTERPRET", "1")

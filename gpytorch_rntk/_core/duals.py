@@ -62,23 +62,20 @@ def relu_dual(
     tiny = torch.finfo(k12.dtype).tiny
     norm = k11.clamp_min(tiny).sqrt() * k22.clamp_min(tiny).sqrt()
     eps = torch.finfo(k12.dtype).eps
-    # Clamping one ulp inside [-1, 1] keeps arccos' slope finite for exactly (anti)parallel
-    # states that are not self pairs; the value moves by O(sqrt(eps)) in theta, which is the
-    # rounding noise such correlations carry anyway.
+    # Clamping one ulp inside [-1, 1] keeps arccos' slope finite; exactly (anti)parallel states
+    # (cos = +-1) then take their exact duals below.
     raw = k12 / norm
     cos = raw.clamp(-1 + eps, 1 - eps)
     vd = (math.pi - torch.arccos(cos)) / (2 * math.pi)
     sin = ((1 - cos) * (1 + cos)).sqrt()
     v = norm * (sin / (2 * math.pi) + vd * cos)
-    # Exactly (anti)parallel states of different sequences (e.g. a common prefix): the exact
-    # duals, V = k12 / 2, V' = 1/2 (and 0, 0); the clamp only keeps arccos' slope finite.
-    parallel, opposite = raw >= 1, raw <= -1
-    v = torch.where(parallel, k12 / 2, torch.where(opposite, 0.0, v))
-    vd = torch.where(parallel, 0.5, torch.where(opposite, 0.0, vd))
-    if same is not None and same is not False:
-        v = torch.where(same, k12 / 2, v)
-        vd = torch.where(same, 0.5, vd)
-    return v, vd
+    # Exactly (anti)parallel states of different sequences (e.g. a common prefix): 0, or the
+    # duals of a self pair (V = k12 / 2, V' = 1/2).
+    opposite = raw <= -1
+    v, vd = torch.where(opposite, 0.0, v), torch.where(opposite, 0.0, vd)
+    parallel = raw >= 1
+    same = parallel if same is None or same is False else parallel | same
+    return torch.where(same, k12 / 2, v), torch.where(same, 0.5, vd)
 
 
 def erf_dual(
@@ -227,17 +224,15 @@ def table_dual(s, side_a, side_b, same, code: int, eps: float, tangents=()):
         v = (root_a * root_b) * (sin * (0.5 / math.pi) + vd * cos)
         inside = raw == cos
         slope = (0.5 / math.pi) * inv_norm / sin if tangents else None  # dV' / (norm dcos)
-        # exactly (anti)parallel states of different sequences: as relu_dual
-        parallel, opposite = raw >= 1, raw <= -1
-        v = torch.where(parallel, 0.5 * s, torch.where(opposite, 0.0, v))
-        vd = torch.where(parallel, 0.5, torch.where(opposite, 0.0, vd))
+        # exactly (anti)parallel states of different sequences, as relu_dual: 0, or the
+        # self-pair form (V = S / 2, V' = 1/2, dV = dS / 2, dV' = 0)
+        opposite = raw <= -1
+        v, vd = torch.where(opposite, 0.0, v), torch.where(opposite, 0.0, vd)  # (dV = dV' = 0)
+        same = same | (raw >= 1)
         for ds, h in tangents:  # h = d log(norm)
             dcos_norm = torch.where(inside, ds - s * h, 0.0)  # norm * d(cos)
-            dv = v * h + vd * dcos_norm
-            dv = torch.where(parallel, 0.5 * ds, torch.where(opposite, 0.0, dv))
-            derivatives.append(
-                (torch.where(same, 0.5 * ds, dv), torch.where(same, 0.0, dcos_norm * slope))
-            )
+            dv = torch.where(same, 0.5 * ds, v * h + vd * dcos_norm)
+            derivatives.append((dv, torch.where(same, 0.0, dcos_norm * slope)))
         v = torch.where(same, 0.5 * s, v)
         vd = torch.where(same, 0.5, vd)
     else:

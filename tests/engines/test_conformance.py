@@ -141,14 +141,14 @@ def _refuses(engine: str, problem: Problem) -> None:
 
 
 @pytest.fixture
-def use_engine(monkeypatch, triton_interpreter):
+def use_engine(monkeypatch):
     """``use_engine(engine, problem)``: skip (after checking the refusal) where ``engine`` does
     not compute ``problem`` (:func:`unsupported`), else the :class:`Engine` that calls it.
 
     The compiled engine runs its loop eagerly (``GPYTORCH_RNTK_COMPILE=0``) unless
     ``problem.compile``; the Triton kernel runs on CUDA, or on the CPU under Triton's
-    interpreter (the ``triton_interpreter`` fixture). Spies on the engines' ``gram`` and
-    ``diag`` make sure that the named engine, and no other, ran.
+    interpreter (set for the session by ``conftest.pytest_configure``). Spies on the engines'
+    ``gram`` and ``diag`` make sure that the named engine, and no other, ran.
     """
 
     def use(engine: str, problem: Problem) -> Engine:

@@ -1,8 +1,8 @@
 """The fused engines (compiled loop, Triton kernel) against the tensor path and golden values.
 
-The Triton kernel runs on CUDA where there is one and under Triton's interpreter otherwise (the
-``triton_interpreter`` fixture), so CI without a GPU checks the same kernel source; without
-Triton installed its tests skip and the compiled loop's still run.
+The Triton kernel runs on CUDA where there is one and under Triton's interpreter otherwise (set
+for the session by ``conftest.pytest_configure``), so CI without a GPU checks the same kernel
+source; without Triton installed its tests skip and the compiled loop's still run.
 The compiled CPU loop is checked eagerly over many configurations (``GPYTORCH_RNTK_COMPILE=0``)
 and compiled for real once.
 """
@@ -23,8 +23,6 @@ from gpytorch_rntk.functional import (
     recurrent_kernel,
     recurrent_kernel_diag,
 )
-
-pytestmark = pytest.mark.usefixtures("triton_interpreter")
 
 
 def fused_kernel(*args, backend: str = "fused", **options):

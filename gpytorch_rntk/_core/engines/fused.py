@@ -419,7 +419,8 @@ class TritonEngine(Engine):
         return None
 
     def worth(self, config: RecurrentConfig, problem: Problem) -> bool:
-        return _pair_steps(config, problem) >= self.threshold
+        # (on the CPU it runs under Triton's interpreter: a test vehicle, never worth it)
+        return problem.device.type == "cuda" and _pair_steps(config, problem) >= self.threshold
 
     def gram(self, config, values1, lengths1, values2, lengths2, variances, **_) -> Tensor:
         return fused_gram(config, values1, lengths1, values2, lengths2, variances, "triton")

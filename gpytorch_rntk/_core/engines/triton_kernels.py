@@ -55,11 +55,11 @@ def _dual(s, root_a, inv_a, root_b, inv_b, same, pi, half_over_pi, eps, RELU: tl
         sin = tl.sqrt((1 - cos) * (1 + cos))
         vd = (pi - _math.acos(cos)) * half_over_pi
         v = (root_a * root_b) * (sin * half_over_pi + vd * cos)
-        # exactly (anti)parallel states of different sequences: V = S / 2, V' = 1/2 (0, 0)
-        v = tl.where(raw >= 1, 0.5 * s, tl.where(raw <= -1, 0.0, v))
-        vd = tl.where(raw >= 1, 0.5, tl.where(raw <= -1, 0.0, vd))
+        # exactly (anti)parallel states of different sequences: 0, or the self-pair form
+        # (applied with ``same`` by the caller and _tangent)
+        v, vd = tl.where(raw <= -1, 0.0, v), tl.where(raw <= -1, 0.0, vd)
         slope = half_over_pi * inv_norm / sin  # dV' / (norm dcos)
-        return v, vd, (raw == cos, slope, raw)
+        return v, vd, (raw == cos, slope, raw >= 1)
     else:
         prod = root_a * root_b
         raw = 2 * s * inv_norm
@@ -81,10 +81,10 @@ def _tangent(ds, h, s, same, v, vd, reuse, eps, RELU: tl.constexpr):
     sides' ``d log sqrt(c)`` (``fused.side_tables``), with :func:`_dual`'s values:
     ``fused._dual``'s formulas, clamps included (0 where clamped)."""
     if RELU:  # h = d log(norm)
-        inside, slope, raw = reuse
+        inside, slope, parallel = reuse
         dcos_norm = tl.where(inside, ds - s * h, 0.0)  # norm * d(cos)
         dv = v * h + vd * dcos_norm
-        dv = tl.where(raw >= 1, 0.5 * ds, tl.where(raw <= -1, 0.0, dv))
+        same = same | parallel
         return tl.where(same, 0.5 * ds, dv), tl.where(same, 0.0, dcos_norm * slope)
     else:  # h = d log(prod) / 2
         inside, raw, inv_norm, arcsine, unclamped, prod, dvd_dq, c_sum = reuse
@@ -173,7 +173,8 @@ def _layer(
                     dt += below_th
         dv_i, dvd_i = _tangent(ds, ha[i] + hb[i], s, same, new_v, new_vd, reuse, eps, RELU)
         new_dv, new_dvd, new_dth = new_dv + (dv_i,), new_dvd + (dvd_i,), new_dth + (dt,)
-    if RELU:
+    if RELU:  # identical sequences, or exactly parallel states: the self-pair form
+        same = same | reuse[2]
         new_v, new_vd = tl.where(same, 0.5 * s, new_v), tl.where(same, 0.5, new_vd)
     return new_v, new_vd, new_th, new_dv, new_dvd, new_dth
 
