@@ -224,15 +224,19 @@ def table_dual(s, side_a, side_b, same, code: int, eps: float, tangents=()):
         v = (root_a * root_b) * (sin * (0.5 / math.pi) + vd * cos)
         inside = raw == cos
         slope = (0.5 / math.pi) * inv_norm / sin if tangents else None  # dV' / (norm dcos)
-        # exactly (anti)parallel states of different sequences, as relu_dual: 0, or the
-        # self-pair form (V = S / 2, V' = 1/2, dV = dS / 2, dV' = 0)
-        opposite = raw <= -1
-        v, vd = torch.where(opposite, 0.0, v), torch.where(opposite, 0.0, vd)  # (dV = dV' = 0)
-        same = same | (raw >= 1)
+        # exactly (anti)parallel states of different sequences, as relu_dual: the self-pair
+        # form (V = S / 2, V' = 1/2, dV = dS / 2, dV' = 0), or 0. (Kept apart from ``same``:
+        # merged into it, Inductor's CPU forward mode ran much slower; docs/performance.md.)
+        parallel, opposite = raw >= 1, raw <= -1
+        v = torch.where(parallel, 0.5 * s, torch.where(opposite, 0.0, v))
+        vd = torch.where(parallel, 0.5, torch.where(opposite, 0.0, vd))
         for ds, h in tangents:  # h = d log(norm)
             dcos_norm = torch.where(inside, ds - s * h, 0.0)  # norm * d(cos)
-            dv = torch.where(same, 0.5 * ds, v * h + vd * dcos_norm)
-            derivatives.append((dv, torch.where(same, 0.0, dcos_norm * slope)))
+            dv = v * h + vd * dcos_norm
+            dv = torch.where(parallel, 0.5 * ds, torch.where(opposite, 0.0, dv))
+            derivatives.append(
+                (torch.where(same, 0.5 * ds, dv), torch.where(same, 0.0, dcos_norm * slope))
+            )
         v = torch.where(same, 0.5 * s, v)
         vd = torch.where(same, 0.5, vd)
     else:
