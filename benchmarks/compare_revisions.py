@@ -35,8 +35,8 @@ from gpytorch_rntk.functional import recurrent_kernel
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def load_revision(revision: str, folder: Path):
-    """The ``fused`` module of the package at ``revision`` (a git revision, or a checkout's
+def load_revision(revision: str, folder: Path, module: str = "fused"):
+    """The module ``module`` of the package at ``revision`` (a git revision, or a checkout's
     folder where there is no git history), imported as ``gpytorch_rntk_old`` (its modules
     import each other relatively)."""
     if Path(revision).is_dir():
@@ -52,7 +52,7 @@ def load_revision(revision: str, folder: Path):
             tar.extractall(folder, filter="data")
         (folder / "gpytorch_rntk").rename(folder / "gpytorch_rntk_old")
     sys.path.insert(0, str(folder))
-    return importlib.import_module("gpytorch_rntk_old.fused")
+    return importlib.import_module(f"gpytorch_rntk_old.{module}")
 
 
 def main(argv=None) -> None:
@@ -68,23 +68,34 @@ def main(argv=None) -> None:
     parser.add_argument("--readout", default="last", choices=["last", "mean"])
     parser.add_argument("--dtype", default="float64", choices=["float32", "float64"])
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument(
+        "--engine",
+        default="fused",
+        choices=["fused", "tensor"],
+        help="fused: the old fused_kernel against engine='fused'; tensor: the old and new "
+        "recurrent_kernel(engine='tensor') (reverse-mode gradients)",
+    )
     args = parser.parse_args(argv)
     dtype, device = getattr(torch, args.dtype), torch.device(args.device)
     x, lengths = make_inputs(args.n, args.t, dtype, device, variable=True)
     with tempfile.TemporaryDirectory() as folder:
-        # the old package's fused_kernel against this one's engine="fused" (the same engines)
-        engines = {
-            "old": load_revision(args.against, Path(folder)).fused_kernel,
-            "new": partial(recurrent_kernel, engine="fused"),
-        }
+        if args.engine == "fused":  # the old fused_kernel against engine="fused" (the same)
+            old = load_revision(args.against, Path(folder)).fused_kernel
+        else:
+            old = partial(
+                load_revision(args.against, Path(folder), "functional").recurrent_kernel,
+                engine="tensor",
+            )
+        engines = {"old": old, "new": partial(recurrent_kernel, engine=args.engine)}
 
         def run(module, gradient: bool):
             variances = [
                 torch.tensor(v, dtype=dtype, device=device, requires_grad=gradient)
                 for v in VARIANCES[args.nonlinearity]
             ]
+            init_var = torch.zeros((), dtype=dtype, device=device)  # (a zero initial state)
             gram = module(
-                x, lengths, x, lengths, variances, nonlinearity=args.nonlinearity,
+                x, lengths, x, lengths, [*variances, init_var], nonlinearity=args.nonlinearity,
                 num_layers=args.layers, readout=args.readout,
             )  # fmt: skip
             if not gradient:
@@ -103,8 +114,8 @@ def main(argv=None) -> None:
                     seconds[name, mode] = min(seconds.get((name, mode), elapsed), elapsed)
     print(
         f"device {args.device}, N {args.n}, T {args.t} (lengths over [T/4, T]), L {args.layers}, "
-        f"{args.nonlinearity}, {args.readout} readout, {args.dtype}, old = {args.against}, "
-        f"best of {args.repeats}"
+        f"{args.nonlinearity}, {args.readout} readout, {args.dtype}, {args.engine} engine, "
+        f"old = {args.against}, best of {args.repeats}"
     )
     print("| mode | old_s | new_s | old/new | gram_diff | gradient_diff |")
     print("|---|---|---|---|---|---|")
