@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import unittest
 
-import gpytorch
 import pytest
 import torch
 from gpytorch.test.base_kernel_test_case import BaseKernelTestCase
@@ -621,42 +620,3 @@ class TestRNTKKernelMeanReadout(_SequenceKernelTestCase, unittest.TestCase):
 class TestRNNGPKernelMeanReadout(_SequenceKernelTestCase, unittest.TestCase):
     kernel_class = RNNGPKernel
     readout = "mean"
-
-
-def test_exact_gp_with_mean_readout():
-    """An exact GP with ScaleKernel(RNTKKernel(readout="mean")) fits variable-length sequences
-    whose target is their mean: the marginal likelihood improves and predictions are finite."""
-    seqs = random_sequences([3 + i % 4 for i in range(16)], m=1, seed=12)
-    x = encode_sequences(seqs)
-    y = torch.stack([s.mean() for s in seqs])
-
-    class SequenceGP(gpytorch.models.ExactGP):
-        def __init__(self, x, y, likelihood):
-            super().__init__(x, y, likelihood)
-            self.mean_module = gpytorch.means.ConstantMean()
-            self.covar_module = gpytorch.kernels.ScaleKernel(
-                RNTKKernel(input_dim=1, readout="mean")
-            )
-
-        def forward(self, x):
-            return gpytorch.distributions.MultivariateNormal(
-                self.mean_module(x), self.covar_module(x)
-            )
-
-    likelihood = gpytorch.likelihoods.GaussianLikelihood()
-    model = SequenceGP(x, y, likelihood).double()
-    mll = gpytorch.mlls.ExactMarginalLogLikelihood(likelihood, model)
-    optimizer = torch.optim.Adam(model.parameters(), lr=0.1)
-    model.train()
-    losses = []
-    for _ in range(10):
-        optimizer.zero_grad()
-        loss = -mll(model(x), y)
-        loss.backward()
-        optimizer.step()
-        losses.append(loss.item())
-    assert losses[-1] < losses[0] - 0.1
-    model.eval()
-    with torch.no_grad():
-        pred = likelihood(model(x[:5]))
-    assert torch.isfinite(pred.mean).all() and (pred.variance > 0).all()
