@@ -23,6 +23,7 @@ __all__ = [
     "NONLINEARITIES",
     "READOUTS",
     "RecurrentVariances",
+    "check_engine",
     "check_options",
     "check_sequences",
     "differentiated",
@@ -48,7 +49,8 @@ def check_options(
     make_config(nonlinearity, num_layers, frozen_layers, initial_state, readout)
 
 
-def _check_engine(engine: str) -> None:
+def check_engine(engine: str) -> None:
+    """Raise a ``ValueError`` if ``engine`` is not one of :data:`ENGINES`."""
     if not isinstance(engine, str) or engine not in ENGINE_NAMES:
         raise ValueError(f"Unknown engine {engine!r}; choose one of {list(ENGINE_NAMES)}.")
 
@@ -133,7 +135,7 @@ def recurrent_kernel(
     config = make_config(
         nonlinearity, num_layers, frozen_layers, initial_state, readout, bidirectional
     )
-    _check_engine(engine)
+    check_engine(engine)
     if not isinstance(paired, bool):
         raise TypeError(f"paired must be True or False, got {paired!r}.")
     check_sequences(values1, lengths1, values2, lengths2, variances, paired=paired)

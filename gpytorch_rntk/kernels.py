@@ -13,8 +13,8 @@ from gpytorch.priors import Prior
 from torch import Tensor
 
 from .functional import (
-    ENGINES,
     RecurrentVariances,
+    check_engine,
     check_options,
     differentiated,
     recurrent_kernel,
@@ -106,8 +106,7 @@ class _RecurrentKernel(Kernel):
     ) -> None:
         input_dim = check_positive_int(input_dim, "input_dim")
         check_options(nonlinearity, initial_state, num_layers, frozen_layers, readout)
-        if engine not in ENGINES:
-            raise ValueError(f"Unknown engine {engine!r}; choose one of {list(ENGINES)}.")
+        check_engine(engine)
         for name, flag in (("variable_length", variable_length), ("bidirectional", bidirectional)):
             if not isinstance(flag, (bool, np.bool_)):
                 raise TypeError(f"{name} must be True or False, got {flag!r}.")

@@ -1,6 +1,6 @@
 r"""The fused engine: the cross terms of the recursion with each pair's state kept on chip.
 
-The tensor path in :mod:`gpytorch_rntk.functional` applies one tensor operation per term of the
+The tensor engine (``tensor.py``) applies one tensor operation per term of the
 recursion to whole ``N x N'`` matrices, so every step reads and writes a few dozen full matrices.
 Here the work is split in two:
 
@@ -16,9 +16,8 @@ Rows and columns are sorted by length, so that a tile of pairs scans only the
 of a few sequences only its own :math:`T_a \times T_b` time grid (the mean readout): variable
 lengths cost what they are.
 Memory beyond the output is ``O(N T m + N T L)`` for the inputs and self terms, plus one tile's
-state. Gradients are for the variances only, in forward mode (see :func:`fused_kernel`);
-:func:`~gpytorch_rntk.functional.recurrent_kernel` uses this engine (``engine="auto"``) for large
-matrices whose sequences need no gradient.
+state. Gradients are for the variances only, in forward mode (see :func:`fused_gram`);
+``engine="auto"`` uses these engines for large matrices whose sequences need no gradient.
 """
 
 from __future__ import annotations
@@ -289,8 +288,14 @@ def _check_cpu_compiler() -> None:
 
         get_cpp_compiler()
     except Exception as error:  # InvalidCxxCompiler, or an Inductor without this function
-        _compile_failure.append(f"{type(error).__name__}: {str(error).splitlines()[0]}")
-        raise CompilationFailedError(_compile_failure[0]) from error
+        raise _compilation_failed(error) from error
+
+
+def _compilation_failed(error: Exception) -> CompilationFailedError:
+    """Record why compiling failed (compilation then stays off in this process), as the error
+    the dispatcher turns into one warning and a fallback."""
+    _compile_failure.append(f"{type(error).__name__}: {str(error).splitlines()[0]}")
+    return CompilationFailedError(_compile_failure[0])
 
 
 class CompilationFailedError(RuntimeError):
@@ -391,7 +396,8 @@ class CompiledEngine(Engine):
         # On CUDA the variance gradients of a network deeper than the Triton kernel handles
         # stay on the tensor engine: the compiled forward mode is slow there
         # (docs/performance.md).
-        if problem.device.type == "cuda" and config.readout == LAST and problem.variance_grad:
+        cuda_deep = problem.device.type == "cuda" and config.num_layers > TRITON_MAX_LAYERS
+        if cuda_deep and config.readout == LAST and problem.variance_grad:
             return False
         return _pair_steps(config, problem) >= self.threshold
 
@@ -564,8 +570,7 @@ def _fused(
     except torch._dynamo.exc.TorchDynamoException as error:
         if not compile_enabled():
             raise
-        _compile_failure.append(f"{type(error).__name__}: {str(error).splitlines()[0]}")
-        raise CompilationFailedError(_compile_failure[0]) from error
+        raise _compilation_failed(error) from error
     return list(planes) if directions else planes[0]
 
 

@@ -3,13 +3,14 @@ r"""The tensor engine: the recursions as one tensor operation per term on whole 
 The reference engine: any batch shape, paired rows, per-batch variances, any nonlinearity with
 a tensor-form dual, gradients of any order for the sequences and the variances (reverse and
 forward mode). A *pair state* is a tensor of any broadcastable shape, ``(..., N, N')`` for a Gram
-matrix or ``(..., N)`` for paired rows; the same update is applied to the triple (cross term, self
-terms of the first input, self terms of the second input), so the self terms live beside the
-cross term at every step.
+matrix or ``(..., N)`` for paired rows. The self terms of each input are tabulated once
+(:func:`~gpytorch_rntk._core.recursion.self_terms`); the cross terms then run through
+:func:`~gpytorch_rntk._core.recursion.cell`, the step the compiled engine runs too.
 
-Sequences are compared aligned at their last elements: the scan runs over the number of steps
-``r`` that remain until the readout, from the longest length down to 1, and sequence ``i`` is
-active while ``T_i >= r``. The mean readout scans every diagonal of the time grid instead.
+For the last readout sequences are compared aligned at their last elements: the scan runs over
+the number of steps ``r`` that remain until the readout, from the longest length down to 1, and
+sequence ``i`` is active while ``T_i >= r``. The mean readout scans every diagonal of the time
+grid instead.
 """
 
 from __future__ import annotations
@@ -106,6 +107,16 @@ def _recomputed(
         return (compute(values1=inputs[0], values2=inputs[1], variances=variances_),)
 
     return _ReplayedScan.apply(run, values1, values2, *variances)[0]
+
+
+def _zero_state(like: Tensor, num_layers: int, frozen_layers: int) -> list:
+    """The state of :func:`~gpytorch_rntk._core.recursion.cell` at the boundary: ``(V, V',
+    Th)`` per layer, 0 each (``Th`` ``None`` in frozen layers, which have none)."""
+    zero = like.new_zeros(())
+    state = []
+    for layer in range(num_layers):
+        state += [zero, zero, zero if layer >= frozen_layers else None]
+    return state
 
 
 def _flatten_state(state: list) -> list[Tensor]:
@@ -258,10 +269,7 @@ def _kernel_block(
         paired,
         (shortest, longest),
     )
-    zero = values1.new_zeros(())
-    state = []
-    for layer in range(num_layers):
-        state += [zero, zero, zero if layer >= frozen_layers else None]
+    state = _zero_state(values1, num_layers, frozen_layers)
     # Plain autograd keeps every step of the scan alive (a few dozen pair states per step and
     # layer). Small scans afford that and run faster so; larger ones keep only the state at
     # the boundaries of chunks of about sqrt(T) steps and replay each chunk in the backward pass.
@@ -531,11 +539,8 @@ def _mean_kernel_block(
             *flat: Tensor, lanes: _Lanes = lanes, static: _DiagonalStatic = group_static
         ) -> tuple[Tensor]:
             inputs_ = _DiagonalInputs.unflat(flat, num_layers)
-            zero = flat[0].new_zeros(())
-            start = []
-            for layer in range(num_layers):
-                start += [zero, zero, zero if layer >= frozen_layers else None]
-            state, lane_total = start, zero
+            start = _zero_state(flat[0], num_layers, frozen_layers)
+            state, lane_total = start, flat[0].new_zeros(())
             chunk = cells if plain or replay_plainly else max(1, math.isqrt(cells))
             for top in range(0, cells, chunk):
                 steps = range(top, min(top + chunk, cells))
@@ -610,6 +615,15 @@ class TensorEngine(Engine):
         batch = batch_shape(values1, values2, variances)
         rows = max(1, block_elements // max(1, math.prod(batch) * n2))
         symmetric = values1 is values2 and lengths1 is lengths2
+        # Row blocks that keep only their inputs and are recomputed in the backward pass (memory
+        # flat in the number of blocks), where plain autograd's memory would exceed its limit.
+        # (The mean readout's groups of diagonals keep only their inputs already.)
+        steps = max(values1.shape[-2], values2.shape[-2]) * config.num_layers
+        recompute = (
+            grad
+            and config.readout == LAST
+            and math.prod(batch) * n1 * n2 * steps > PLAIN_AUTOGRAD_PAIR_STEPS
+        )
         if symmetric and n1 * n2 > _SMALL_PAIRS:
             # K(x, x): compute the blocks on and above the diagonal, mirror the rest (for small
             # sets one block's fewer operations are worth more than the pairs saved)
@@ -625,14 +639,7 @@ class TensorEngine(Engine):
                 **options,
             )
             block_inputs = (values1[..., i : i + rows, :, :], values2[..., cols, :, :], variances)
-            # (The mean readout's groups of diagonals keep only their inputs already.)
-            steps = max(values1.shape[-2], values2.shape[-2]) * config.num_layers
-            if (
-                grad
-                and n1 > rows
-                and config.readout == LAST
-                and (math.prod(batch) * n1 * n2 * steps > PLAIN_AUTOGRAD_PAIR_STEPS)
-            ):  # memory flat in the number of blocks, where plain autograd would not fit
+            if recompute and n1 > rows:
                 block = _recomputed(compute, *block_inputs)
             else:
                 block = compute(
