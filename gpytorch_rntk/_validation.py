@@ -21,7 +21,8 @@ def check_sequences(
 ) -> None:
     """Raise a ``TypeError`` or ``ValueError`` naming what is wrong with a kernel function's
     sequences (``(..., N, T, m)`` floating values, ``(..., N)`` integer lengths in ``[1, T]``,
-    finite; both sides of one dtype, device and ``m``) or variances (finite, non-negative).
+    finite; both sides of one dtype, device and ``m``) or variances (finite, non-negative; the
+    readout decay in ``(0, 1]``).
     Checks the values with one synchronisation."""
     sides = {"values1": (values1, lengths1)}
     if values2 is not None:
@@ -68,6 +69,10 @@ def check_sequences(
             )
     for name, v in zip(RecurrentVariances._fields, variances or (), strict=False):
         v = torch.as_tensor(v, device=values1.device).detach()
+        if name == "readout_decay":
+            flags.append(~((v > 0) & (v <= 1)).all())
+            messages.append("readout_decay must be in (0, 1].")
+            continue
         flags.append(~(torch.isfinite(v) & (v >= 0)).all())
         messages.append(f"{name} must be finite and non-negative.")
     for bad, message in zip(torch.stack(flags).tolist(), messages, strict=True):

@@ -8,10 +8,11 @@ same functions the engines use.
 
 from __future__ import annotations
 
+import torch
 from torch import Tensor
 
 from ._core.autodiff import differentiated
-from ._core.config import INITIAL_STATES, READOUTS, RecurrentVariances, make_config
+from ._core.config import GEOMETRIC, INITIAL_STATES, READOUTS, RecurrentVariances, make_config
 from ._core.duals import NONLINEARITIES, erf_dual, relu_dual
 from ._core.engines import ENGINE_NAMES, diag, gram
 from ._core.lanes import identical_rows, reverse_sequences
@@ -55,6 +56,16 @@ def check_engine(engine: str) -> None:
         raise ValueError(f"Unknown engine {engine!r}; choose one of {list(ENGINE_NAMES)}.")
 
 
+def _check_decay(config, variances) -> None:
+    """Refuse a readout decay where the readout has none (it would be ignored)."""
+    decay = RecurrentVariances(*variances).readout_decay
+    if config.readout != GEOMETRIC and bool(torch.as_tensor(decay).ne(1).any()):
+        raise ValueError(
+            f"readout_decay is the geometric readout's; readout={config.readout.name!r} has "
+            "none (leave it at its default, 1.0)."
+        )
+
+
 def recurrent_kernel(
     values1: Tensor,
     lengths1: Tensor,
@@ -90,7 +101,8 @@ def recurrent_kernel(
         lengths1: ``(..., N)`` integer lengths in ``[1, T1]``.
         values2: ``(..., N', T2, m)``.
         lengths2: ``(..., N')``.
-        variances: Each broadcastable against ``(..., N, N')`` (e.g. shaped ``(*batch, 1, 1)``).
+        variances: Each broadcastable against ``(..., N, N')`` (e.g. shaped ``(*batch, 1, 1)``);
+            ``readout_decay`` only with ``readout="geometric"``.
         nonlinearity: ``"relu"`` or ``"erf"``.
         num_layers: Depth ``L``.
         frozen_layers: Number of untrained bottom layers (:doc:`/kernels`, Variants);
@@ -100,8 +112,12 @@ def recurrent_kernel(
         bidirectional: Add the kernel of the time-reversed sequences (:doc:`/kernels`, Variants: two
             independent stacks, readouts summed), which compares sequences aligned at their
             first elements.
-        readout: ``"last"`` (the state at the last step) or ``"mean"`` (average pooling over
-            time: the mean of the readout over all ``T1 x T2`` time pairs of each pair).
+        readout: ``"last"`` (the state at the last step), ``"mean"`` (average pooling over
+            time: the mean of the readout over all ``T1 x T2`` time pairs of each pair) or
+            ``"geometric"`` (the last layer's states weighted :math:`\propto \lambda^{T - t}`,
+            ``lambda = variances.readout_decay`` in ``(0, 1]``: the readout summed over all time
+            pairs with both steps' weights; ``lambda = 1`` is the mean, ``lambda -> 0`` the
+            last readout), at the mean's cost.
         block_elements: Pairs per row block; default :math:`2^{20}`, or :math:`2^{18}` when
             gradients are needed (each block then replays one chunk of steps at a time).
         engine: ``"tensor"`` (one tensor operation per term on whole blocks of pairs: any
@@ -136,6 +152,7 @@ def recurrent_kernel(
         nonlinearity, num_layers, frozen_layers, initial_state, readout, bidirectional
     )
     check_engine(engine)
+    _check_decay(config, variances)
     if not isinstance(paired, bool):
         raise TypeError(f"paired must be True or False, got {paired!r}.")
     check_sequences(values1, lengths1, values2, lengths2, variances, paired=paired)
@@ -175,5 +192,6 @@ def recurrent_kernel_diag(
     config = make_config(
         nonlinearity, num_layers, frozen_layers, initial_state, readout, bidirectional
     )
+    _check_decay(config, variances)
     check_sequences(values, lengths, variances=variances)
     return diag(config, values, lengths, RecurrentVariances(*variances))

@@ -32,6 +32,9 @@ DEFAULT_VARIANCES = {
     "relu": {"recurrent_var": 1.8, "input_var": 1.0, "bias_var": 0.1, "init_var": 0.5},
     "erf": {"recurrent_var": 1.0, "input_var": 1.0, "bias_var": 0.1, "init_var": 0.5},
 }
+# The geometric readout's decay to start from: step t of T weighs 0.9^(T - t), a memory of about
+# ten steps; the marginal likelihood moves it towards 1 (the mean) or 0 (the last step).
+_DEFAULT_DECAY = 0.9
 
 
 def _get_positive(module: Kernel, name: str) -> Tensor:
@@ -81,6 +84,7 @@ class _RecurrentKernel(Kernel):
     input_var = _PositiveHyperparameter()
     bias_var = _PositiveHyperparameter()
     init_var = _PositiveHyperparameter()
+    readout_decay = _PositiveHyperparameter()
 
     def __init__(
         self,
@@ -94,6 +98,7 @@ class _RecurrentKernel(Kernel):
         frozen_layers: int = 0,
         readout: str = "last",
         engine: str = "auto",
+        ard_num_dims: int | None = None,
         recurrent_var_prior: Prior | None = None,
         recurrent_var_constraint: Interval | None = None,
         input_var_prior: Prior | None = None,
@@ -102,6 +107,8 @@ class _RecurrentKernel(Kernel):
         bias_var_constraint: Interval | None = None,
         init_var_prior: Prior | None = None,
         init_var_constraint: Interval | None = None,
+        readout_decay_prior: Prior | None = None,
+        readout_decay_constraint: Interval | None = None,
         **kwargs,
     ) -> None:
         input_dim = check_positive_int(input_dim, "input_dim")
@@ -121,6 +128,17 @@ class _RecurrentKernel(Kernel):
                 "init_var_prior and init_var_constraint need initial_state='per_input' or "
                 "'shared': with initial_state='zero' there is no init_var."
             )
+        geometric = readout == "geometric"
+        if not geometric and (readout_decay_prior, readout_decay_constraint) != (None, None):
+            raise ValueError(
+                "readout_decay_prior and readout_decay_constraint need readout='geometric': "
+                f"readout={readout!r} has no readout_decay."
+            )
+        if ard_num_dims is not None and ard_num_dims != input_dim:
+            raise ValueError(
+                f"ard_num_dims must be input_dim = {input_dim} (one input_var per channel of a "
+                f"step) or None, got {ard_num_dims!r}."
+            )
         super().__init__(**kwargs)
         self.input_dim = input_dim
         self.num_layers = int(num_layers)
@@ -131,19 +149,31 @@ class _RecurrentKernel(Kernel):
         self.bidirectional = bool(bidirectional)
         self.readout = readout
         self.engine = engine
+        # (not GPyTorch's own ard_num_dims, which would check the inputs' width against it)
+        self._ard_num_dims = ard_num_dims
         priors = {
             "recurrent_var": (recurrent_var_prior, recurrent_var_constraint),
             "input_var": (input_var_prior, input_var_constraint),
             "bias_var": (bias_var_prior, bias_var_constraint),
             "init_var": (init_var_prior, init_var_constraint),
+            "readout_decay": (
+                readout_decay_prior,
+                Interval(0.0, 1.0)
+                if readout_decay_constraint is None
+                else readout_decay_constraint,
+            ),
         }
         if initial_state == "zero":
             del priors["init_var"]
+        if not geometric:
+            del priors["readout_decay"]
         for name, (prior, constraint) in priors.items():
             # (a nonlinearity without defaults of its own, e.g. one a user registered, takes
             # erf's, a bounded activation's)
             defaults = DEFAULT_VARIANCES.get(nonlinearity, DEFAULT_VARIANCES["erf"])
-            self._register_positive(name, defaults[name], prior, constraint)
+            default = _DEFAULT_DECAY if name == "readout_decay" else defaults[name]
+            channels = input_dim if name == "input_var" and ard_num_dims is not None else 1
+            self._register_positive(name, default, prior, constraint, channels)
 
     @property
     def initial_state(self) -> str:
@@ -159,10 +189,15 @@ class _RecurrentKernel(Kernel):
         )
 
     def _register_positive(
-        self, name: str, default: float, prior: Prior | None, constraint: Interval | None
+        self,
+        name: str,
+        default: float,
+        prior: Prior | None,
+        constraint: Interval | None,
+        channels: int = 1,
     ) -> None:
         self.register_parameter(
-            f"raw_{name}", torch.nn.Parameter(torch.zeros(*self.batch_shape, 1, 1))
+            f"raw_{name}", torch.nn.Parameter(torch.zeros(*self.batch_shape, 1, channels))
         )
         self.register_constraint(f"raw_{name}", Positive() if constraint is None else constraint)
         if prior is not None:
@@ -206,16 +241,50 @@ class _RecurrentKernel(Kernel):
             f"nonlinearity={self.nonlinearity!r}, initial_state={self.initial_state!r}, "
             f"variable_length={self.variable_length}, bidirectional={self.bidirectional}, "
             f"frozen_layers={self.frozen_layers}, readout={self.readout!r}"
+            + ("" if self._ard_num_dims is None else f", ard_num_dims={self._ard_num_dims}")
         )
 
     def _variances(self) -> RecurrentVariances:
-        # The scan casts them to the inputs' dtype and device.
+        # The scan casts them to the inputs' dtype and device. Per-channel input variances
+        # give the scan their mean and scale the steps by the rest (:meth:`_scaled`).
+        input_var = self.input_var
         return RecurrentVariances(
             self.recurrent_var,
-            self.input_var,
+            input_var if self._ard_num_dims is None else input_var.mean(-1, keepdim=True),
             self.bias_var,
             0.0 if self.initial_state == "zero" else self.init_var,
+            self.readout_decay if self.readout == "geometric" else 1.0,
         )
+
+    def _check_ard_engine(self) -> None:
+        """Refuse per-channel input variances that need a gradient on a compiled engine named
+        explicitly: they are learned through the scaled steps, which only the tensor engine
+        differentiates."""
+        learning = self._ard_num_dims is not None and self.raw_input_var.requires_grad
+        if learning and torch.is_grad_enabled() and self.engine not in ("auto", "tensor"):
+            raise ValueError(
+                f"engine={self.engine!r} cannot learn per-channel input variances "
+                "(ard_num_dims): they scale the steps, and the compiled engines differentiate "
+                "the variances only, not the steps. Use engine='auto' (the tensor engine "
+                "computes these gradients), or freeze input_var "
+                "(kernel.raw_input_var.requires_grad_(False)) or use torch.no_grad() to predict."
+            )
+
+    def _scaled(self, values: Tensor, lengths: Tensor) -> tuple[Tensor, Tensor]:
+        r"""``values`` ``(..., N, T, m)`` with channel :math:`c` times
+        :math:`\sqrt{\sigma_{u,c}^2 / \bar\sigma_u^2}` where ``input_var`` is per channel
+        (ARD), :math:`\bar\sigma_u^2` their mean, which the scan reads as ``input_var``: then
+        its first layer's input term :math:`\bar\sigma_u^2 \langle x_t, x'_{t'} \rangle / m`
+        is :math:`\sum_c \sigma_{u,c}^2 x_{t,c} x'_{t',c} / m`, that of a network whose first
+        layer's input weights of channel :math:`c` have variance :math:`\sigma_{u,c}^2`, and the
+        layers above read :math:`\bar\sigma_u^2` (equal variances give the kernel without
+        ARD). The lengths are broadcast to the scaled values' batch shape."""
+        if self._ard_num_dims is None:
+            return values, lengths
+        input_var = self.input_var.to(values)  # (*batch, 1, m)
+        scale = (input_var / input_var.mean(-1, keepdim=True)).sqrt()
+        values = values * scale.unsqueeze(-2)
+        return values, lengths.expand(values.shape[:-2])
 
     def __call__(self, x1: Tensor, x2: Tensor | None = None, **kwargs):
         for name, x in (("x1", x1), ("x2", x2)):
@@ -281,6 +350,8 @@ class _RecurrentKernel(Kernel):
         values1, lengths1 = split_layout(x1, self.input_dim, self.variable_length)
         if same and self.training and self.variable_length:
             check_encoding(x1, self.input_dim)
+        self._check_ard_engine()
+        values1, lengths1 = self._scaled(values1, lengths1)
         options = dict(
             nonlinearity=self.nonlinearity,
             num_layers=self.num_layers,
@@ -297,6 +368,7 @@ class _RecurrentKernel(Kernel):
             values2, lengths2 = values1, lengths1  # lets the Gram be computed as symmetric
         else:
             values2, lengths2 = split_layout(x2, self.input_dim, self.variable_length)
+            values2, lengths2 = self._scaled(values2, lengths2)
         if self.nonlinearity == "erf":
             self._check_erf_range(values1, values2, variances)
         if (same or equal) and diag:
@@ -408,7 +480,9 @@ class RNTKKernel(_RecurrentKernel):
     the readout over every time pair :math:`(t, t')`, each diagonal :math:`t' - t` starting from
     the recursion's boundary (:doc:`/kernels`, Variants):
     :math:`\Theta_{avg}(x,x') = \frac{1}{T T'}\sum_{t,t'} V[S^{L}(t,t')]
-    + V'[S^{L}(t,t')]\,\Theta^{L}(t,t')`.
+    + V'[S^{L}(t,t')]\,\Theta^{L}(t,t')`. With ``readout="geometric"`` the states are averaged
+    with weights :math:`w_t = \lambda^{T-t} / \sum_{s=1}^{T} \lambda^{T-s}` and the kernel is
+    :math:`\sum_{t,t'} w_t w'_{t'} (V + V'\Theta)(t, t')`.
 
     Cost: :math:`O(L\,T N N')` elementwise work, :math:`O(L N N')` memory in row blocks;
     ``diag=True`` costs :math:`O(L\,T N)`. ``readout="mean"`` costs :math:`O(L\,T T' N N')`
@@ -428,8 +502,12 @@ class RNTKKernel(_RecurrentKernel):
             elements. Twice the cost.
         frozen_layers: The NTK of a network whose first ``frozen_layers`` layers are not trained;
             ``num_layers`` gives the NNGP kernel.
-        readout: ``"last"`` (the paper's: the state at the last step) or ``"mean"`` (average
-            pooling of the last layer's states over time; exact, about ``T`` times the cost).
+        readout: ``"last"`` (the paper's: the state at the last step), ``"mean"`` (average
+            pooling of the last layer's states over time; exact, about ``T`` times the cost) or
+            ``"geometric"`` (the states weighted :math:`\propto \lambda^{T - t}`, normalised,
+            with the learnable hyperparameter ``readout_decay`` :math:`= \lambda \in (0, 1)`,
+            default 0.9: :math:`\lambda \to 0` is the last readout, :math:`\lambda \to 1` the
+            mean, and the marginal likelihood chooses the memory in between; the mean's cost).
         engine: ``"auto"``, ``"tensor"``, ``"fused"``, ``"compiled"`` or ``"triton"``: how
             Gram matrices are computed (:func:`~gpytorch_rntk.functional.recurrent_kernel`).
             ``"auto"`` uses a fused engine (a compiled loop, or a Triton kernel on CUDA) for
@@ -439,13 +517,22 @@ class RNTKKernel(_RecurrentKernel):
             many small Gram matrices gain too) and raises, saying why, where it does not apply:
             batched inputs (BoTorch's ``(b, q, D)`` candidates), ``diag=True`` between
             different inputs, gradients for the sequences or of second order.
-        recurrent_var_prior, input_var_prior, bias_var_prior, init_var_prior: Optional priors.
+        ard_num_dims: ``input_dim`` for one ``input_var`` per channel of a step (ARD, shape
+            ``(*batch_shape, 1, input_dim)``): the kernel of a network whose first layer's input
+            weights of channel :math:`c` have variance ``input_var[..., c]`` (the layers above
+            read their mean; equal values give the kernel without ARD). Learned through the
+            scaled steps, so its gradients run on the tensor engine (``engine="auto"``);
+            ``None`` (default): one ``input_var``.
+        recurrent_var_prior, input_var_prior, bias_var_prior, init_var_prior,
+            readout_decay_prior: Optional priors.
         recurrent_var_constraint, input_var_constraint, bias_var_constraint, init_var_constraint:
             Constraints (default :class:`~gpytorch.constraints.Positive`).
+        readout_decay_constraint: Default :class:`~gpytorch.constraints.Interval` ``(0, 1)``.
         **kwargs: :class:`gpytorch.kernels.Kernel`'s ``batch_shape`` and ``active_dims``; any
             other keyword raises (set the variances with ``kernel.initialize(...)``).
 
-    Defaults: ReLU ``recurrent_var=1.8, input_var=1, bias_var=0.1, init_var=0.5``; erf
+    Defaults: ReLU ``recurrent_var=1.8, input_var=1, bias_var=0.1, init_var=0.5``
+    (``readout_decay=0.9``); erf
     ``recurrent_var=1``, the rest the same (exact in every dtype: ``.double()`` sets values still
     at their defaults again in float64). There is no readout variance: wrap the kernel in a
     :class:`~gpytorch.kernels.ScaleKernel`. With ReLU the kernel is homogeneous of degree one in

@@ -38,16 +38,24 @@ def _features(
     s_u: float,
     s_b: float,
     readout: str,
+    readout_decay: float = 1.0,
+    s_in: Tensor | None = None,
 ) -> Tensor:
-    """Run one stack over ``x`` (shape ``(T, m)``) and return ``h^{L,T}`` or its time average.
+    """Run one stack over ``x`` (shape ``(T, m)``) and return ``h^{L,T}``, its time average or
+    its geometric average (weights ``readout_decay^(T - t)``, normalised).
 
     ``g^{l,t} = (s_w/sqrt(n)) W^l h^{l,t-1} + (s_u/sqrt(m_l)) U^l h^{l-1,t} + s_b b^l``,
-    ``h^{l,t} = phi(g^{l,t})``, ``h^{0,t} = x_t``, ``h^{l,0} = h0[l - 1]``.
+    ``h^{l,t} = phi(g^{l,t})``, ``h^{0,t} = x_t``, ``h^{l,0} = h0[l - 1]``; with ``s_in``
+    ``(m,)`` the first layer's input weights of channel ``c`` are scaled by ``s_in[c]`` instead
+    of ``s_u`` (per-channel input variances).
     """
     h_below = x  # rows h^{l-1,1..T}
     for layer, p in enumerate(stack[:-1]):
         n, m_l = p["U"].shape
-        drive = (s_u / math.sqrt(m_l)) * h_below @ p["U"].T + s_b * p["b"]  # (T, n), all t at once
+        if layer == 0 and s_in is not None:
+            drive = h_below @ (p["U"] * s_in).T / math.sqrt(m_l) + s_b * p["b"]
+        else:
+            drive = (s_u / math.sqrt(m_l)) * h_below @ p["U"].T + s_b * p["b"]  # (T, n)
         h, outs = h0[layer], []
         for t in range(x.shape[0]):
             h = phi((s_w / math.sqrt(n)) * (p["W"] @ h) + drive[t])
@@ -57,6 +65,9 @@ def _features(
         return h_below[-1]
     if readout == "mean":
         return h_below.mean(0)
+    if readout == "geometric":
+        w = readout_decay ** torch.arange(x.shape[0] - 1, -1, -1, dtype=h_below.dtype)
+        return (w / w.sum()) @ h_below
     raise ValueError(f"unknown readout {readout!r}")
 
 
@@ -109,6 +120,7 @@ def empirical_kernels(
     frozen_layers: int = 0,
     init_var: float = 0.0,
     initial_state: str = "zero",
+    readout_decay: float = 1.0,
 ) -> tuple[Tensor, Tensor]:
     """Empirical NTK and NNGP Gram matrices of one random finite-width network (``s_v = 1``).
 
@@ -118,10 +130,12 @@ def empirical_kernels(
         num_layers: Depth ``L``.
         nonlinearity: ``"relu"`` or ``"erf"``.
         recurrent_var: ``s_w^2``.
-        input_var: ``s_u^2``.
+        input_var: ``s_u^2``, or ``m`` per-channel variances of the first layer's input weights
+            (the layers above then use their mean).
         bias_var: ``s_b^2``.
         seed: Seed of the weight (and initial-state) draw.
-        readout: ``"last"`` (``h^{L,T}``) or ``"mean"`` (time average of ``h^{L,t}``).
+        readout: ``"last"`` (``h^{L,T}``), ``"mean"`` (time average of ``h^{L,t}``) or
+            ``"geometric"`` (weights ``readout_decay^(T - t)``, normalised).
         bidirectional: Two independent stacks, the second reading the reversed sequence; the
             readouts are summed.
         frozen_layers: ``W, U, b`` of layers ``1..frozen_layers`` are not trained; ``v`` always is.
@@ -137,6 +151,10 @@ def empirical_kernels(
     seqs = [s.to(torch.float64) for s in seqs]
     m = seqs[0].shape[1]
     phi = _PHI[nonlinearity]
+    s_in = None
+    if not isinstance(input_var, (int, float)):
+        s_in = torch.as_tensor(input_var, dtype=torch.float64).sqrt()
+        input_var = float(s_in.square().mean())
     scales = (math.sqrt(recurrent_var), math.sqrt(input_var), math.sqrt(bias_var))
     directions = [False, True] if bidirectional else [False]
     stacks = [_stack(gen, m, width, num_layers) for _ in directions]
@@ -156,7 +174,9 @@ def empirical_kernels(
     for i, x in enumerate(seqs):
         f = torch.zeros((), dtype=torch.float64)
         for d, (stack, h0, rev) in enumerate(zip(stacks, h0s, directions, strict=True)):
-            h = _features(stack, x.flip(0) if rev else x, h0[i], phi, *scales, readout)
+            h = _features(
+                stack, x.flip(0) if rev else x, h0[i], phi, *scales, readout, readout_decay, s_in
+            )
             f = f + stack[-1]["v"] @ h / math.sqrt(width)
             feats[d, i] = h.detach()
         torch.cat([g.reshape(-1) for g in torch.autograd.grad(f, trained)], out=grads[i])

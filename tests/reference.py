@@ -20,7 +20,7 @@ import torch
 
 Nonlinearity = Literal["relu", "erf"]
 InitialState = Literal["zero", "per_input", "shared"]
-Readout = Literal["last", "mean"]
+Readout = Literal["last", "mean", "geometric"]
 Grid = list[list[float]]  # grid[t - 1][t' - 1]
 
 
@@ -59,9 +59,10 @@ class _Net:
     num_layers: int
     nonlinearity: str
     recurrent_var: float  # s_w^2
-    input_var: float  # s_u^2
+    input_var: float  # s_u^2 (of the layers above the first, with per-channel variances)
     bias_var: float  # s_b^2
     frozen_layers: int  # L_f
+    channel_vars: tuple[float, ...] | None = None  # s_{u,c}^2 of the first layer's channels
 
 
 def _initial_cross(x: torch.Tensor, xp: torch.Tensor, init_var: float, initial_state: str) -> float:
@@ -132,12 +133,18 @@ def _grids(
                     p, dp, th_rec = (p00 if i == j == 0 else 0.0), 0.0, 0.0
                 # Input term I^l(t, t') and the V' that multiplies Th^{l-1}(t, t').
                 if layer == 1:
-                    inp, dinp, th_in = float(torch.dot(x[i], xp[j])) / m, 0.0, 0.0
+                    if net.channel_vars is None:
+                        inp = net.input_var * float(torch.dot(x[i], xp[j])) / m
+                    else:  # each channel's input weights with a variance of their own (ARD)
+                        pairs = zip(net.channel_vars, x[i], xp[j], strict=True)
+                        inp = sum(v * float(a * b) for v, a, b in pairs) / m
+                    dinp, th_in = 0.0, 0.0
                 else:
                     sx, sxp = selfs(layer - 1)
                     inp, dinp = dual(net.nonlinearity, sx[i], sxp[j], s_layers[-1][i][j])
+                    inp *= net.input_var
                     th_in = th_below[i][j]
-                s[i][j] = net.recurrent_var * p + net.input_var * inp + net.bias_var
+                s[i][j] = net.recurrent_var * p + inp + net.bias_var
                 # Th^l = [l trained] (S^l + s_w^2 V' Th^l_prev) + s_u^2 V' Th^{l-1}, where a frozen
                 # layer's Th is 0 (no trained parameter at or below it). Equivalent to the path
                 # rules of frozen layers (docs/kernels.md, *Variants*); with L_f = 0 it is exactly
@@ -167,6 +174,7 @@ def reference_kernel(
     readout: Readout = "last",
     bidirectional: bool = False,
     aligned_only: bool = False,
+    readout_decay: float = 1.0,
 ) -> float:
     """Infinite-width kernel of one pair of sequences, literally per docs/kernels.md.
 
@@ -176,7 +184,8 @@ def reference_kernel(
         num_layers: Depth ``L >= 1``.
         nonlinearity: ``"relu"`` or ``"erf"``.
         recurrent_var: ``s_w^2``.
-        input_var: ``s_u^2``.
+        input_var: ``s_u^2``, or a sequence of ``m`` per-channel variances ``s_{u,c}^2`` of the
+            first layer's input weights (ARD); the layers above then use their mean.
         bias_var: ``s_b^2``.
         init_var: ``s_h^2`` (ignored when ``initial_state == "zero"``).
         initial_state: ``"zero"`` (no initial-state term), ``"per_input"`` (paper convention,
@@ -184,7 +193,9 @@ def reference_kernel(
             readout uses only when ``T = T'``).
         ntk: Return the RNTK ``Th(x, x')`` if True, else the NNGP kernel ``K(x, x')``.
         frozen_layers: Number ``L_f`` of leading layers excluded from training (``0..L``).
-        readout: ``"last"`` (last step) or ``"mean"`` (average pooling over all time pairs).
+        readout: ``"last"`` (last step), ``"mean"`` (average pooling over all time pairs) or
+            ``"geometric"`` (step ``t`` of ``T`` weighted ``readout_decay^(T - t)``, normalised
+            per sequence; the sum over all time pairs of both steps' weights times the readout).
         bidirectional: Add the kernel of the time-reversed sequences.
         aligned_only: Testing aid for ``readout="last"``: compute only the aligned diagonal
             ``t' - t = T' - T`` of each cross grid (others stay NaN). Must not change the result.
@@ -210,10 +221,17 @@ def reference_kernel(
             "readout": readout,
             "frozen_layers": frozen_layers,
             "aligned_only": aligned_only,
+            "readout_decay": readout_decay,
         }
         return reference_kernel(x, xp, **kw) + reference_kernel(x.flip(0), xp.flip(0), **kw)
 
-    net = _Net(num_layers, nonlinearity, recurrent_var, input_var, bias_var, frozen_layers)
+    channel_vars = None
+    if not isinstance(input_var, (int, float)):
+        channel_vars = tuple(float(v) for v in input_var)
+        input_var = sum(channel_vars) / len(channel_vars)
+    net = _Net(
+        num_layers, nonlinearity, recurrent_var, input_var, bias_var, frozen_layers, channel_vars
+    )
     T, Tp = x.shape[0], xp.shape[0]
     # Self terms: the same recursion with x' = x (its diagonal t = t' only needs the diagonal).
     s_xx, _ = _grids(net, x, x, _initial_cross(x, x, init_var, initial_state), None, None, True)
@@ -233,6 +251,11 @@ def reference_kernel(
         return out(T - 1, Tp - 1)
     if readout == "mean":
         return sum(out(i, j) for i in range(T) for j in range(Tp)) / (T * Tp)
+    if readout == "geometric":
+        w = [readout_decay ** (T - 1 - i) for i in range(T)]
+        wp = [readout_decay ** (Tp - 1 - j) for j in range(Tp)]
+        total = sum(w[i] * wp[j] * out(i, j) for i in range(T) for j in range(Tp))
+        return total / (sum(w) * sum(wp))
     raise ValueError(f"unknown readout {readout!r}")
 
 

@@ -21,8 +21,13 @@ from torch import Tensor
 from .duals import NONLINEARITIES, Dual
 
 __all__ = [
+    "DECAY",
+    "GEOMETRIC",
     "INITIAL_STATES",
+    "LAST",
+    "MEAN",
     "READOUTS",
+    "RECURSION_VARIANCES",
     "InitialState",
     "Readout",
     "RecurrentConfig",
@@ -34,16 +39,22 @@ __all__ = [
 
 
 class RecurrentVariances(NamedTuple):
-    r"""The variances of the network (:doc:`/kernels`), each broadcastable against a pair state.
+    r"""The variances of the network (:doc:`/kernels`), each broadcastable against a pair state,
+    and the geometric readout's decay.
 
     ``recurrent_var`` is :math:`\sigma_w^2`, ``input_var`` :math:`\sigma_u^2`, ``bias_var``
-    :math:`\sigma_b^2` and ``init_var`` :math:`\sigma_h^2` (0 for ``initial_state="zero"``).
+    :math:`\sigma_b^2` and ``init_var`` :math:`\sigma_h^2` (0 for ``initial_state="zero"``);
+    ``readout_decay`` is :math:`\lambda \in (0, 1]` of ``readout="geometric"``, which weights
+    step :math:`t` of a sequence of length :math:`T` by :math:`\lambda^{T - t}` (1 for the
+    other readouts, which have no decay). The recursion reads the first four
+    (:data:`RECURSION_VARIANCES`).
     """
 
     recurrent_var: Tensor
     input_var: Tensor
     bias_var: Tensor
     init_var: Tensor | float = 0.0
+    readout_decay: Tensor | float = 1.0
 
     def like(self, values: Tensor) -> RecurrentVariances:
         """Each variance as a tensor of ``values``' dtype and device (autograd kept; Python
@@ -51,6 +62,12 @@ class RecurrentVariances(NamedTuple):
         return RecurrentVariances(
             *(torch.as_tensor(v, dtype=values.dtype, device=values.device) for v in self)
         )
+
+
+# The variances the recursion reads (the forward-mode directions of the compiled engines are
+# numbered by them); the readout decay only weights the readout.
+RECURSION_VARIANCES = 4
+DECAY = 4  # the index of ``readout_decay``
 
 
 class InitialState(enum.IntEnum):
@@ -78,8 +95,8 @@ class Readout:
         return self.name
 
 
-LAST, MEAN = Readout("last", 0), Readout("mean", 1)
-READOUTS: dict[str, Readout] = {"last": LAST, "mean": MEAN}
+LAST, MEAN, GEOMETRIC = Readout("last", 0), Readout("mean", 1), Readout("geometric", 2)
+READOUTS: dict[str, Readout] = {r.name: r for r in (LAST, MEAN, GEOMETRIC)}
 INITIAL_STATES: dict[str, InitialState] = {s.label: s for s in InitialState}
 
 

@@ -9,7 +9,8 @@ cell (the recursion's boundary where a pair starts):
     (V^l, V'^l) = \text{dual}(S^l; S^l(t, t), S^l(t', t')),\\
     \Theta^l &= S^l + \sigma_w^2 V'^l_{prev} \Theta^l_{prev} + \sigma_u^2 V'^{l-1} \Theta^{l-1},
 
-the readout :math:`V^L + V'^L \Theta^L` (:math:`V^L` if every layer is frozen). A *pair state*
+the readout :math:`V^L + V'^L \Theta^L` (:math:`V^L` if every layer is frozen), read at the
+last cell, or summed over the time grid with the weights of :func:`readout_weights`. A *pair state*
 is a tensor of any broadcastable shape. :func:`cell` also carries, for each forward-mode
 direction along a variance, the derivatives of every term beside its value (the compiled
 engine's variance gradients); its hand-written tangents are checked against
@@ -23,11 +24,11 @@ from collections.abc import Callable
 import torch
 from torch import Tensor
 
-from .config import RecurrentVariances
+from .config import RECURSION_VARIANCES, RecurrentVariances
 from .duals import Dual
 from .lanes import right_align
 
-__all__ = ["cell", "on_clock", "readout", "self_terms", "where"]
+__all__ = ["cell", "on_clock", "readout", "readout_weights", "self_terms", "where"]
 
 Mask = Tensor | bool
 
@@ -66,7 +67,7 @@ def cell(
     derivatives along direction ``p``; ``dual(s, selves[layer], same, tangents)`` returns
     ``(V, V', [(dV, dV') per direction])`` (see :func:`~.duals.table_dual`).
     """
-    sw2, su2, sb2, init_var = variances
+    sw2, su2, sb2, init_var = variances[:RECURSION_VARIANCES]
     width = 3 + 3 * len(directions)
     boundary = d_boundary = 0.0
     if start is not None and start is not False:
@@ -158,7 +159,7 @@ def self_terms(
     placeholder for the duals of pairs that are not active there. ``variances`` broadcast
     against ``(..., N)``.
     """
-    sw2, su2, sb2, init_var = variances
+    sw2, su2, sb2, init_var = variances[:RECURSION_VARIANCES]
     steps, m = values.shape[-2:]
     data = values.square().sum(-1) / m
     previous = [init_var if init else 0.0] * num_layers  # P^l(t-1, t-1) of the self pair
@@ -171,3 +172,17 @@ def self_terms(
             below = previous[layer] = dual.self_pair(s)[0]
     inside = torch.arange(steps, device=values.device) < lengths.unsqueeze(-1)
     return [torch.where(inside, torch.stack(c, -1), 1.0) for c in columns]
+
+
+def readout_weights(
+    lengths: Tensor, steps: int, decay: Tensor | float, dtype: torch.dtype
+) -> Tensor:
+    r"""The geometric readout's weights of each step, ``(..., N, steps)``: step :math:`t` (from
+    0) of a sequence of length :math:`T` weighs :math:`\lambda^{T-1-t} / \sum_{s<T}
+    \lambda^s` (the last step most; :math:`\lambda = 1` the mean), 0 past the length.
+    ``decay`` broadcasts against ``(..., N)``; differentiable in it."""
+    ages = lengths.unsqueeze(-1) - 1 - torch.arange(steps, device=lengths.device)
+    decay = torch.as_tensor(decay, dtype=dtype, device=lengths.device)
+    powers = decay.unsqueeze(-1) ** ages.clamp(min=0).to(dtype)
+    powers = torch.where(ages >= 0, powers, 0.0)
+    return powers / powers.sum(-1, keepdim=True)

@@ -79,7 +79,14 @@ def test_the_graph_is_read():
     assert f"{NAME}._core.engines.tensor" in MODULES
     assert (
         f"{NAME}._core.config",
-        ["LAST", "MEAN", "InitialState", "RecurrentConfig", "RecurrentVariances"],
+        [
+            "GEOMETRIC",
+            "LAST",
+            "READOUTS",
+            "InitialState",
+            "RecurrentConfig",
+            "RecurrentVariances",
+        ],
     ) in GRAPH[f"{NAME}._core.engines.tensor"]
     assert any(
         t == f"{NAME}._core.engines.triton_kernels" for t, _ in GRAPH[f"{NAME}._core.engines.fused"]

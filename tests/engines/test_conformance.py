@@ -204,11 +204,26 @@ def relative_error(got: torch.Tensor, expected: torch.Tensor) -> float:
 # ---------------------------------------------------------------------------------------------
 
 # Exactly representable in float32 (dyadic), so float32 runs see the reference's variances.
-VARIANCES = {"recurrent_var": 1.5, "input_var": 0.75, "bias_var": 0.25, "init_var": 0.5}
+VARIANCES = {
+    "recurrent_var": 1.5,
+    "input_var": 0.75,
+    "bias_var": 0.25,
+    "init_var": 0.5,
+    "readout_decay": 1.0,
+}
+# The geometric readout's decay in these tests (1 is the mean readout's weighting).
+DECAY = 0.625
 
 
-def variances(dtype: torch.dtype, requires_grad: bool = False, **changes) -> RecurrentVariances:
-    values = VARIANCES | changes
+def hyperparameters(readout: str) -> dict[str, float]:
+    """:data:`VARIANCES` and the readout's decay."""
+    return VARIANCES | ({"readout_decay": DECAY} if readout == "geometric" else {})
+
+
+def variances(
+    dtype: torch.dtype, requires_grad: bool = False, readout: str = "last", **changes
+) -> RecurrentVariances:
+    values = hyperparameters(readout) | changes
     return RecurrentVariances(
         *(
             torch.tensor(values[name], dtype=dtype, requires_grad=requires_grad)
@@ -308,10 +323,17 @@ CASES = [
     )
     for frozen in _frozen(depth)
 ]
+# The geometric readout shares the mean readout's scan and differs only in the cells' weights:
+# each nonlinearity and initial state once, one and two layers (one frozen).
+CASES += [
+    Case("geometric", nl, depth, depth - 1, init)
+    for nl, init in itertools.product(NONLINEARITIES, INITIAL_STATES)
+    for depth in (1, 2)
+]
 
 
 def _reference_options(case: Case, **changes) -> dict:
-    return case.options | VARIANCES | {"ntk": True} | changes
+    return case.options | hyperparameters(case.readout) | {"ntk": True} | changes
 
 
 @functools.cache
@@ -330,7 +352,8 @@ def _gram(engine: Engine, data_name: str, dtype: torch.dtype, options: dict) -> 
     x, z = data(data_name)
     values1, lengths1 = _cast(x, dtype)
     values2, lengths2 = (values1, lengths1) if z is x else _cast(z, dtype)
-    return engine.kernel(values1, lengths1, values2, lengths2, variances(dtype), **options)
+    v = variances(dtype, readout=options["readout"])
+    return engine.kernel(values1, lengths1, values2, lengths2, v, **options)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -389,7 +412,7 @@ def test_diag(engine, dtype, data_name, case, monkeypatch, use_engine):
     kernel = use_engine(engine, Problem(case.readout, case.num_layers, "diag"))
     dtype = DTYPES[dtype]
     x, _ = data(data_name)
-    got = kernel.diag(*_cast(x, dtype), variances(dtype), **case.options)
+    got = kernel.diag(*_cast(x, dtype), variances(dtype, readout=case.readout), **case.options)
     tol = tolerance(dtype, x.steps, case.num_layers)
     assert relative_error(got, reference(data_name, case).diagonal()) < tol
 
@@ -414,7 +437,7 @@ def test_bidirectional(engine, dtype, data_name, case, monkeypatch, use_engine):
     assert relative_error(got, reference(data_name, case, True)) < tol
     if z is x and engine == "tensor":  # (the diagonal has no engine option: tensor only)
         kernel = use_engine(engine, Problem(case.readout, case.num_layers, "diag"))
-        got = kernel.diag(*_cast(x, dtype), variances(dtype), **options)
+        got = kernel.diag(*_cast(x, dtype), variances(dtype, readout=case.readout), **options)
         assert relative_error(got, reference(data_name, case, True).diagonal()) < tol
 
 
@@ -428,7 +451,7 @@ def test_layouts(engine, case, data_name, layout, monkeypatch, use_engine):
     kernel = use_engine(engine, Problem(case.readout, case.num_layers, layout))
     x, z = data(data_name)
     expected = reference(data_name, case)
-    v = variances(torch.float64)
+    v = variances(torch.float64, readout=case.readout)
     if layout == "paired":
         n = min(len(x.lengths), len(z.lengths))
         got = kernel.kernel(
@@ -480,7 +503,12 @@ def test_common_prefix(engine, case, monkeypatch, use_engine):
     kernel = use_engine(engine, Problem(case.readout, case.num_layers))
     x = prefix_data()
     got = kernel.kernel(
-        x.values, x.lengths, x.values, x.lengths, variances(torch.float64), **case.options
+        x.values,
+        x.lengths,
+        x.values,
+        x.lengths,
+        variances(torch.float64, readout=case.readout),
+        **case.options,
     )
     expected = reference_gram(x.list(), x.list(), **_reference_options(case))
     assert relative_error(got, expected) < FLOAT64_RTOL
@@ -507,9 +535,11 @@ def _weights(shape) -> torch.Tensor:
 
 
 def _wanted(case: Case) -> list[str]:
-    """The variances that the kernel depends on (init_var not with a zero initial state)."""
-    names = list(RecurrentVariances._fields)
-    return names if case.initial_state != "zero" else names[:3]
+    """The variances that the kernel depends on (init_var not with a zero initial state), and
+    the geometric readout's decay."""
+    names = ["recurrent_var", "input_var", "bias_var"]
+    names += ["init_var"] if case.initial_state != "zero" else []
+    return names + (["readout_decay"] if case.readout == "geometric" else [])
 
 
 @functools.cache
@@ -518,7 +548,7 @@ def reference_variance_gradient(data_name: str, case: Case) -> torch.Tensor:
     weights = _weights((len(x.lengths), len(z.lengths)))
 
     def loss(name: str, step: float) -> float:
-        options = _reference_options(case, **{name: VARIANCES[name] + step})
+        options = _reference_options(case, **{name: hyperparameters(case.readout)[name] + step})
         return float((reference_gram(x.list(), z.list(), **options) * weights).sum())
 
     gradient = [_difference(functools.partial(loss, n)) for n in _wanted(case)]
@@ -527,7 +557,7 @@ def reference_variance_gradient(data_name: str, case: Case) -> torch.Tensor:
 
 def _variance_gradient(engine: Engine, data_name: str, case: Case) -> torch.Tensor:
     x, z = data(data_name)
-    v = variances(torch.float64, requires_grad=True)
+    v = variances(torch.float64, requires_grad=True, readout=case.readout)
     values1, lengths1 = _cast(x, torch.float64)
     values2, lengths2 = (values1, lengths1) if z is x else _cast(z, torch.float64)
     gram = engine.kernel(values1, lengths1, values2, lengths2, v, **case.options)
@@ -544,6 +574,8 @@ GRADIENT_CASES = [
     Case("mean", "relu", 2, 1, "zero"),
     Case("mean", "erf", 3, 0, "per_input"),
     Case("mean", "relu", 2, 2, "per_input"),
+    Case("geometric", "relu", 1, 0, "zero"),
+    Case("geometric", "erf", 2, 1, "shared"),
 ]
 
 
@@ -594,7 +626,12 @@ def test_sequence_gradients(engine, case, data_name, monkeypatch, use_engine):
     values1 = x.values.clone().requires_grad_()
     values2 = values1 if z is x else z.values.clone().requires_grad_()
     gram = kernel.kernel(
-        values1, x.lengths, values2, z.lengths, variances(torch.float64), **case.options
+        values1,
+        x.lengths,
+        values2,
+        z.lengths,
+        variances(torch.float64, readout=case.readout),
+        **case.options,
     )
     loss = (gram * _weights(gram.shape)).sum()
     leaves = [values1] if z is x else [values1, values2]

@@ -250,24 +250,28 @@ def test_kernel_engine_option(monkeypatch):
 
 
 def _variance_gradients(backend, args, weights, options, readout, dtype=torch.float64):
-    """The gradients of ``sum(K * weights)`` for the variances by the tensor path's reverse
-    mode (``backend="tensor"``) or by a fused backend's forward mode."""
+    """The gradients of ``sum(K * weights)`` for the variances (and the geometric readout's
+    decay) by the tensor path's reverse mode (``backend="tensor"``) or by a fused backend's
+    forward mode."""
+    geometric = readout == "geometric"
     variances = [
         torch.tensor(v, dtype=dtype, device=args[0].device, requires_grad=True)
-        for v in (1.7, 0.9, 0.2, 0.4)
+        for v in (1.7, 0.9, 0.2, 0.4, 0.7 if geometric else 1.0)
     ]
     options = dict(options, readout=readout)
     if backend == "tensor":
         k = recurrent_kernel(*args, RecurrentVariances(*variances), engine="tensor", **options)
     else:
         k = fused_kernel(*args, RecurrentVariances(*variances), backend=backend, **options)
-    wanted = variances if options["initial_state"] != "zero" else variances[:3]
+    wanted = variances[:4] if options["initial_state"] != "zero" else variances[:3]
+    wanted += variances[4:] if geometric else []
     loss = (k * weights[: k.shape[0], : k.shape[1]].to(k)).sum()
     return torch.stack(torch.autograd.grad(loss, wanted))
 
 
 @pytest.mark.parametrize(
-    "readout,backend", [("last", "compiled"), ("last", "triton"), ("mean", "compiled")]
+    "readout,backend",
+    [("last", "compiled"), ("last", "triton"), ("mean", "compiled"), ("geometric", "compiled")],
 )
 @pytest.mark.parametrize("symmetric", [False, True], ids=["cross", "symmetric"])
 def test_forward_mode_variance_gradients(symmetric, readout, backend, monkeypatch):
@@ -308,7 +312,7 @@ def _check_triton_forward_mode(dtype, device, symmetric, **options):
     assert _scale_error(got, expected) < _tolerance(dtype)
 
 
-@pytest.mark.parametrize("readout", ["last", "mean"])
+@pytest.mark.parametrize("readout", ["last", "mean", "geometric"])
 def test_forward_mode_gradients_compile(readout):
     """The forward-mode loop through torch.compile for real, in an exact GP's marginal
     likelihood: the same loss and hyperparameter gradients as the tensor path."""

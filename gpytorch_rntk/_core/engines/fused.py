@@ -29,10 +29,20 @@ import warnings
 import torch
 from torch import Tensor
 
-from ..config import LAST, MEAN, InitialState, Readout, RecurrentConfig, RecurrentVariances
+from ..config import (
+    DECAY,
+    GEOMETRIC,
+    LAST,
+    MEAN,
+    RECURSION_VARIANCES,
+    InitialState,
+    Readout,
+    RecurrentConfig,
+    RecurrentVariances,
+)
 from ..duals import ERF, RELU, side_tables, table_dual
 from ..lanes import diagonal_lanes, diagonal_length, right_align, row_ids
-from ..recursion import cell, on_clock, readout, self_terms
+from ..recursion import cell, on_clock, readout, readout_weights, self_terms
 from .base import Engine, Problem
 
 __all__ = ["CompiledEngine", "TritonEngine", "fused_gram", "clock_self_terms", "triton_available"]
@@ -106,12 +116,13 @@ def _looped_self_terms(
             self_terms(values, lengths, v, config.dual, config.num_layers, init=init), -1
         )
 
+    variances = tuple(variances[:RECURSION_VARIANCES])  # (the readout's decay is not read)
     if directions is None:
         return tables(*variances)
-    units = torch.eye(4, dtype=values.dtype, device=values.device)[list(directions)]
+    units = torch.eye(len(variances), dtype=values.dtype, device=values.device)[list(directions)]
 
     def along(unit: Tensor) -> tuple[Tensor, Tensor]:
-        return torch.func.jvp(tables, tuple(variances), tuple(unit))
+        return torch.func.jvp(tables, variances, tuple(unit))
 
     # one pass over the steps for every direction at once (the values repeated along them)
     repeated, derivatives = torch.func.vmap(along, out_dims=(0, 3))(units)
@@ -223,8 +234,11 @@ def _diagonal_steps(
     directions: tuple[int, ...] = (),
     dsxs: Tensor | None = None,
     dsys: Tensor | None = None,
+    *,
+    weights: tuple[Tensor, ...] = (),
 ) -> tuple[Tensor, ...]:
-    """``xs.shape[0]`` cells of ``G`` lanes of diagonals of one tile (the mean readout).
+    """``xs.shape[0]`` cells of ``G`` lanes of diagonals of one tile (the mean and geometric
+    readouts).
 
     Lane ``g`` is at step ``steps1[k, g]`` of the rows and ``steps2[k, g]`` of the columns at
     cell ``k`` (sequences aligned at their starts); ``keep[k, g]`` is false where a diagonal
@@ -233,10 +247,14 @@ def _diagonal_steps(
     n1, m)``; ``sxs``: ``(K, L, 2, G, n1, 1)``; ``dsxs``: ``(K, L, P, G, n1, 1)``. ``state`` is
     as for :func:`~gpytorch_rntk._core.recursion.cell`, each tensor ``(G, n1, n2)``, followed
     by each lane's sum of the readout over the active cells so far and its derivatives.
+    ``weights`` (the geometric readout): the steps' weights ``(K, G, n1, 1)``, ``(K, G, 1,
+    n2)`` by which each cell's readout is multiplied, and optionally their derivatives along
+    the decay, for one more sum (the readout times the derivative of the weights' product).
     """
     exact = ids1.unsqueeze(-1) == ids2.unsqueeze(-2)
-    totals = list(state[-1 - len(directions) :])
-    state = list(state[: -1 - len(directions)])
+    sums = 1 + len(directions) + (len(weights) == 4)
+    totals = list(state[-sums:])
+    state = list(state[:-sums])
     lane = (-1, 1, 1)
     for k in range(xs.shape[0]):
         active = (steps1[k].view(lane) < lengths1.unsqueeze(-1)) & (
@@ -263,7 +281,15 @@ def _diagonal_steps(
             _per_direction(dsxs, dsys, k, len(directions)),
         )
         value, d_value = readout(state, len(directions), frozen_layers)
-        for i, r in enumerate([value, *d_value]):
+        terms = [value, *d_value]
+        if weights:
+            both = weights[0][k] * weights[1][k]
+            terms = [r * both for r in terms]
+            if len(weights) == 4:  # d(w w') = dw w' + w dw' along the decay
+                terms.append(
+                    value * (weights[2][k] * weights[1][k] + weights[0][k] * weights[3][k])
+                )
+        for i, r in enumerate(terms):
             totals[i] = totals[i] + torch.where(active, r, 0.0)
     return (*state, *totals)
 
@@ -303,18 +329,18 @@ class CompilationFailedError(RuntimeError):
 
 
 def _steps_function(readout: Readout, compiled: bool):
-    """:func:`_cross_steps` (last readout) or :func:`_diagonal_steps` (mean), compiled once
-    per process where ``compiled``."""
-    steps = {LAST: _cross_steps, MEAN: _diagonal_steps}[readout]
+    """:func:`_cross_steps` (last readout) or :func:`_diagonal_steps` (mean and geometric),
+    compiled once per process where ``compiled``."""
+    steps = _cross_steps if readout == LAST else _diagonal_steps
     if not compiled:
         return steps
-    if readout not in _compiled_steps:
+    if steps not in _compiled_steps:
         # One specialisation per configuration (depth, nonlinearity, directions, ...) and tile
         # shape: more than the default 8, after which Dynamo would silently run it eagerly.
         config = torch._dynamo.config
         name = "recompile_limit" if hasattr(config, "recompile_limit") else "cache_size_limit"
         setattr(config, name, max(getattr(config, name), 64))
-        _compiled_steps[readout] = torch.compile(steps, dynamic=False)
+        _compiled_steps[steps] = torch.compile(steps, dynamic=False)
         warnings.warn(
             "gpytorch_rntk: compiling the fused engine's loop with torch.compile, once per "
             "process and configuration; the first call can take 10-60 s on a CPU (then Inductor's "
@@ -323,7 +349,7 @@ def _steps_function(readout: Readout, compiled: bool):
             CompilationWarning,
             stacklevel=2,
         )
-    return _compiled_steps[readout]
+    return _compiled_steps[steps]
 
 
 class CompilationWarning(UserWarning):
@@ -348,8 +374,6 @@ def _fused_unsupported(config: RecurrentConfig, problem: Problem, engine: str) -
             f"the {engine} engine implements the nonlinearities relu and erf in closed form, "
             f"not {config.dual.name!r}; use engine='tensor'"
         )
-    if config.readout not in (LAST, MEAN):
-        return f"the {engine} engine computes the readouts last and mean, not {config.readout}"
     if problem.diag:
         return f"the {engine} engine computes Gram matrices, not their diagonals"
     if problem.paired:
@@ -371,16 +395,16 @@ def _fused_unsupported(config: RecurrentConfig, problem: Problem, engine: str) -
 def _pair_steps(config: RecurrentConfig, problem: Problem) -> int:
     """Pair-steps of a Gram matrix (time pairs for the mean readout)."""
     steps = (problem.steps1, problem.steps2)
-    cells = steps[0] * steps[1] if config.readout == MEAN else max(steps)  # per pair
+    cells = max(steps) if config.readout == LAST else steps[0] * steps[1]  # per pair
     return problem.n1 * problem.n2 * cells
 
 
 class CompiledEngine(Engine):
     """Each tile of pairs through all its steps and layers in a loop of chunks of steps
     compiled by :func:`torch.compile` (eagerly where compilation is switched off or failed);
-    the mean readout runs each tile's diagonals in lanes side by side. Gram matrices of
-    unbatched inputs with scalar variances, first derivatives for the variances (forward mode
-    inside)."""
+    the mean and geometric readouts run each tile's diagonals in lanes side by side. Gram
+    matrices of unbatched inputs with scalar variances, first derivatives for the variances
+    (forward mode inside)."""
 
     name = "compiled"
     # A CPU loop's first compilation in a process (later ones read the on-disk cache) costs
@@ -447,7 +471,8 @@ def fused_gram(
     ``readout="mean"`` runs each tile's diagonals of the time grid (each the last readout's
     recursion from its own boundary, sequences aligned at their starts) in lanes side by side
     through the compiled loop, summing the readout of every active cell: :math:`O(L T T')`
-    work per pair, memory as for the last readout.
+    work per pair, memory as for the last readout. ``readout="geometric"`` weights each cell's
+    readout by its steps' weights (and differentiates the weights along the decay).
 
     Gradients: first derivatives for the variances only (a backward pass with
     ``create_graph=True`` raises), in forward mode by the same backend. When a variance requires
@@ -461,7 +486,7 @@ def fused_gram(
     setup = dict(
         config=config, backend=backend, symmetric=values1 is values2 and lengths1 is lengths2
     )
-    # Four 0-d tensors of the inputs' dtype (init_var 0 where not given).
+    # Five 0-d tensors of the inputs' dtype (init_var 0 where not given).
     variances = [v.reshape(()) for v in RecurrentVariances(*variances).like(values1)]
     if torch.is_grad_enabled() and any(v.requires_grad for v in variances):
         return _FusedGram.apply(setup, values1, lengths1, values2, lengths2, *variances)
@@ -474,7 +499,10 @@ class _FusedGram(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, setup, values1, lengths1, values2, lengths2, *variances):
-        ctx.wanted = [i for i, need in enumerate(ctx.needs_input_grad[5:]) if need]
+        # (the decay is read by the geometric readout only; the others do not depend on it)
+        geometric = setup["config"].readout == GEOMETRIC
+        needs = ctx.needs_input_grad[5:]
+        ctx.wanted = [i for i, need in enumerate(needs) if need and (i != DECAY or geometric)]
         out, *derivatives = _fused(
             values1,
             lengths1,
@@ -494,7 +522,7 @@ class _FusedGram(torch.autograd.Function):
                 "The fused engines give first derivatives only; for higher ones "
                 "(create_graph=True) use engine='tensor'."
             )
-        per_variance = [None] * 4
+        per_variance = [None] * len(RecurrentVariances._fields)
         for i, derivative in zip(ctx.wanted, ctx.saved_tensors, strict=True):
             per_variance[i] = (grad_out * derivative).sum()
         return (None, None, None, None, None, *per_variance)
@@ -513,8 +541,13 @@ def _fused(
     directions=None,
 ):
     """The Gram matrix, or with ``directions`` the list of it and its derivatives along the
-    variances they number."""
+    variances they number (:data:`~.config.DECAY` last: the readout's decay, whose derivative
+    only weights the readout)."""
     variances = RecurrentVariances(*variances)
+    listed = directions is not None
+    along_decay = listed and DECAY in directions
+    if directions is not None:  # the forward-mode directions of the recursion
+        directions = [i for i in directions if i < RECURSION_VARIANCES] or None
     lengths1, lengths2 = lengths1.long(), lengths2.long()
     ids1, ids2 = row_ids(values1, lengths1, values2, lengths2)  # exact self pairs
     # Sort by length so that each tile scans only what its pairs need.
@@ -553,16 +586,29 @@ def _fused(
         if symmetric:
             sides.append(side)
             break
+    weights = []
+    if config.readout == GEOMETRIC:  # each side's steps' weights (and d/d decay) on the clock
+        for lengths, order in ((lengths1, order1), (lengths2, order2))[: 2 - symmetric]:
+
+            def table(decay: Tensor, lengths: Tensor = lengths[order]) -> Tensor:
+                return readout_weights(lengths, steps, decay, values1.dtype)
+
+            decay = variances.readout_decay
+            found = torch.func.jvp(table, (decay,), (torch.ones_like(decay),))
+            weights.append(found if along_decay else found[:1])
+        weights *= 3 - len(weights)  # (K(x, x): one side's for both)
     # Each backend writes pair (a, b) of the sorted sets to out[order1[a], order2[b]]
     # (and, for K(x, x), computes a <= b only and writes both halves).
-    planes = values1.new_empty(1 + len(directions or ()), len(lengths1), len(lengths2))
+    planes = values1.new_empty(
+        1 + len(directions or ()) + along_decay, len(lengths1), len(lengths2)
+    )
     directions = tuple(directions or ())
     if backend == "triton":
         from .triton_kernels import triton_cross
 
         triton_cross(*sides, variances, planes, order1, order2, config, symmetric, directions)
-        return list(planes) if directions else planes[0]
-    options = dict(config=config, symmetric=symmetric, directions=directions)
+        return list(planes) if listed else planes[0]
+    options = dict(config=config, symmetric=symmetric, directions=directions, weights=weights)
     if compile_enabled() and values1.device.type == "cpu" and not _compiled_steps:
         _check_cpu_compiler()
     try:
@@ -571,7 +617,7 @@ def _fused(
         if not compile_enabled():
             raise
         raise _compilation_failed(error) from error
-    return list(planes) if directions else planes[0]
+    return list(planes) if listed else planes[0]
 
 
 # Pair cells one compiled call of the mean readout advances per step (lanes x rows x columns).
@@ -589,9 +635,11 @@ def _compiled_cross(
     config: RecurrentConfig,
     symmetric: bool,
     directions=(),
+    weights=(),
 ):
     """The cross scan through :func:`_cross_steps` (last readout, tile by tile) or
-    :func:`_diagonal_steps` (mean readout, see :func:`_compiled_mean`) on sorted inputs,
+    :func:`_diagonal_steps` (mean and geometric readouts, see :func:`_compiled_mean`, with each
+    side's ``weights``) on sorted inputs,
     writing the Gram matrix to ``outs[0]`` and, in forward mode (the sides carry their self
     terms' derivatives), its derivatives along the variances numbered ``directions`` to
     ``outs[1:]``. Every call of the compiled function has the same shapes (the inputs are
@@ -607,8 +655,8 @@ def _compiled_cross(
         steps_fn=_steps_function(config.readout, compile_enabled()),
         directions=directions,
     )
-    if config.readout == MEAN:
-        _compiled_mean(side1, side2, outs, order1, order2, symmetric=symmetric, tile=tile)
+    if config.readout != LAST:
+        _compiled_mean(side1, side2, outs, order1, order2, weights, symmetric=symmetric, tile=tile)
         return
     n1, n2 = len(side1[1]), len(side2[1])
     # Small sets get a tile of the next power of two (at least 16 x 64), so that a handful of
@@ -653,11 +701,12 @@ _BLOCK_PAIRS = 1024
 
 
 def _compiled_mean(
-    side1, side2, outs: list[Tensor], order1: Tensor, order2: Tensor, *, symmetric, tile
+    side1, side2, outs: list[Tensor], order1: Tensor, order2: Tensor, weights, *, symmetric, tile
 ) -> None:
     """The mean readout through :func:`_diagonal_steps` in blocks of ``_BLOCK`` (or half
     as many) sorted sequences a side (padded with sequences of length 0, whose blocks are
-    skipped).
+    skipped); the geometric readout the same with each side's ``weights`` ``[(w, dw/d
+    decay)]`` (the latter where the decay is differentiated), ``(N, steps)``.
 
     Every pair of blocks contributes the diagonals of its own ``T_a x T_b`` grid (``T`` the
     block's longest sequence), packed into lanes
@@ -674,6 +723,14 @@ def _compiled_mean(
     side1 = _pad_side(side1, -(-n1 // block) * block, -1)
     side2 = _pad_side(side2, -(-n2 // block) * block, -2)
     device, directions = side1[0].device, tile["directions"]
+    # (K, G, block, 1) and (K, G, 1, block) per cell, as the data: (blocks, block, steps)
+    weights = [
+        [
+            torch.nn.functional.pad(w, (0, 0, 0, -len(w) % block)).view(-1, block, w.shape[-1])
+            for w in side
+        ]
+        for side in weights
+    ]
     pairs = [
         (i, j, a, b, symmetric and i == j)
         for i, a in enumerate(side1[1].view(-1, block).amax(1).tolist())
@@ -691,7 +748,13 @@ def _compiled_mean(
     for first in range(0, len(pairs), _BLOCK_PAIRS):
         chunk = pairs[first : first + _BLOCK_PAIRS]
         sums = _scan_blocks_mean(
-            side1, side2, chunk, block=block, lanes_per_group=lanes_per_group, **tile
+            side1,
+            side2,
+            chunk,
+            weights,
+            block=block,
+            lanes_per_group=lanes_per_group,
+            **tile,
         )
         rows, cols = (
             torch.tensor([p[k] for p in chunk], device=device).view(-1, 1) * block + offsets
@@ -702,7 +765,8 @@ def _compiled_mean(
         if symmetric:  # K(x, x): pairs a <= b
             wanted = wanted & (rows <= cols)
         rows, cols = rows[wanted], cols[wanted]
-        counts = (side1[1][rows] * side2[1][cols]).clamp(min=1)
+        # (the geometric readout's weights are normalised already)
+        counts = 1 if weights else (side1[1][rows] * side2[1][cols]).clamp(min=1)
         for out, total in zip(outs, sums, strict=True):
             _write(out, total[wanted] / counts, order1[rows], order2[cols], symmetric)
 
@@ -711,6 +775,7 @@ def _scan_blocks_mean(
     side1,
     side2,
     pairs: list[tuple[int, int, int, int, bool]],
+    weights,
     *,
     block: int,
     lanes_per_group: int,
@@ -724,7 +789,9 @@ def _scan_blocks_mean(
     directions=(),
 ) -> list[Tensor]:
     """The sums of the readout over the time grids of the pairs of blocks ``(i, j, T_i, T_j,
-    mirrored)`` and their derivatives along ``directions``, each ``(pairs, block, block)``."""
+    mirrored)`` (weighted by each side's ``weights``, if any) and their derivatives along
+    ``directions`` (and the decay, where the weights carry their derivatives), each ``(pairs,
+    block, block)``."""
     x1, lengths1, ids1, selves1, *tangent1 = side1
     x2, lengths2, ids2, selves2, *tangent2 = side2
     device = x1.device
@@ -736,8 +803,11 @@ def _scan_blocks_mean(
     )
     lengths1, lengths2, ids1, ids2 = (t.view(-1, block) for t in (lengths1, lengths2, ids1, ids2))
     idle = (x1.shape[-2] - 1, x2.shape[-2] - 1)  # steps with zero data, past every length
-    unroll = _unroll(device, directions, MEAN)
-    sums = [x1.new_zeros(len(pairs), block, block) for _ in range(1 + len(directions))]
+    unroll = _unroll(device, directions, GEOMETRIC if weights else MEAN)
+    along_decay = bool(weights) and len(weights[0]) == 2
+    sums = [
+        x1.new_zeros(len(pairs), block, block) for _ in range(1 + len(directions) + along_decay)
+    ]
     reflected = [torch.zeros_like(s) for s in sums]
     width = 3 + 3 * len(directions)
     for step1, step2, keep, origin, pair, mirror in _lane_groups(
@@ -777,6 +847,13 @@ def _scan_blocks_mean(
                 eps,
                 directions,
                 *derivatives,
+                weights=tuple(
+                    w[b, :, s][..., None] if side == 0 else w[b, :, s][..., None, :]
+                    for order in range(len(weights[0]) if weights else 0)
+                    for side, (w, b, s) in enumerate(
+                        ((weights[0][order], b1, s1), (weights[1][order], b2, s2))
+                    )
+                ),
             )
         for total, mirrored, lane_sums in zip(sums, reflected, state[-len(sums) :], strict=True):
             total.index_add_(0, pair, lane_sums)
@@ -856,7 +933,7 @@ def _grid_lanes(longest1: int, longest2: int, symmetric: bool) -> tuple:
 
 def _unroll(device: torch.device, directions: tuple[int, ...], readout: Readout) -> int:
     """Steps (or cells) per compiled call."""
-    if device.type == "cuda" and directions and readout == MEAN:
+    if device.type == "cuda" and directions and readout != LAST:
         return _UNROLL_CUDA_MEAN_FORWARD_MODE
     return _UNROLL
 

@@ -9,8 +9,8 @@ matrix or ``(..., N)`` for paired rows. The self terms of each input are tabulat
 
 For the last readout sequences are compared aligned at their last elements: the scan runs over
 the number of steps ``r`` that remain until the readout, from the longest length down to 1, and
-sequence ``i`` is active while ``T_i >= r``. The mean readout scans every diagonal of the time
-grid instead.
+sequence ``i`` is active while ``T_i >= r``. The mean and geometric readouts scan every
+diagonal of the time grid instead, weighting each cell's readout by its steps' weights.
 """
 
 from __future__ import annotations
@@ -24,10 +24,17 @@ import torch
 from torch import Tensor
 
 from ..autodiff import differentiated, needs_grad
-from ..config import LAST, MEAN, InitialState, RecurrentConfig, RecurrentVariances
+from ..config import (
+    GEOMETRIC,
+    LAST,
+    READOUTS,
+    InitialState,
+    RecurrentConfig,
+    RecurrentVariances,
+)
 from ..duals import Dual
 from ..lanes import diagonal_lanes, diagonal_length, identical_rows, right_align
-from ..recursion import cell, on_clock, readout, self_terms, where
+from ..recursion import cell, on_clock, readout, readout_weights, self_terms, where
 from .base import Engine, Problem
 
 __all__ = ["TensorEngine"]
@@ -220,7 +227,7 @@ def _kernel_block(
     """One block of pairs (``values2 = None``: self pairs) through the readout's scan: the
     self terms of each input tabulated once, then the cross terms by
     :func:`~gpytorch_rntk._core.recursion.cell`, step by step."""
-    if config.readout == MEAN:
+    if config.readout != LAST:
         return _mean_kernel_block(
             values1,
             lengths1,
@@ -233,7 +240,6 @@ def _kernel_block(
             needs_grad=needs_grad,
             block_elements=block_elements,
         )
-    assert config.readout == LAST, config.readout  # (unsupported() refuses any other)
     num_layers, frozen_layers = config.num_layers, config.frozen_layers
     dual = _scan_dual(config.dual, values1, values2)
     self_pairs = values2 is None
@@ -364,19 +370,29 @@ class _DiagonalInputs(NamedTuple):
     tables1: tuple[Tensor, ...]  # S^l(t, t) of the first input per layer, (..., N, T1)
     tables2: tuple[Tensor, ...]
     variances: RecurrentVariances
+    weights: tuple[Tensor, ...]  # the readout's weights (..., N, T) of each side, or () (mean)
 
     def flat(self) -> list[Tensor]:
-        return [self.values1, self.values2, *self.tables1, *self.tables2, *self.variances]
+        return [
+            self.values1,
+            self.values2,
+            *self.tables1,
+            *self.tables2,
+            *self.weights,
+            *self.variances,
+        ]
 
     @classmethod
     def unflat(cls, flat: list[Tensor] | tuple[Tensor, ...], num_layers: int) -> _DiagonalInputs:
-        tables = 2 + num_layers
+        tables = 2 + 2 * num_layers
+        weights = len(flat) - tables - len(RecurrentVariances._fields)
         return cls(
             flat[0],
             flat[1],
-            tuple(flat[2:tables]),
-            tuple(flat[tables : tables + num_layers]),
-            RecurrentVariances(*flat[tables + num_layers :]),
+            tuple(flat[2 : 2 + num_layers]),
+            tuple(flat[2 + num_layers : tables]),
+            RecurrentVariances(*flat[tables + weights :]),
+            tuple(flat[tables : tables + weights]),
         )
 
 
@@ -443,7 +459,16 @@ def _diagonal_scan(
             for layer in range(len(state) // 3)
         ]
         cell(state, below, cont, start, selves, same, inputs.variances, dual, frozen)
-        total = total + where(active, readout(state, 0, frozen)[0], 0.0)
+        value = readout(state, 0, frozen)[0]
+        if inputs.weights:
+            value = value * torch.mul(
+                *_pair(
+                    inputs.weights[0].index_select(-1, at1).movedim(-1, 0),
+                    inputs.weights[1].index_select(-1, at2).movedim(-1, 0),
+                    paired,
+                )
+            )
+        total = total + where(active, value, 0.0)
     return state, total
 
 
@@ -461,7 +486,8 @@ def _mean_kernel_block(
     block_elements: int,
 ) -> Tensor:
     r"""The average-pooled kernel (:doc:`/kernels`, Variants): the readout's mean over all time
-    pairs.
+    pairs, or for the geometric readout its sum weighted by both steps' weights
+    (:func:`~gpytorch_rntk._core.recursion.readout_weights`).
 
     Each diagonal ``t' - t = d`` of the ``T x T'`` grid is a scan of its own from the recursion's
     boundary (start-aligned: no input is shifted, the diagonal just starts later in one
@@ -499,7 +525,14 @@ def _mean_kernel_block(
             for t in self_terms(values2, lengths2, self_variances, dual, num_layers, init)
         )
     )
-    inputs = _DiagonalInputs(values1, values2, tables1, tables2, variances)
+    weights = ()
+    if config.readout == GEOMETRIC:
+        decay = self_variances.readout_decay
+        weights = tuple(
+            lift(readout_weights(lengths, values.shape[-2], decay, values.dtype), 2)
+            for lengths, values in ((lengths1, values1), (lengths2, values2))
+        )
+    inputs = _DiagonalInputs(values1, values2, tables1, tables2, variances, weights)
     longest = (int(lengths1.max()), int(lengths2.max()))
     pairs = math.prod(batch) * values1.shape[-3] * (1 if paired else values2.shape[-3])
     cells = min(longest)
@@ -570,6 +603,8 @@ def _mean_kernel_block(
         else:
             (contribution,) = _ReplayedScan.apply(lane_sum, *inputs.flat())
         total = total + contribution
+    if weights:
+        return total
     counts = torch.mul(*_pair(lengths1, lengths2, paired)).to(total)
     return total / counts
 
@@ -578,7 +613,7 @@ class TensorEngine(Engine):
     """The reference engine (see the module docstring); the fallback of ``engine="auto"``."""
 
     name = "tensor"
-    readouts = (LAST, MEAN)
+    readouts = tuple(READOUTS.values())
 
     def unsupported(self, config: RecurrentConfig, problem: Problem) -> str | None:
         if config.readout not in self.readouts:

@@ -18,7 +18,7 @@ import triton
 import triton.language as tl
 from triton.language.extra.cuda import libdevice
 
-from ..config import InitialState, RecurrentConfig
+from ..config import RECURSION_VARIANCES, InitialState, RecurrentConfig
 from ..duals import RELU as RELU_CODE
 
 # Whether the kernels below run under Triton's interpreter (decided when this module is imported).
@@ -341,7 +341,7 @@ TILES = {
 def _params(variances, like: torch.Tensor) -> torch.Tensor:
     """``(sw2, su2, sb2, init_var, pi, eps)`` in ``like``'s dtype, the kernels' ``P``."""
     constants = like.new_tensor([math.pi, torch.finfo(like.dtype).eps])
-    return torch.stack([*variances, *constants])
+    return torch.stack([*variances[:RECURSION_VARIANCES], *constants])
 
 
 @triton.jit
