@@ -161,9 +161,17 @@ def _last_scan(
         pair = _pair(lengths1, lengths2, paired)
         shorter, longer = torch.minimum(*pair), torch.maximum(*pair)
     state = list(state)  # a replay in the backward pass runs this on the same arguments
-    for r in remaining:
-        u = steps - r
-        x, y = clock.aligned1[..., u, :], clock.aligned2[..., u, :]
+    if not remaining:
+        return state
+    # The steps' inputs sliced once (one gradient to scatter back per chunk, not one per step).
+    first = steps - remaining[0]
+    window = slice(first, first + len(remaining))
+    xs, ys, selves1, selves2 = (
+        t[..., window, :].unbind(-2)
+        for t in (clock.aligned1, clock.aligned2, clock.selves1, clock.selves2)
+    )
+    for i, r in enumerate(remaining):
+        x, y = xs[i], ys[i]
         below = (x * y).sum(-1) / m if paired else x @ y.transpose(-1, -2) / m
         # Plain booleans where a mask holds for every pair (the common case).
         if r < shortest:
@@ -177,7 +185,7 @@ def _last_scan(
         elif init is not True and start is not False:  # per_input: x = x' only
             start = init if start is True else start & init
         selves = [
-            _pair(clock.selves1[..., u, layer], clock.selves2[..., u, layer], paired)
+            _pair(selves1[i][..., layer], selves2[i][..., layer], paired)
             for layer in range(len(state) // 3)
         ]
         cell(state, below, cont, start, selves, same, variances, dual, frozen_layers)
@@ -412,6 +420,14 @@ def _pair(a: Tensor, b: Tensor, paired: bool) -> tuple[Tensor, Tensor]:
     return (a, b) if paired else (a.unsqueeze(-1), b.unsqueeze(-2))
 
 
+def _per_cell(t: Tensor, at: Tensor, dim: int) -> tuple[Tensor, ...]:
+    """``t.index_select(dim, at[k]).movedim(dim, 0)`` for each row ``k`` of ``at`` ``(cells,
+    G)``, gathered in one operation (one scatter in the backward pass, not one per cell).
+    ``dim`` is ``-1`` or ``-2``."""
+    gathered = t.index_select(dim, at.flatten()).unflatten(dim, at.shape)
+    return gathered.movedim(dim - 1, 0).movedim(dim, 1).unbind(0)
+
+
 def _diagonal_scan(
     cells: range,
     state: list,
@@ -430,11 +446,17 @@ def _diagonal_scan(
     lengths1, lengths2, (shortest1, shortest2), same, init, dual, frozen, paired, shape = static
     m = inputs.values1.shape[-1]
     state = list(state)  # a replay in the backward pass runs this on the same arguments
-    for k in cells:
-        at1 = lanes.step1[k].clamp(max=inputs.values1.shape[-2] - 1)
-        at2 = lanes.step2[k].clamp(max=inputs.values2.shape[-2] - 1)
-        x = inputs.values1.index_select(-2, at1).movedim(-2, 0)  # (G, ..., N, m)
-        y = inputs.values2.index_select(-2, at2).movedim(-2, 0)
+    # Each cell's inputs (G lanes first), gathered once for all the cells.
+    at1 = lanes.step1[cells.start : cells.stop].clamp(max=inputs.values1.shape[-2] - 1)
+    at2 = lanes.step2[cells.start : cells.stop].clamp(max=inputs.values2.shape[-2] - 1)
+    xs, ys = _per_cell(inputs.values1, at1, -2), _per_cell(inputs.values2, at2, -2)
+    tables1 = [_per_cell(t, at1, -1) for t in inputs.tables1]
+    tables2 = [_per_cell(t, at2, -1) for t in inputs.tables2]
+    weights = []
+    if inputs.weights:
+        weights = [_per_cell(inputs.weights[0], at1, -1), _per_cell(inputs.weights[1], at2, -1)]
+    for i, k in enumerate(cells):
+        x, y = xs[i], ys[i]  # (G, ..., N, m)
         below = (x * y).sum(-1) / m if paired else x @ y.transpose(-1, -2) / m
         active: Mask = True
         if lanes.reach1[k] >= shortest1 or lanes.reach2[k] >= shortest2:
@@ -451,23 +473,12 @@ def _diagonal_scan(
                 start = lanes.origin.view(shape) & ~keep
                 start = start if init is True else start & init
         selves = [
-            _pair(
-                inputs.tables1[layer].index_select(-1, at1).movedim(-1, 0),
-                inputs.tables2[layer].index_select(-1, at2).movedim(-1, 0),
-                paired,
-            )
-            for layer in range(len(state) // 3)
+            _pair(tables1[layer][i], tables2[layer][i], paired) for layer in range(len(state) // 3)
         ]
         cell(state, below, cont, start, selves, same, inputs.variances, dual, frozen)
         value = readout(state, 0, frozen)[0]
-        if inputs.weights:
-            value = value * torch.mul(
-                *_pair(
-                    inputs.weights[0].index_select(-1, at1).movedim(-1, 0),
-                    inputs.weights[1].index_select(-1, at2).movedim(-1, 0),
-                    paired,
-                )
-            )
+        if weights:
+            value = value * torch.mul(*_pair(weights[0][i], weights[1][i], paired))
         total = total + where(active, value, 0.0)
     return state, total
 
