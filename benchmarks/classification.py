@@ -22,19 +22,35 @@ Methods (``--variants``, comma-separated):
   the variant: ``-mean`` (average-pooling readout, ``readout="mean"``) or ``-last`` (the default,
   or what ``--readout`` says), ``-bi`` (bidirectional) or ``-uni`` (the default, or
   ``--bidirectional``).
+* ``select``: the RNTK family with its configuration chosen on the training split only, by
+  :func:`gpytorch_rntk.selection.select_kernel`: one Dirichlet GP per candidate (readout
+  ``--select-readouts``, one and two directions, ``--select-layers`` layers, kernel class
+  ``--select-kernels``; by default the eight RNTKs last/mean x uni/bi x 1/2 layers), each fitted
+  like the others, and the one with the largest maximised marginal likelihood per training
+  datum (``--select-by mll``; ``loo``: the closed-form leave-one-out log predictive density)
+  classifies the test split. The choice and every candidate's training MLL are printed, and
+  the table lists the configuration each data set chose. It costs the sum of its candidates'
+  fits: the mean readout wants ``--engine fused`` on a CPU.
 * ``rbf``: an exact GP with ``ScaleKernel(RBFKernel)`` on the right-zero-padded vectors (no length
   column), lengthscale started at the median pairwise distance.
+* ``svm``: scikit-learn's ``SVC(kernel="rbf")`` on the same padded vectors, ``C`` in
+  ``10^-2 .. 10^3`` and ``gamma`` in ``10^-3 .. 10^1`` times ``1 / (D var)`` (``D`` the vector's
+  width, ``var`` the variance of the training vectors' entries: scikit-learn's
+  ``gamma="scale"``) chosen by ``GridSearchCV`` with stratified k-fold cross-validation on the
+  training split (k = 5, or the size of the smallest class if smaller; plain shuffled k-fold
+  when a class has a single member), refitted on the whole training split.
 * ``1nn``: 1-nearest neighbour, Euclidean distance on the same padded vectors.
 
 Every GP is a Dirichlet classifier (Milios et al., NeurIPS 2018; GPyTorch's
 ``DirichletClassificationLikelihood`` with learned extra noise, one constant mean per class,
 all classes sharing the kernel), its hyperparameters fitted by maximising the exact marginal
 likelihood of the training split only with Adam (``--iters``, ``--lr``); a test sequence gets the
-class of the largest posterior mean. ``all`` runs rntk/nngp x last/mean x uni/bi, rbf and 1nn.
+class of the largest posterior mean. ``all`` runs rntk/nngp x last/mean x uni/bi, select, rbf,
+svm and 1nn; the default is select, rbf, svm and 1nn.
 The published accuracies of 1-NN with full-window DTW (UCR archive) are printed alongside where
 known.
 
-    python benchmarks/classification.py                         # the five default sets
+    python benchmarks/classification.py --engine fused          # the five default sets
     python benchmarks/classification.py --variants all --datasets OSULeaf --max-train 100
     python benchmarks/classification.py --smoke --datasets ItalyPowerDemand   # seconds
 """
@@ -58,6 +74,7 @@ from linear_operator.utils.cholesky import psd_safe_cholesky
 
 from gpytorch_rntk import RNNGPKernel, RNTKKernel, encode_sequences
 from gpytorch_rntk.demo import SequenceGP, init_outputscale, make_likelihood
+from gpytorch_rntk.selection import Selection, candidate_grid, select_kernel
 
 DTYPE = torch.float64
 
@@ -74,8 +91,11 @@ ALL_DATASETS = (
 )
 DEFAULT_DATASETS = ALL_DATASETS[:5]
 WHERE_BUNDLED = {"PLAID": "in sktime's wheel (sktime/datasets/data/PLAID), not in aeon's"}
-DEFAULT_VARIANTS = "rntk,rbf,1nn"
-BASELINE_LABELS = {"rbf": "RBF GP", "1nn": "1-NN ED"}
+DEFAULT_VARIANTS = "select,rbf,svm,1nn"
+# The methods other than the fixed kernel variants.
+OTHER_LABELS = {"select": "RNTK select", "rbf": "RBF GP", "svm": "SVM RBF", "1nn": "1-NN ED"}
+SVM_C = 10.0 ** np.arange(-2, 4)  # 0.01 .. 1000
+SVM_GAMMA = 10.0 ** np.arange(-3, 2)  # times 1 / (D var)
 RECURRENT_HYPERPARAMETERS = ("recurrent_var", "input_var", "bias_var")
 
 
@@ -254,11 +274,11 @@ def parse_variants(spec: str, readout: str, bidirectional: bool) -> list[KernelV
             for kernel in ("rntk", "nngp")
             for r in ("last", "mean")
             for bi in (False, True)
-        ] + ["rbf", "1nn"]
+        ] + ["select", "rbf", "svm", "1nn"]
     methods: list[KernelVariant | str] = []
     for name in spec.split(","):
         name = name.strip().lower()
-        if name in BASELINE_LABELS:
+        if name in OTHER_LABELS:
             methods.append(name)
             continue
         kernel, *suffixes = name.split("-")
@@ -266,7 +286,7 @@ def parse_variants(spec: str, readout: str, bidirectional: bool) -> list[KernelV
         if kernel not in ("rntk", "nngp") or unknown:
             raise ValueError(
                 f"Unknown method {name!r}: use rntk or nngp with optional -last/-mean and "
-                f"-uni/-bi suffixes, {', '.join(BASELINE_LABELS)}, or all."
+                f"-uni/-bi suffixes, {', '.join(OTHER_LABELS)}, or all."
             )
         r = "mean" if "mean" in suffixes else "last" if "last" in suffixes else readout
         bi = "bi" in suffixes or (bidirectional and "uni" not in suffixes)
@@ -275,7 +295,7 @@ def parse_variants(spec: str, readout: str, bidirectional: bool) -> list[KernelV
 
 
 def method_label(method: KernelVariant | str) -> str:
-    return method.label if isinstance(method, KernelVariant) else BASELINE_LABELS[method]
+    return method.label if isinstance(method, KernelVariant) else OTHER_LABELS[method]
 
 
 def posterior_mean(model: SequenceGP, train_x: torch.Tensor, test_x: torch.Tensor) -> torch.Tensor:
@@ -341,6 +361,113 @@ def gp_accuracy(
     return (mean.argmax(dim=0) == test_y).double().mean().item(), steps
 
 
+def dirichlet_model(
+    base_kernel: gpytorch.kernels.Kernel, train_x: torch.Tensor, train_y: torch.Tensor
+) -> SequenceGP:
+    """A Dirichlet GP classifier with ``ScaleKernel(base_kernel)`` (the ``make_model`` of the
+    ``select`` variant), output scale started as for the fixed variants."""
+    likelihood, targets = make_likelihood(train_y, classification=True)
+    kernel = gpytorch.kernels.ScaleKernel(base_kernel)
+    model = SequenceGP(train_x, targets, likelihood, kernel).to(device=train_x.device, dtype=DTYPE)
+    init_outputscale(kernel, train_x)
+    return model
+
+
+def selection_candidates(args: argparse.Namespace) -> list[dict]:
+    """The ``select`` variant's candidates: kernel class x readout x direction x depth."""
+    return candidate_grid(
+        kernel=args.select_kernels.split(","),
+        readout=args.select_readouts.split(","),
+        bidirectional=(False, True),
+        num_layers=[int(n) for n in args.select_layers.split(",")],
+    )
+
+
+def describe(options: dict) -> str:
+    """``{"kernel": "rntk", "readout": "mean", "bidirectional": True, "num_layers": 2}`` ->
+    ``"RNTK mean bi, 2 layers"``."""
+    words = [options.get("kernel", "rntk").upper(), options.get("readout", "last")]
+    if options.get("bidirectional"):
+        words.append("bi")
+    layers = options.get("num_layers", 1)
+    return " ".join(words) + f", {layers} layer{'s' if layers > 1 else ''}"
+
+
+def select_accuracy(
+    train_x: torch.Tensor,
+    train_y: torch.Tensor,
+    test_x: torch.Tensor,
+    test_y: torch.Tensor,
+    input_dim: int,
+    args: argparse.Namespace,
+) -> tuple[float, Selection, dict[int, int]]:
+    """Choose the configuration on the training split (select_kernel), then classify the test
+    split with the chosen fitted model; also returns the Adam steps per candidate."""
+    steps: dict[int, int] = {}  # candidate index -> Adam steps taken
+    built = []
+
+    def make_model(base_kernel: gpytorch.kernels.Kernel, x: torch.Tensor, y: torch.Tensor):
+        built.append(base_kernel)  # select_kernel builds the candidates' models in order
+        return dirichlet_model(base_kernel, x, y)
+
+    def fit_candidate(model: SequenceGP) -> None:
+        steps[len(built) - 1] = fit(model, train_x, args.iters, args.lr, args.fit_budget)
+
+    selection = select_kernel(
+        train_x,
+        train_y,
+        selection_candidates(args),
+        input_dim=input_dim,
+        kernel_options={"engine": args.engine},
+        make_model=make_model,
+        fit=fit_candidate,
+        criterion=args.select_by,
+        verbose=True,  # a line per candidate as it finishes: the search can take long
+    )
+    mean = posterior_mean(selection.model, train_x, test_x)
+    return (mean.argmax(dim=0) == test_y).double().mean().item(), selection, steps
+
+
+def svm_accuracy(
+    train_x: torch.Tensor,
+    train_y: torch.Tensor,
+    test_x: torch.Tensor,
+    test_y: torch.Tensor,
+    seed: int,
+) -> tuple[float, str]:
+    """An RBF-kernel SVM, ``C`` and ``gamma`` chosen by cross-validation on the training split.
+
+    Returns the test accuracy and the chosen values (``gamma`` in units of ``1 / (D var)``).
+    """
+    import warnings
+
+    from sklearn.model_selection import GridSearchCV, KFold, StratifiedKFold
+    from sklearn.svm import SVC
+
+    x, y = train_x.cpu().numpy(), train_y.cpu().numpy()
+    scale = 1.0 / (x.shape[1] * max(float(x.var()), 1e-12))  # scikit-learn's gamma="scale"
+    grid = {"C": SVM_C, "gamma": scale * SVM_GAMMA}
+    smallest = int(np.unique(y, return_counts=True)[1].min())
+    if smallest >= 2:
+        folds = min(5, smallest)
+        cv = StratifiedKFold(folds, shuffle=True, random_state=seed)
+    else:  # a class with one member cannot be in every fold
+        folds = min(5, len(y))
+        cv = KFold(folds, shuffle=True, random_state=seed)
+    search = GridSearchCV(SVC(kernel="rbf"), grid, cv=cv, n_jobs=1)
+    with warnings.catch_warnings():
+        # (a training fold can miss a rare class: scikit-learn warns, the fold still counts)
+        warnings.simplefilter("ignore", UserWarning)
+        search.fit(x, y)
+    accuracy = float(search.score(test_x.cpu().numpy(), test_y.cpu().numpy()))
+    best = search.best_params_
+    detail = (
+        f"C {best['C']:.3g}, gamma {best['gamma'] / scale:.3g} / (D var), "
+        f"{folds}-fold CV accuracy {search.best_score_:.3f}"
+    )
+    return accuracy, detail
+
+
 def one_nn_accuracy(
     train_x: torch.Tensor, train_y: torch.Tensor, test_x: torch.Tensor, test_y: torch.Tensor
 ) -> float:
@@ -369,6 +496,7 @@ class Row:
     accuracy: dict[str, float] | None = None  # NaN: the method failed
     seconds: dict[str, float] | None = None
     steps: dict[str, int] | None = None  # fits stopped early by --fit-budget
+    chosen: dict[str, str] | None = None  # the select variant's choice, per label
 
 
 def length_range(seqs: Sequence[np.ndarray]) -> str:
@@ -403,6 +531,7 @@ def run_dataset(name: str, methods: list[KernelVariant | str], args: argparse.Na
         accuracy={},
         seconds={},
         steps={},
+        chosen={},
     )
     print(
         f"{name}: {row.n_train} train / {row.n_test} test, T = {row.lengths}, "
@@ -423,6 +552,35 @@ def run_dataset(name: str, methods: list[KernelVariant | str], args: argparse.Na
         try:
             if method == "1nn":
                 accuracy = one_nn_accuracy(train_x[:, 1:], train_y, test_x[:, 1:], test_y)
+            elif method == "svm":
+                accuracy, detail = svm_accuracy(
+                    train_x[:, 1:], train_y, test_x[:, 1:], test_y, args.seed
+                )
+            elif method == "select":
+                accuracy, selection, steps = select_accuracy(
+                    train_x, train_y, test_x, test_y, data.channels, args
+                )
+                best = selection.best
+                row.chosen[label] = (
+                    f"{describe(best.options)} (MLL/N {best.mll:.4f}"
+                    + ("" if best.loo is None else f", LOO/N {best.loo:.4f}")
+                    + ")"
+                )
+                if min(steps.values(), default=args.iters) < args.iters:
+                    row.steps[label] = min(steps.values())
+                detail = f"chose {row.chosen[label]}; by {selection.criterion}:\n" + "\n".join(
+                    "      "
+                    + ("* " if result is best else "  ")
+                    + f"{describe(result.options):<22} "
+                    + (
+                        f"failed: {result.error}"
+                        if result.error
+                        else f"MLL/N {result.mll:8.4f}"
+                        + ("" if result.loo is None else f"  LOO/N {result.loo:8.4f}")
+                        + f"  {steps.get(i, 0)} steps  {result.seconds:6.1f} s"
+                    )
+                    for i, result in enumerate(selection.results)
+                )
             else:
                 if method == "rbf":
                     kernel, inputs = gpytorch.kernels.RBFKernel(), (train_x[:, 1:], test_x[:, 1:])
@@ -511,6 +669,15 @@ def report(
         f"normalisation {args.normalise}: {', '.join(rules) or '-'}); "
         f"wall time {wall:.0f} s on {device} with {args.threads} thread(s).\n"
     )
+    chosen = [(r.name, label, c) for r in rows if r.chosen for label, c in r.chosen.items()]
+    if chosen:
+        text += (
+            f"\nConfigurations chosen on the training split by `select` (criterion "
+            f"{args.select_by}; candidates {args.select_kernels} x readout {args.select_readouts}"
+            f" x uni/bi x {args.select_layers} layers; training MLL per datum, summed over the "
+            "classes' GPs):\n\n"
+        )
+        text += "".join(f"- {name}: {c}\n" for name, _, c in chosen)
     if any(r.steps for r in rows):
         text += (
             f"(k steps): the fit stopped after k Adam steps, at the --fit-budget of "
@@ -532,7 +699,21 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--variants",
         default=DEFAULT_VARIANTS,
-        help="comma-separated methods: rntk/nngp[-last|-mean][-uni|-bi], rbf, 1nn; or 'all'",
+        help="comma-separated methods: rntk/nngp[-last|-mean][-uni|-bi], select, rbf, svm, 1nn; "
+        "or 'all'",
+    )
+    parser.add_argument(
+        "--select-by",
+        choices=("mll", "loo"),
+        default="mll",
+        help="select: the training-data criterion (marginal likelihood or leave-one-out)",
+    )
+    parser.add_argument(
+        "--select-readouts", default="last,mean", help="select: readouts to compare"
+    )
+    parser.add_argument("--select-layers", default="1,2", help="select: depths to compare")
+    parser.add_argument(
+        "--select-kernels", default="rntk", help="select: kernel classes (rntk, nngp)"
     )
     parser.add_argument("--readout", choices=("last", "mean"), default="last")
     parser.add_argument("--bidirectional", action="store_true", help="default to -bi kernels")

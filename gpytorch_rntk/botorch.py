@@ -38,7 +38,8 @@ Three design modes, and what to call:
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from functools import lru_cache
 
 import torch
 from botorch.acquisition import AcquisitionFunction
@@ -54,6 +55,7 @@ from gpytorch.means import Mean
 from gpytorch.priors import LogNormalPrior
 from torch import Tensor
 
+from .functional import QuadratureDual, nonlinearity_option
 from .kernels import DEFAULT_VARIANCES, kernel_class
 from .layout import check_positive_int, split_layout
 from .models import SequenceInputsMixin
@@ -71,11 +73,11 @@ __all__ = [
 _MAX_GROWTH = 100.0
 # The floor of the variances with a log-normal prior (relative to input_var = 1 for ReLU).
 _MIN_VARIANCE = 1e-6
-# The largest V' (the gain of the recurrent path per unit of recurrent_var) of each nonlinearity.
+# The largest V' (the gain of the recurrent path per unit of recurrent_var) of the closed forms.
 _MAX_DUAL_SLOPE = {"relu": 0.5, "erf": 4 / math.pi}
 
 
-def recurrent_var_bound(max_len: int, nonlinearity: str = "relu") -> float:
+def recurrent_var_bound(max_len: int, nonlinearity: str | Callable = "relu") -> float:
     r"""The upper bound :func:`sequence_gp` puts on ``recurrent_var`` for sequences of ``max_len``.
 
     The recurrent path multiplies the kernel's dependence on a step by :math:`\sigma_w^2 V'` per
@@ -87,17 +89,29 @@ def recurrent_var_bound(max_len: int, nonlinearity: str = "relu") -> float:
     sequence weighs at most 100 times the last, no step more than twice the next, and the kernel
     cannot grow geometrically with the length. ReLU: 2.34 at ``max_len = 30``, 2.10 at 100, 2.03
     at 300, 4 for ``max_len <= 2``; erf: :math:`\pi/8` times these (0.92, 0.82, 0.80, 1.57).
-    Fading memories stay unrestricted.
+    Fading memories stay unrestricted. For any other nonlinearity (a quadrature dual) max V' is
+    the largest :math:`E[\phi'(u)^2]`, :math:`u \sim N(0, k)`, over a grid of
+    :math:`k \in \{0\} \cup [10^{-4}, 10^3]` (by Cauchy-Schwarz no cross pair's :math:`V'` is
+    larger): 1 for tanh (at :math:`k = 0`), 1/16 for sigmoid.
 
     Example:
         >>> round(recurrent_var_bound(100), 4), round(recurrent_var_bound(100, "erf"), 4)
         (2.0952, 0.8228)
     """
     max_len = check_positive_int(max_len, "max_len")
-    if nonlinearity not in _MAX_DUAL_SLOPE:
-        raise ValueError(f"Unknown nonlinearity {nonlinearity!r}; choose 'relu' or 'erf'.")
     growth = min(2.0, _MAX_GROWTH ** (1.0 / max(max_len - 1, 1)))
-    return growth / _MAX_DUAL_SLOPE[nonlinearity]
+    return growth / _max_dual_slope(nonlinearity_option(nonlinearity))
+
+
+@lru_cache(maxsize=64)
+def _max_dual_slope(nonlinearity) -> float:
+    """The largest ``V'`` of a nonlinearity in the form of ``nonlinearity_option``."""
+    if nonlinearity in _MAX_DUAL_SLOPE:
+        return _MAX_DUAL_SLOPE[nonlinearity]
+    dual = QuadratureDual.named(nonlinearity) if isinstance(nonlinearity, str) else nonlinearity
+    k = torch.cat([torch.zeros(1), torch.logspace(-4, 3, 141)]).double()
+    with torch.no_grad():
+        return float(dual.self_pair(k)[1].max())
 
 
 class _SequenceSingleTaskGP(SequenceInputsMixin, SingleTaskGP):
@@ -131,8 +145,10 @@ def sequence_gp(
       ``c``, exactly what the outputscale does. Learning all of them leaves a direction along
       which the marginal likelihood is flat, and fits drift along it to outputscales of 1e-27.
       ``sequence_gp`` therefore learns the outputscale and ``bias_var``/``init_var`` relative to
-      ``input_var = 1`` (``raw_input_var.requires_grad`` is ``False``). erf is not homogeneous:
-      there every variance is learned.
+      ``input_var = 1`` (``raw_input_var.requires_grad`` is ``False``). erf and the other
+      nonlinearities (tanh, GELU, ..., a user's function by quadrature) are not homogeneous:
+      there every variance is learned (a user's homogeneous function, e.g. a leaky ReLU, has
+      ReLU's flat direction: pass ``input_var_constraint`` or fix ``raw_input_var`` yourself).
     * **``recurrent_var`` bounded** to ``[0, recurrent_var_bound(T_max, nonlinearity)]``
       (:func:`recurrent_var_bound`), so that the kernel cannot grow geometrically over long
       sequences; pass ``recurrent_var_constraint`` to choose another. Where erf's default 1
@@ -208,11 +224,12 @@ def sequence_gp(
     kernel_kwargs.setdefault("batch_shape", batch_shape)
     variable_length = kernel_kwargs.get("variable_length", True)
     max_len = max((train_x.shape[-1] - bool(variable_length)) // input_dim, 1)  # checked below
-    nonlinearity = kernel_kwargs.get("nonlinearity", "relu")
-    if nonlinearity in DEFAULT_VARIANCES:  # else the kernel raises
-        bound = recurrent_var_bound(max_len, nonlinearity)
-        kernel_kwargs.setdefault("recurrent_var_constraint", Interval(0.0, bound))
-    defaults = DEFAULT_VARIANCES.get(nonlinearity, DEFAULT_VARIANCES["relu"])
+    # a name, or the QuadratureDual of a user's function (raises for an unknown one)
+    nonlinearity = nonlinearity_option(kernel_kwargs.get("nonlinearity", "relu"))
+    kernel_kwargs["nonlinearity"] = nonlinearity
+    bound = recurrent_var_bound(max_len, nonlinearity)
+    kernel_kwargs.setdefault("recurrent_var_constraint", Interval(0.0, bound))
+    defaults = DEFAULT_VARIANCES.get(nonlinearity, DEFAULT_VARIANCES["erf"])  # (the kernel's)
     learned = ["bias_var"]
     if kernel_kwargs.get("initial_state", "zero") != "zero":
         learned.append("init_var")

@@ -2,26 +2,31 @@ r"""The RNTK and RNN-NNGP recursions as plain tensor functions (:doc:`/kernels`)
 
 :func:`recurrent_kernel` and :func:`recurrent_kernel_diag` validate their inputs and options once
 and hand them to one of the engines (the tensor engine, a compiled loop, or a Triton kernel on
-CUDA); the dual activations :func:`relu_dual` and :func:`erf_dual` and the sequence helpers are the
-same functions the engines use.
+CUDA); the dual activations :func:`relu_dual` and :func:`erf_dual`, :class:`QuadratureDual`
+(any smooth elementwise nonlinearity) and the sequence helpers are the same functions the engines
+use.
 """
 
 from __future__ import annotations
+
+from collections.abc import Callable
 
 import torch
 from torch import Tensor
 
 from ._core.autodiff import differentiated
 from ._core.config import GEOMETRIC, INITIAL_STATES, READOUTS, RecurrentVariances, make_config
-from ._core.duals import NONLINEARITIES, erf_dual, relu_dual
+from ._core.duals import NONLINEARITIES, Dual, erf_dual, relu_dual
 from ._core.engines import ENGINE_NAMES, diag, gram
 from ._core.lanes import identical_rows, reverse_sequences
+from ._core.quadrature import ACTIVATIONS, QuadratureDual, as_dual
 from ._validation import check_sequences
 
 __all__ = [
     "ENGINES",
     "INITIAL_STATES",
     "NONLINEARITIES",
+    "QuadratureDual",
     "READOUTS",
     "RecurrentVariances",
     "check_engine",
@@ -30,6 +35,7 @@ __all__ = [
     "differentiated",
     "erf_dual",
     "identical_rows",
+    "nonlinearity_option",
     "recurrent_kernel",
     "recurrent_kernel_diag",
     "relu_dual",
@@ -40,7 +46,7 @@ ENGINES = ENGINE_NAMES
 
 
 def check_options(
-    nonlinearity: str,
+    nonlinearity: str | Callable | Dual,
     initial_state: str,
     num_layers: int,
     frozen_layers: int = 0,
@@ -48,6 +54,16 @@ def check_options(
 ) -> None:
     """Raise a ``ValueError`` naming the first option that is not understood."""
     make_config(nonlinearity, num_layers, frozen_layers, initial_state, readout)
+
+
+def nonlinearity_option(nonlinearity: str | Callable | Dual) -> str | Dual:
+    """A ``nonlinearity`` option in the form the kernels keep: the name of a built-in
+    nonlinearity (also for a function that is one, e.g. ``torch.tanh``), else its dual (a
+    :class:`QuadratureDual`, built and checked once). Raises as :func:`check_options`."""
+    dual = as_dual(nonlinearity)
+    if dual.name in NONLINEARITIES or dual.name in ACTIVATIONS:
+        return dual.name if as_dual(dual.name) == dual else dual
+    return dual
 
 
 def check_engine(engine: str) -> None:
@@ -73,7 +89,7 @@ def recurrent_kernel(
     lengths2: Tensor,
     variances: RecurrentVariances,
     *,
-    nonlinearity: str = "relu",
+    nonlinearity: str | Callable | Dual = "relu",
     num_layers: int = 1,
     frozen_layers: int = 0,
     initial_state: str = "zero",
@@ -103,7 +119,12 @@ def recurrent_kernel(
         lengths2: ``(..., N')``.
         variances: Each broadcastable against ``(..., N, N')`` (e.g. shaped ``(*batch, 1, 1)``);
             ``readout_decay`` only with ``readout="geometric"``.
-        nonlinearity: ``"relu"`` or ``"erf"``.
+        nonlinearity: ``"relu"`` or ``"erf"`` (closed-form duals), ``"tanh"``, ``"sigmoid"``,
+            ``"gelu"`` (exact, erf-based), ``"silu"`` or ``"softplus"``, any smooth elementwise
+            torch function (e.g. ``torch.tanh`` or a lambda), or a :class:`QuadratureDual` (e.g.
+            of another order): all but relu and erf by quadrature (:doc:`/kernels`, Any
+            nonlinearity), which costs about ``2 * 41**2`` evaluations of the function per pair,
+            step and layer and runs on the tensor engine only.
         num_layers: Depth ``L``.
         frozen_layers: Number of untrained bottom layers (:doc:`/kernels`, Variants);
             ``num_layers`` gives the NNGP kernel.
@@ -174,7 +195,7 @@ def recurrent_kernel_diag(
     lengths: Tensor,
     variances: RecurrentVariances,
     *,
-    nonlinearity: str = "relu",
+    nonlinearity: str | Callable | Dual = "relu",
     num_layers: int = 1,
     frozen_layers: int = 0,
     initial_state: str = "zero",

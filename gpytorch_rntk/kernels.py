@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import warnings
+from collections.abc import Callable
 from functools import partial
 
 import numpy as np
@@ -17,6 +18,7 @@ from .functional import (
     check_engine,
     check_options,
     differentiated,
+    nonlinearity_option,
     recurrent_kernel,
     recurrent_kernel_diag,
 )
@@ -27,7 +29,10 @@ __all__ = ["RNNGPKernel", "RNTKKernel", "kernel_class"]
 # Defaults per nonlinearity. ReLU: recurrent_var = 2 weights every step equally and lets the
 # kernel grow linearly with length; 1.8 fades each older step by 10 % (a memory of about ten
 # steps) and keeps long sequences on one scale. erf: V' <= 4/pi < 1.28, so recurrent_var = 1
-# keeps the NTK's recurrent path contracting once the states are O(1).
+# keeps the NTK's recurrent path contracting once the states are O(1). Every other nonlinearity
+# (tanh, sigmoid, GELU, SiLU, softplus, a user's function) takes erf's: the named ones have
+# V' <= 1.13^2 < 1.28 too (GELU's largest slope is 1.13), so recurrent_var = 1 keeps their
+# recurrent paths about as contracting.
 DEFAULT_VARIANCES = {
     "relu": {"recurrent_var": 1.8, "input_var": 1.0, "bias_var": 0.1, "init_var": 0.5},
     "erf": {"recurrent_var": 1.0, "input_var": 1.0, "bias_var": 0.1, "init_var": 0.5},
@@ -90,7 +95,7 @@ class _RecurrentKernel(Kernel):
         self,
         input_dim: int,
         num_layers: int = 1,
-        nonlinearity: str = "relu",
+        nonlinearity: str | Callable = "relu",
         initial_state: str = "zero",
         variable_length: bool = True,
         *,
@@ -99,6 +104,7 @@ class _RecurrentKernel(Kernel):
         readout: str = "last",
         engine: str = "auto",
         ard_num_dims: int | None = None,
+        normalize: bool = False,
         recurrent_var_prior: Prior | None = None,
         recurrent_var_constraint: Interval | None = None,
         input_var_prior: Prior | None = None,
@@ -114,7 +120,12 @@ class _RecurrentKernel(Kernel):
         input_dim = check_positive_int(input_dim, "input_dim")
         check_options(nonlinearity, initial_state, num_layers, frozen_layers, readout)
         check_engine(engine)
-        for name, flag in (("variable_length", variable_length), ("bidirectional", bidirectional)):
+        flags = (
+            ("variable_length", variable_length),
+            ("bidirectional", bidirectional),
+            ("normalize", normalize),
+        )
+        for name, flag in flags:
             if not isinstance(flag, (bool, np.bool_)):
                 raise TypeError(f"{name} must be True or False, got {flag!r}.")
         unknown = sorted(set(kwargs) - {"batch_shape", "active_dims"})
@@ -142,7 +153,8 @@ class _RecurrentKernel(Kernel):
         super().__init__(**kwargs)
         self.input_dim = input_dim
         self.num_layers = int(num_layers)
-        self.nonlinearity = nonlinearity
+        # a name, or the QuadratureDual of a function that is not a built-in one
+        self.nonlinearity = nonlinearity_option(nonlinearity)
         self._initial_state = initial_state
         self.variable_length = bool(variable_length)
         self.frozen_layers = int(frozen_layers)
@@ -151,6 +163,7 @@ class _RecurrentKernel(Kernel):
         self.engine = engine
         # (not GPyTorch's own ard_num_dims, which would check the inputs' width against it)
         self._ard_num_dims = ard_num_dims
+        self.normalize = bool(normalize)
         priors = {
             "recurrent_var": (recurrent_var_prior, recurrent_var_constraint),
             "input_var": (input_var_prior, input_var_constraint),
@@ -168,9 +181,9 @@ class _RecurrentKernel(Kernel):
         if not geometric:
             del priors["readout_decay"]
         for name, (prior, constraint) in priors.items():
-            # (a nonlinearity without defaults of its own, e.g. one a user registered, takes
-            # erf's, a bounded activation's)
-            defaults = DEFAULT_VARIANCES.get(nonlinearity, DEFAULT_VARIANCES["erf"])
+            # (a nonlinearity without defaults of its own, e.g. tanh or a user's function,
+            # takes erf's, a bounded activation's)
+            defaults = DEFAULT_VARIANCES.get(self.nonlinearity, DEFAULT_VARIANCES["erf"])
             default = _DEFAULT_DECAY if name == "readout_decay" else defaults[name]
             channels = input_dim if name == "input_var" and ard_num_dims is not None else 1
             self._register_positive(name, default, prior, constraint, channels)
@@ -242,6 +255,7 @@ class _RecurrentKernel(Kernel):
             f"variable_length={self.variable_length}, bidirectional={self.bidirectional}, "
             f"frozen_layers={self.frozen_layers}, readout={self.readout!r}"
             + ("" if self._ard_num_dims is None else f", ard_num_dims={self._ard_num_dims}")
+            + (", normalize=True" if self.normalize else "")
         )
 
     def _variances(self) -> RecurrentVariances:
@@ -386,7 +400,31 @@ class _RecurrentKernel(Kernel):
             )
         if not torch.isfinite(out.detach()).all():
             self._warn_non_finite(max(values1.shape[-2], values2.shape[-2]), out.dtype)
+        if self.normalize:
+            out = self._normalized(
+                out, diag, values1, lengths1, values2, lengths2, variances, options
+            )
         return out
+
+    def _normalized(self, out, diag, values1, lengths1, values2, lengths2, variances, options):
+        r""":math:`k(x, x') / \sqrt{k(x, x)\, k(x', x')}` of the kernel values ``out``: 1 on the
+        diagonal of ``K(x, x)``; the self terms from the Gram matrix's diagonal where ``x1`` and
+        ``x2`` are the same sequences, else from ``recurrent_kernel_diag`` (:math:`O(L\,T N)`,
+        the mean and geometric readouts :math:`O(L\,T^2 N)`). A self term of 0 (a zero sequence
+        without bias) counts as the smallest normal number."""
+        same = values1 is values2 and lengths1 is lengths2
+        if same and diag:
+            return torch.ones_like(out)
+        if same:
+            selves1 = selves2 = out.diagonal(dim1=-2, dim2=-1)
+        else:
+            selves1 = recurrent_kernel_diag(values1, lengths1, variances, **options)
+            selves2 = recurrent_kernel_diag(values2, lengths2, variances, **options)
+        tiny = torch.finfo(out.dtype).tiny
+        norm1, norm2 = (s.clamp_min(tiny).rsqrt() for s in (selves1, selves2))
+        if diag:  # paired rows
+            return out * norm1 * norm2
+        return out * norm1.unsqueeze(-1) * norm2.unsqueeze(-2)
 
     def _promoted(self, x1: Tensor, x2: Tensor) -> tuple[Tensor, Tensor]:
         """``x1`` and ``x2`` in the promoted dtype of both and the hyperparameters (GPyTorch's
@@ -442,7 +480,8 @@ class _RecurrentKernel(Kernel):
             f"with ReLU the kernel grows about (recurrent_var / 2)^T, so recurrent_var above 2 "
             f"overflows {dtype} on long sequences"
             if self.nonlinearity == "relu"
-            else "the erf NTK grows once recurrent_var * V' exceeds 1"
+            else f"the {getattr(self.nonlinearity, 'name', self.nonlinearity)} NTK grows once "
+            "recurrent_var * V' exceeds 1"
         )
         wider = "" if dtype == torch.float64 else " or compute in float64"
         recurrent_var = self.recurrent_var.detach()
@@ -471,7 +510,8 @@ class RNTKKernel(_RecurrentKernel):
 
     with :math:`I^{1}(t,t') = \langle x_t, x'_{t'}\rangle / m`, :math:`I^{l} = V[S^{l-1}]`, and
     the readout :math:`\Theta(x,x') = V[S^{L}(T,T')] + V'[S^{L}(T,T')]\,\Theta^{L}(T,T')`.
-    :math:`V, V'` are the dual activations of ReLU or erf. With ReLU, ``recurrent_var = 2``
+    :math:`V, V'` are the dual activations of the nonlinearity (ReLU and erf in closed form,
+    any other by quadrature). With ReLU, ``recurrent_var = 2``
     weights all steps equally; smaller values fade old steps geometrically (factor
     ``recurrent_var / 2`` per step), larger ones let early steps dominate.
 
@@ -492,7 +532,14 @@ class RNTKKernel(_RecurrentKernel):
     Args:
         input_dim: The step dimension ``m``.
         num_layers: Depth ``L``.
-        nonlinearity: ``"relu"`` or ``"erf"``.
+        nonlinearity: ``"relu"`` or ``"erf"`` (closed-form duals), ``"tanh"``, ``"sigmoid"``,
+            ``"gelu"``, ``"silu"``, ``"softplus"``, or any smooth elementwise torch function
+            (``nonlinearity=torch.tanh``, a lambda; or a
+            :class:`~gpytorch_rntk.functional.QuadratureDual` for another quadrature order):
+            these by quadrature on the tensor engine, about ``2 * 41**2`` evaluations of the
+            function per pair, step and layer (:doc:`/kernels`, Any nonlinearity). A function is
+            probed once at construction; ``kernel.nonlinearity`` then holds its name or its
+            ``QuadratureDual``.
         initial_state: ``"zero"`` (no initial-state term), ``"per_input"`` (the paper's: initial
             states correlated only for identical inputs) or ``"shared"`` (one initial state for
             all inputs). The latter two add the hyperparameter ``init_var``.
@@ -517,14 +564,22 @@ class RNTKKernel(_RecurrentKernel):
             many small Gram matrices gain too) and raises, saying why, where it does not apply:
             batched inputs (BoTorch's ``(b, q, D)`` candidates), ``diag=True`` between
             different inputs, gradients for the sequences or of second order.
+        normalize: Return :math:`k(x, x') / \sqrt{k(x, x)\, k(x', x')}`: the kernel of the
+            network's output normalised to unit prior variance (a correlation; positive
+            semi-definite, as a Schur product of the kernel with a rank-one matrix). Every
+            sequence then has prior variance 1, whatever its length or scale, which suits
+            Bayesian optimisation (an unnormalised ReLU kernel grows with the inputs' size, and
+            an acquisition function is drawn to large inputs). Costs one diagonal per side
+            where ``x1`` and ``x2`` differ. Wrap it in a :class:`~gpytorch.kernels.ScaleKernel`
+            for the variance.
         ard_num_dims: ``input_dim`` for one ``input_var`` per channel of a step (ARD, shape
             ``(*batch_shape, 1, input_dim)``): the kernel of a network whose first layer's input
             weights of channel :math:`c` have variance ``input_var[..., c]`` (the layers above
             read their mean; equal values give the kernel without ARD). Learned through the
             scaled steps, so its gradients run on the tensor engine (``engine="auto"``);
             ``None`` (default): one ``input_var``.
-        recurrent_var_prior, input_var_prior, bias_var_prior, init_var_prior,
-            readout_decay_prior: Optional priors.
+        recurrent_var_prior: Optional prior (likewise ``input_var_prior``,
+            ``bias_var_prior``, ``init_var_prior`` and ``readout_decay_prior``).
         recurrent_var_constraint, input_var_constraint, bias_var_constraint, init_var_constraint:
             Constraints (default :class:`~gpytorch.constraints.Positive`).
         readout_decay_constraint: Default :class:`~gpytorch.constraints.Interval` ``(0, 1)``.
@@ -532,7 +587,7 @@ class RNTKKernel(_RecurrentKernel):
             other keyword raises (set the variances with ``kernel.initialize(...)``).
 
     Defaults: ReLU ``recurrent_var=1.8, input_var=1, bias_var=0.1, init_var=0.5``
-    (``readout_decay=0.9``); erf
+    (``readout_decay=0.9``); erf (and every other nonlinearity)
     ``recurrent_var=1``, the rest the same (exact in every dtype: ``.double()`` sets values still
     at their defaults again in float64). There is no readout variance: wrap the kernel in a
     :class:`~gpytorch.kernels.ScaleKernel`. With ReLU the kernel is homogeneous of degree one in
@@ -571,7 +626,7 @@ class RNNGPKernel(_RecurrentKernel):
         self,
         input_dim: int,
         num_layers: int = 1,
-        nonlinearity: str = "relu",
+        nonlinearity: str | Callable = "relu",
         initial_state: str = "zero",
         variable_length: bool = True,
         **kwargs,

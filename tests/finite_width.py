@@ -13,7 +13,15 @@ from collections.abc import Callable, Sequence
 import torch
 
 Tensor = torch.Tensor
-_PHI: dict[str, Callable[[Tensor], Tensor]] = {"relu": torch.relu, "erf": torch.erf}
+_PHI: dict[str, Callable[[Tensor], Tensor]] = {
+    "relu": torch.relu,
+    "erf": torch.erf,
+    "tanh": torch.tanh,
+    "sigmoid": torch.sigmoid,
+    "gelu": torch.nn.functional.gelu,
+    "silu": torch.nn.functional.silu,
+    "softplus": torch.nn.functional.softplus,
+}
 
 
 def _stack(gen: torch.Generator, m: int, width: int, num_layers: int) -> list[dict[str, Tensor]]:
@@ -128,7 +136,8 @@ def empirical_kernels(
         seqs: Sequences of shape ``(T_i, m)`` (lengths may differ; ``m`` may not).
         width: Hidden width ``n``.
         num_layers: Depth ``L``.
-        nonlinearity: ``"relu"`` or ``"erf"``.
+        nonlinearity: A name of ``_PHI`` (``"relu"``, ``"erf"``, ``"tanh"``, ...) or an elementwise
+            torch function.
         recurrent_var: ``s_w^2``.
         input_var: ``s_u^2``, or ``m`` per-channel variances of the first layer's input weights
             (the layers above then use their mean).
@@ -150,7 +159,7 @@ def empirical_kernels(
     gen = torch.Generator().manual_seed(seed)
     seqs = [s.to(torch.float64) for s in seqs]
     m = seqs[0].shape[1]
-    phi = _PHI[nonlinearity]
+    phi = nonlinearity if callable(nonlinearity) else _PHI[nonlinearity]  # a name or a function
     s_in = None
     if not isinstance(input_var, (int, float)):
         s_in = torch.as_tensor(input_var, dtype=torch.float64).sqrt()

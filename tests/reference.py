@@ -24,11 +24,18 @@ Readout = Literal["last", "mean", "geometric"]
 Grid = list[list[float]]  # grid[t - 1][t' - 1]
 
 
-def dual(nonlinearity: str, k11: float, k22: float, k12: float) -> tuple[float, float]:
+_QUADRATURE: dict[Any, Any] = {}  # dual()'s quadrature duals by nonlinearity
+
+
+def dual(nonlinearity: Any, k11: float, k22: float, k12: float) -> tuple[float, float]:
     """Return ``(V, V')`` = ``(E[phi(u) phi(v)], E[phi'(u) phi'(v)])`` for a 2x2 Gaussian.
 
     Args:
-        nonlinearity: ``"relu"`` or ``"erf"``.
+        nonlinearity: ``"relu"`` or ``"erf"`` (closed forms); any other name of the package's
+            quadrature duals (``"tanh"``, ...), an elementwise torch function or a
+            ``QuadratureDual``: the package's quadrature dual of that function, one pair at a
+            time (its accuracy is checked on its own in tests/core/test_quadrature.py), with its
+            1-D self-pair form where ``k11 == k22 == k12`` as for ReLU.
         k11: Variance of ``u`` (must be > 0 for ReLU).
         k22: Variance of ``v`` (must be > 0 for ReLU).
         k12: Covariance of ``u`` and ``v``.
@@ -36,6 +43,23 @@ def dual(nonlinearity: str, k11: float, k22: float, k12: float) -> tuple[float, 
     Returns:
         The pair ``(V, V')`` (docs/kernels.md, *Dual activations*).
     """
+    if not (isinstance(nonlinearity, str) and nonlinearity in ("relu", "erf")):
+        from gpytorch_rntk.functional import QuadratureDual
+
+        quadrature = _QUADRATURE.get(nonlinearity)  # (built once: construction probes phi)
+        if quadrature is None:
+            if isinstance(nonlinearity, str):
+                quadrature = QuadratureDual.named(nonlinearity)
+            elif isinstance(nonlinearity, QuadratureDual):
+                quadrature = nonlinearity
+            else:
+                quadrature = QuadratureDual(nonlinearity)
+            _QUADRATURE[nonlinearity] = quadrature
+        k = torch.tensor([k11, k22, k12], dtype=torch.float64)
+        with torch.no_grad():
+            same = k11 == k22 == k12
+            v, vd = quadrature.self_pair(k[0]) if same else quadrature(k[2], k[0], k[1])
+        return float(v), float(vd)
     if nonlinearity == "relu":
         if k11 == k22 == k12:  # exact self pair: closed form (arccos has infinite slope at 1)
             return k11 / 2.0, 0.5

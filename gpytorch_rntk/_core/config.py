@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import enum
 import operator
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import NamedTuple
 
@@ -18,7 +19,8 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from .duals import NONLINEARITIES, Dual
+from .duals import Dual
+from .quadrature import as_dual
 
 __all__ = [
     "DECAY",
@@ -147,7 +149,7 @@ def _lookup(table: dict, value, name: str):
 
 
 def make_config(
-    nonlinearity: str = "relu",
+    nonlinearity: str | Callable | Dual = "relu",
     num_layers: int = 1,
     frozen_layers: int = 0,
     initial_state: str = "zero",
@@ -156,7 +158,7 @@ def make_config(
 ) -> RecurrentConfig:
     """The :class:`RecurrentConfig` of these options, or a ``ValueError``/``TypeError`` naming
     the first one that is not understood."""
-    dual = _lookup(NONLINEARITIES, nonlinearity, "nonlinearity")
+    dual = as_dual(nonlinearity)  # a name, a Dual, or an elementwise function (quadrature)
     state = _lookup(INITIAL_STATES, initial_state, "initial_state")
     num_layers = check_positive_int(num_layers, "num_layers")
     frozen = as_int(frozen_layers)

@@ -82,7 +82,7 @@ def test_the_graph_is_read():
         [
             "GEOMETRIC",
             "LAST",
-            "READOUTS",
+            "MEAN",
             "InitialState",
             "RecurrentConfig",
             "RecurrentVariances",

@@ -253,7 +253,7 @@ FUNCTIONAL_FAULTS = {
     "num_layers 0": lambda a: a.update(num_layers=0),
     "num_layers 1.5": lambda a: a.update(num_layers=1.5),
     "frozen_layers past num_layers": lambda a: a.update(frozen_layers=3),
-    "unknown nonlinearity": lambda a: a.update(nonlinearity="tanh"),
+    "unknown nonlinearity": lambda a: a.update(nonlinearity="elu"),
     "unknown initial_state": lambda a: a.update(initial_state="random"),
     "unknown readout": lambda a: a.update(readout="max"),
     "paired rows differ": lambda a: a.update(

@@ -516,7 +516,7 @@ def test_equal_inputs_keep_their_own_gradients(readout):
         ),
         (lambda: RNTKKernel(1)(torch.tensor([[2.0, float("nan"), 1.0]])), "NaN or inf"),
         (lambda: RNTKKernel(1)(torch.tensor([[2.0, float("inf"), 1.0]])), "NaN or inf"),
-        (lambda: RNTKKernel(1, nonlinearity="tanh"), "Unknown nonlinearity 'tanh'"),
+        (lambda: RNTKKernel(1, nonlinearity="elu"), "Unknown nonlinearity 'elu'"),
         (lambda: RNNGPKernel(1, initial_state="random"), "Unknown initial_state 'random'"),
         (lambda: RNTKKernel(1, num_layers=0), "num_layers must be a positive integer"),
         (lambda: RNTKKernel(1, num_layers=2, frozen_layers=3), "frozen_layers must be an int"),

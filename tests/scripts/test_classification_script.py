@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import importlib.util
+import re
 import sys
 from pathlib import Path
 
 import pytest
+import torch
 
 aeon_datasets = pytest.importorskip("aeon.datasets")  # ships the data sets' .ts files
 
@@ -28,7 +30,7 @@ def test_smoke_run_writes_the_table(classification, tmp_path):
     result = classification.main(
         ["--smoke", "--datasets", "ItalyPowerDemand", "--output", str(output)]
     )
-    assert result["labels"] == ["RNTK", "RBF GP", "1-NN ED"]
+    assert result["labels"] == ["RNTK select", "RBF GP", "SVM RBF", "1-NN ED"]
     accuracy = result["accuracy"]["ItalyPowerDemand"]
     assert set(accuracy) == set(result["labels"])
     # Two balanced classes: chance is 0.5; every method sits well above it even at smoke size.
@@ -43,6 +45,12 @@ def test_smoke_run_writes_the_table(classification, tmp_path):
     row = [cell.strip() for cell in lines[2].strip("|").split("|")]
     assert row[:6] == ["ItalyPowerDemand", "20 of 67", "60 of 1029", "24", "1", "2"]
     assert row[-1] == "0.950"
+    # The select variant says what it chose on the training split, with its training MLL.
+    chosen = table.split("Configurations chosen on the training split by `select`")[1]
+    assert "criterion mll" in chosen
+    assert re.search(
+        r"- ItalyPowerDemand: RNTK (last|mean)( bi)?, [12] layers? \(MLL/N -?\d", chosen
+    )
 
 
 def test_variant_names(classification):
@@ -60,6 +68,14 @@ def test_variant_names(classification):
     ]
     every = classification.parse_variants("all", "last", False)
     assert len({m for m in every if isinstance(m, kv)}) == 8
+    assert every[8:] == ["select", "rbf", "svm", "1nn"]
+    assert classification.parse_variants("select,svm", "last", False) == ["select", "svm"]
+    assert classification.parse_variants(classification.DEFAULT_VARIANTS, "last", False) == [
+        "select",
+        "rbf",
+        "svm",
+        "1nn",
+    ]
     with pytest.raises(ValueError, match="Unknown method"):
         classification.parse_variants("lstm", "last", False)
 
@@ -72,6 +88,48 @@ def test_mean_readout_and_bidirectional_variants_run(classification, tmp_path):
     )
     assert result["labels"] == ["RNTK mean", "NNGP bi"]
     assert all(0.0 <= a <= 1.0 for a in result["accuracy"]["ItalyPowerDemand"].values())
+
+
+def test_select_variant_options(classification, tmp_path):
+    """--select-by loo and a smaller grid: two candidates, both printed, one chosen."""
+    result = classification.main(
+        ["--smoke", "--iters", "1", "--max-train", "10", "--max-test", "10"]
+        + ["--datasets", "ItalyPowerDemand", "--variants", "select"]
+        + ["--select-by", "loo", "--select-layers", "1", "--select-readouts", "last"]
+        + ["--output", str(tmp_path / "select.md")]
+    )
+    assert result["labels"] == ["RNTK select"]
+    assert 0.0 <= result["accuracy"]["ItalyPowerDemand"]["RNTK select"] <= 1.0
+    assert "criterion loo" in result["table"] and "LOO/N" in result["table"]
+    assert re.search(r"RNTK last( bi)?, 1 layer \(MLL/N", result["table"])
+
+
+def test_selection_candidates(classification):
+    args = classification.parse_args(["--select-layers", "1,2", "--select-kernels", "rntk,nngp"])
+    candidates = classification.selection_candidates(args)
+    assert len(candidates) == 16  # 2 kernels x 2 readouts x 2 directions x 2 depths
+    assert classification.describe(candidates[-1]) == "NNGP mean bi, 2 layers"
+    assert classification.describe({"readout": "last", "num_layers": 1}) == "RNTK last, 1 layer"
+
+
+def test_svm_with_a_class_smaller_than_the_folds(classification):
+    """C and gamma by cross-validation on the training split, also when a class has fewer
+    members than folds (stratified 2-fold) or a single member (plain k-fold)."""
+    import numpy as np
+
+    rng = np.random.default_rng(0)
+    centres = np.array([[0.0] * 6, [3.0] * 6, [-3.0] * 6])
+
+    def sample(counts):
+        y = np.repeat(np.arange(len(counts)), counts)
+        return torch.from_numpy(centres[y] + rng.normal(size=(len(y), 6))), torch.from_numpy(y)
+
+    test_x, test_y = sample([20, 20, 20])
+    for counts, folds in (([12, 10, 2], "2-fold"), ([12, 10, 1], "5-fold")):
+        train_x, train_y = sample(counts)
+        accuracy, detail = classification.svm_accuracy(train_x, train_y, test_x, test_y, 0)
+        assert folds in detail and "/ (D var)" in detail
+        assert accuracy > 0.6
 
 
 def test_unavailable_dataset_gets_a_row(classification, tmp_path):

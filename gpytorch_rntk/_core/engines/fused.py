@@ -374,6 +374,11 @@ def _fused_unsupported(config: RecurrentConfig, problem: Problem, engine: str) -
             f"the {engine} engine implements the nonlinearities relu and erf in closed form, "
             f"not {config.dual.name!r}; use engine='tensor'"
         )
+    if config.readout not in (LAST, MEAN, GEOMETRIC):
+        return (
+            f"the {engine} engine computes the readouts last, mean and geometric, not "
+            f"{config.readout}"
+        )
     if problem.diag:
         return f"the {engine} engine computes Gram matrices, not their diagonals"
     if problem.paired:

@@ -27,7 +27,7 @@ from ..autodiff import differentiated, needs_grad
 from ..config import (
     GEOMETRIC,
     LAST,
-    READOUTS,
+    MEAN,
     InitialState,
     RecurrentConfig,
     RecurrentVariances,
@@ -624,7 +624,7 @@ class TensorEngine(Engine):
     """The reference engine (see the module docstring); the fallback of ``engine="auto"``."""
 
     name = "tensor"
-    readouts = tuple(READOUTS.values())
+    readouts = (LAST, MEAN, GEOMETRIC)
 
     def unsupported(self, config: RecurrentConfig, problem: Problem) -> str | None:
         if config.readout not in self.readouts:
