@@ -19,7 +19,9 @@ Methods (``--variants``, comma-separated):
 
 * ``rntk`` / ``nngp``: an exact GP with ``ScaleKernel(RNTKKernel)`` / ``ScaleKernel(RNNGPKernel)``
   on the sequences as they are (variable-length layout), ``num_layers=1``, ReLU. Suffixes pick
-  the variant: ``-mean`` (average-pooling readout, ``readout="mean"``) or ``-last`` (the default,
+  the variant: ``-mean`` (average-pooling readout, ``readout="mean"``), ``-geo`` (the geometric
+  readout with its learned ``readout_decay``), ``-ard`` (one ``input_var`` per channel) or
+  ``-last`` (the default,
   or what ``--readout`` says), ``-bi`` (bidirectional) or ``-uni`` (the default, or
   ``--bidirectional``).
 * ``select``: the RNTK family with its configuration chosen on the training split only, by
@@ -244,16 +246,19 @@ class KernelVariant:
     """One RNTK / RNN-NNGP configuration."""
 
     kernel: str  # "rntk" or "nngp"
-    readout: str  # "last" or "mean"
+    readout: str  # "last", "mean" or "geometric"
     bidirectional: bool
+    ard: bool = False  # one input_var per channel
 
     @property
     def label(self) -> str:
         words = [self.kernel.upper()]
-        if self.readout == "mean":
-            words.append("mean")
+        if self.readout != "last":
+            words.append(self.readout)
         if self.bidirectional:
             words.append("bi")
+        if self.ard:
+            words.append("ARD")
         return " ".join(words)
 
     def build(self, input_dim: int, engine: str = "auto") -> gpytorch.kernels.Kernel:
@@ -263,6 +268,7 @@ class KernelVariant:
             bidirectional=self.bidirectional,
             readout=self.readout,
             engine=engine,
+            ard_num_dims=input_dim if self.ard else None,
         )
 
 
@@ -282,15 +288,16 @@ def parse_variants(spec: str, readout: str, bidirectional: bool) -> list[KernelV
             methods.append(name)
             continue
         kernel, *suffixes = name.split("-")
-        unknown = set(suffixes) - {"last", "mean", "bi", "uni"}
+        unknown = set(suffixes) - {"last", "mean", "geo", "bi", "uni", "ard"}
         if kernel not in ("rntk", "nngp") or unknown:
             raise ValueError(
-                f"Unknown method {name!r}: use rntk or nngp with optional -last/-mean and "
-                f"-uni/-bi suffixes, {', '.join(OTHER_LABELS)}, or all."
+                f"Unknown method {name!r}: use rntk or nngp with optional -last/-mean/-geo, "
+                f"-uni/-bi and -ard suffixes, {', '.join(OTHER_LABELS)}, or all."
             )
-        r = "mean" if "mean" in suffixes else "last" if "last" in suffixes else readout
+        r = {"mean": "mean", "geo": "geometric", "last": "last"}
+        r = next((r[x] for x in suffixes if x in r), readout)
         bi = "bi" in suffixes or (bidirectional and "uni" not in suffixes)
-        methods.append(KernelVariant(kernel, r, bi))
+        methods.append(KernelVariant(kernel, r, bi, "ard" in suffixes))
     return methods
 
 
@@ -699,7 +706,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--variants",
         default=DEFAULT_VARIANTS,
-        help="comma-separated methods: rntk/nngp[-last|-mean][-uni|-bi], select, rbf, svm, 1nn; "
+        help="comma-separated methods: rntk/nngp[-last|-mean|-geo][-uni|-bi][-ard], select, rbf, "
+        "svm, 1nn; "
         "or 'all'",
     )
     parser.add_argument(
