@@ -18,11 +18,13 @@ def check_sequences(
     variances: RecurrentVariances | None = None,
     *,
     paired: bool = False,
+    readout: str = "last",
 ) -> None:
     """Raise a ``TypeError`` or ``ValueError`` naming what is wrong with a kernel function's
     sequences (``(..., N, T, m)`` floating values, ``(..., N)`` integer lengths in ``[1, T]``,
     finite; both sides of one dtype, device and ``m``) or variances (finite, non-negative; the
-    readout decay in ``(0, 1]``).
+    readout decay in ``(0, 1]`` for ``readout="geometric"``, else 1: the other readouts have
+    none).
     Checks the values with one synchronisation."""
     sides = {"values1": (values1, lengths1)}
     if values2 is not None:
@@ -69,9 +71,16 @@ def check_sequences(
             )
     for name, v in zip(RecurrentVariances._fields, variances or (), strict=False):
         v = torch.as_tensor(v, device=values1.device).detach()
-        if name == "readout_decay":
+        if name == "readout_decay" and readout == "geometric":
             flags.append(~((v > 0) & (v <= 1)).all())
             messages.append("readout_decay must be in (0, 1].")
+            continue
+        if name == "readout_decay":
+            flags.append(v.ne(1).any())
+            messages.append(
+                f"readout_decay is the geometric readout's; readout={readout!r} has none "
+                "(leave it at its default, 1.0)."
+            )
             continue
         flags.append(~(torch.isfinite(v) & (v >= 0)).all())
         messages.append(f"{name} must be finite and non-negative.")

@@ -11,11 +11,10 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-import torch
 from torch import Tensor
 
 from ._core.autodiff import differentiated
-from ._core.config import GEOMETRIC, INITIAL_STATES, READOUTS, RecurrentVariances, make_config
+from ._core.config import INITIAL_STATES, READOUTS, RecurrentVariances, make_config
 from ._core.duals import NONLINEARITIES, Dual, erf_dual, relu_dual
 from ._core.engines import ENGINE_NAMES, diag, gram
 from ._core.lanes import identical_rows, reverse_sequences
@@ -70,16 +69,6 @@ def check_engine(engine: str) -> None:
     """Raise a ``ValueError`` if ``engine`` is not one of :data:`ENGINES`."""
     if not isinstance(engine, str) or engine not in ENGINE_NAMES:
         raise ValueError(f"Unknown engine {engine!r}; choose one of {list(ENGINE_NAMES)}.")
-
-
-def _check_decay(config, variances) -> None:
-    """Refuse a readout decay where the readout has none (it would be ignored)."""
-    decay = RecurrentVariances(*variances).readout_decay
-    if config.readout != GEOMETRIC and bool(torch.as_tensor(decay).ne(1).any()):
-        raise ValueError(
-            f"readout_decay is the geometric readout's; readout={config.readout.name!r} has "
-            "none (leave it at its default, 1.0)."
-        )
 
 
 def recurrent_kernel(
@@ -173,10 +162,17 @@ def recurrent_kernel(
         nonlinearity, num_layers, frozen_layers, initial_state, readout, bidirectional
     )
     check_engine(engine)
-    _check_decay(config, variances)
     if not isinstance(paired, bool):
         raise TypeError(f"paired must be True or False, got {paired!r}.")
-    check_sequences(values1, lengths1, values2, lengths2, variances, paired=paired)
+    check_sequences(
+        values1,
+        lengths1,
+        values2,
+        lengths2,
+        variances,
+        paired=paired,
+        readout=config.readout.name,
+    )
     return gram(
         config,
         values1,
@@ -213,6 +209,5 @@ def recurrent_kernel_diag(
     config = make_config(
         nonlinearity, num_layers, frozen_layers, initial_state, readout, bidirectional
     )
-    _check_decay(config, variances)
-    check_sequences(values, lengths, variances=variances)
+    check_sequences(values, lengths, variances=variances, readout=config.readout.name)
     return diag(config, values, lengths, RecurrentVariances(*variances))

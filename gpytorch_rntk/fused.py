@@ -46,7 +46,7 @@ def fused_kernel(
     if backend not in ("auto", "triton", "compiled"):
         raise ValueError(f"Unknown backend {backend!r}; choose 'auto', 'triton' or 'compiled'.")
     config = make_config(nonlinearity, num_layers, frozen_layers, initial_state, readout)
-    check_sequences(values1, lengths1, values2, lengths2, variances)
+    check_sequences(values1, lengths1, values2, lengths2, variances, readout=config.readout.name)
     variances = RecurrentVariances(*variances)
     problem = Problem.describe(values1, values2, variances)
     engine = select(config, problem, "fused" if backend == "auto" else backend)

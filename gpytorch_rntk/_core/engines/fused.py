@@ -599,8 +599,10 @@ def _fused(
                 return readout_weights(lengths, steps, decay, values1.dtype)
 
             decay = variances.readout_decay
-            found = torch.func.jvp(table, (decay,), (torch.ones_like(decay),))
-            weights.append(found if along_decay else found[:1])
+            if along_decay:
+                weights.append(torch.func.jvp(table, (decay,), (torch.ones_like(decay),)))
+            else:
+                weights.append((table(decay),))
         weights *= 3 - len(weights)  # (K(x, x): one side's for both)
     # Each backend writes pair (a, b) of the sorted sets to out[order1[a], order2[b]]
     # (and, for K(x, x), computes a <= b only and writes both halves).
