@@ -134,6 +134,10 @@ class Dual:
         """``(V, V')`` of a pair of one input with itself, covariance ``k``."""
         return self(k, k, k, True)
 
+    def self_slope(self, k: Tensor) -> Tensor:
+        """The derivative of :meth:`self_pair`'s ``V`` in ``k`` (forward-mode self terms)."""
+        return torch.func.jvp(lambda k: self.self_pair(k)[0], (k,), (torch.ones_like(k),))[1]
+
     def differentiable_in_sequences(self) -> Dual:
         """The dual to use where a sequence is differentiated (the default: this one)."""
         return self
@@ -155,6 +159,9 @@ class ReLU(Dual):
     def self_pair(self, k):
         return k / 2, torch.full_like(k, 0.5)
 
+    def self_slope(self, k):
+        return torch.full_like(k, 0.5)
+
 
 class Erf(Dual):
     """:func:`erf_dual`. Its self-pair form has the derivatives of moving both sides together:
@@ -169,6 +176,9 @@ class Erf(Dual):
 
     def self_pair(self, k):
         return _erf_self(k)
+
+    def self_slope(self, k):  # d/dk (2/pi) arcsin(2k / (1 + 2k)) = V'_self / (1 + 2k)
+        return (4 / math.pi) * (1 + 4 * k).rsqrt() / (1 + 2 * k)
 
     def differentiable_in_sequences(self) -> Dual:
         return _ErfOneSided()

@@ -152,26 +152,50 @@ def self_terms(
     dual: Dual,
     num_layers: int,
     init: bool,
-) -> list[Tensor]:
+    directions: tuple[int, ...] = (),
+) -> list[Tensor] | tuple[list[Tensor], list[Tensor]]:
     """The self terms ``S^l(t, t)`` of each sequence at every step, counted from its start.
 
     One ``(..., N, T)`` table per layer; past each length it holds 1, a finite positive
     placeholder for the duals of pairs that are not active there. ``variances`` broadcast
     against ``(..., N)``.
+
+    With ``directions`` (variances numbered as in :class:`~.config.RecurrentVariances`), also
+    their derivatives along each, one ``(..., N, T, P)`` table per layer (0 past each length),
+    in forward mode in the same pass: ``dS = sigma_w^2 dP + sigma_u^2 dV_{below} + e_i``
+    (``e_i`` the term that variance multiplies) and ``dV = V_self'(S) dS``
+    (:meth:`~.duals.Dual.self_slope`).
     """
     sw2, su2, sb2, init_var = variances[:RECURSION_VARIANCES]
     steps, m = values.shape[-2:]
     data = values.square().sum(-1) / m
     previous = [init_var if init else 0.0] * num_layers  # P^l(t-1, t-1) of the self pair
     columns: list[list[Tensor]] = [[] for _ in range(num_layers)]
+    # tangents (P, ..., N): which variance each direction moves, as (P, 1, ..., 1) indicators
+    units = torch.eye(RECURSION_VARIANCES, dtype=values.dtype, device=values.device)
+    units = units[list(directions)].T.reshape(
+        RECURSION_VARIANCES, len(directions), *[1] * data[..., 0].dim()
+    )
+    d_previous = [units[3] if init else 0.0] * num_layers
+    d_columns: list[list[Tensor]] = [[] for _ in range(num_layers)]
     for t in range(steps):
         below = data[..., t]
+        d_below = 0.0
         for layer in range(num_layers):
             s = sw2 * previous[layer] + su2 * below + sb2  # (cell's S on a self pair)
             columns[layer].append(s)
+            if directions:
+                ds = sw2 * d_previous[layer] + su2 * d_below
+                ds = ds + units[0] * previous[layer] + units[1] * below + units[2]
+                d_columns[layer].append(ds)
+                d_below = d_previous[layer] = dual.self_slope(s) * ds
             below = previous[layer] = dual.self_pair(s)[0]
     inside = torch.arange(steps, device=values.device) < lengths.unsqueeze(-1)
-    return [torch.where(inside, torch.stack(c, -1), 1.0) for c in columns]
+    tables = [torch.where(inside, torch.stack(c, -1), 1.0) for c in columns]
+    if not directions:
+        return tables
+    inside = inside.unsqueeze(-1)
+    return tables, [torch.where(inside, torch.stack(c, -1).movedim(0, -1), 0.0) for c in d_columns]
 
 
 def readout_weights(

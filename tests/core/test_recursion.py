@@ -1,13 +1,16 @@
-"""The recursion's one step (``_core.recursion.cell``) and the dual activations' table form:
-their hand-written forward-mode tangents against :func:`torch.func.jvp` of the values."""
+"""The recursion's one step (``_core.recursion.cell``), the self terms
+(``_core.recursion.self_terms``) and the dual activations' table form: their hand-written
+forward-mode tangents against :func:`torch.func.jvp` of the values."""
 
 from __future__ import annotations
 
 import pytest
 import torch
 
-from gpytorch_rntk._core.duals import ERF, RELU, side_tables, table_dual
-from gpytorch_rntk._core.recursion import cell, readout
+from gpytorch_rntk._core.config import RecurrentVariances
+from gpytorch_rntk._core.duals import ERF, NONLINEARITIES, RELU, side_tables, table_dual
+from gpytorch_rntk._core.quadrature import as_dual
+from gpytorch_rntk._core.recursion import cell, readout, self_terms
 
 SHAPE = (5, 6)  # a tile of pairs
 
@@ -89,3 +92,34 @@ def test_cell_tangents_match_jvp(code, frozen):
         torch.testing.assert_close(primal, value, rtol=1e-14, atol=0)
         assert expected.abs().max() > 0
         torch.testing.assert_close(tangents[p], expected, rtol=1e-9, atol=1e-12)
+
+
+@pytest.mark.parametrize("nonlinearity", ["relu", "erf", "tanh"])
+@pytest.mark.parametrize("init", [False, True])
+def test_self_term_tangents_match_jvp(nonlinearity, init, dtype, device):
+    # two layers, variable lengths (0 past each), along every variance and a subset; tanh
+    # (a quadrature dual) through the generic Dual.self_slope
+    dual = NONLINEARITIES.get(nonlinearity) or as_dual(nonlinearity)
+    gen = torch.Generator().manual_seed(5)
+    values = torch.randn(4, 7, 3, generator=gen, dtype=torch.float64).to(dtype)
+    lengths = torch.tensor([7, 3, 5, 1])
+    values[torch.arange(7) >= lengths.unsqueeze(-1)] = 0
+    values, lengths = values.to(device), lengths.to(device)
+    variances = tuple(torch.tensor(v, dtype=dtype, device=device) for v in (1.3, 0.8, 0.2, 0.5))
+
+    def tables(*v):
+        return torch.stack(self_terms(values, lengths, RecurrentVariances(*v), dual, 2, init), -1)
+
+    for directions in ((0, 1, 2, 3), (2, 0)):
+        found, derivatives = self_terms(
+            values, lengths, RecurrentVariances(*variances), dual, 2, init, directions
+        )
+        torch.testing.assert_close(torch.stack(found, -1), tables(*variances), rtol=0, atol=0)
+        derivatives = torch.stack(derivatives, -2)  # (N, T, L, P)
+        for p, i in enumerate(directions):
+            unit = tuple(torch.ones_like(v) if k == i else torch.zeros_like(v) for k, v in
+                         enumerate(variances))  # fmt: skip
+            expected = torch.func.jvp(tables, variances, unit)[1]
+            assert expected.abs().max() > 0 or (i == 3 and not init)
+            tol = 1e-12 if dtype == torch.float64 else 1e-5
+            torch.testing.assert_close(derivatives[..., p], expected, rtol=tol, atol=tol)

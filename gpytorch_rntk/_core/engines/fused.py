@@ -107,26 +107,15 @@ def _looped_self_terms(
     values, lengths, variances, directions, config: RecurrentConfig
 ) -> Tensor | tuple[Tensor, Tensor]:
     """:func:`clock_self_terms`' tables ``(N, T, L)`` (1 past each length) by the loop of tensor
-    operations, and with ``directions`` their derivatives ``(N, T, L, P)`` by ``jvp``."""
-
-    def tables(*v: Tensor) -> Tensor:
-        init = config.initial_state != InitialState.ZERO
-        v = RecurrentVariances(*v)
-        return torch.stack(
-            self_terms(values, lengths, v, config.dual, config.num_layers, init=init), -1
-        )
-
-    variances = tuple(variances[:RECURSION_VARIANCES])  # (the readout's decay is not read)
+    operations, and with ``directions`` their derivatives ``(N, T, L, P)`` in the same pass."""
+    init = config.initial_state != InitialState.ZERO
+    found = self_terms(
+        values, lengths, variances, config.dual, config.num_layers, init, tuple(directions or ())
+    )
     if directions is None:
-        return tables(*variances)
-    units = torch.eye(len(variances), dtype=values.dtype, device=values.device)[list(directions)]
-
-    def along(unit: Tensor) -> tuple[Tensor, Tensor]:
-        return torch.func.jvp(tables, variances, tuple(unit))
-
-    # one pass over the steps for every direction at once (the values repeated along them)
-    repeated, derivatives = torch.func.vmap(along, out_dims=(0, 3))(units)
-    return repeated[0], derivatives
+        return torch.stack(found, -1)
+    tables, derivatives = found
+    return torch.stack(tables, -1), torch.stack(derivatives, -2)
 
 
 def _tables_dual(code: int, eps: float):
