@@ -15,6 +15,7 @@ objective, priors included; a noise-only model scores about 1.4 + 0.2 for the no
     python benchmarks/fit_convergence.py --lengths 100 --targets first --variable-length
     python benchmarks/fit_convergence.py --nonlinearity erf --kernel nngp
     python benchmarks/fit_convergence.py --lengths 100 --targets first --bidirectional
+    python benchmarks/fit_convergence.py --lengths 300 --engine compiled
 """
 
 from __future__ import annotations
@@ -57,6 +58,7 @@ def run_case(args, length: int, target: str) -> str:
         variable_length=args.variable_length,
         bidirectional=args.bidirectional,
         readout=args.readout,
+        engine=args.engine,
     )
     mll = ExactMarginalLogLikelihood(model.likelihood, model)
     iterations = [0]
@@ -107,6 +109,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--nonlinearity", choices=["relu", "erf"], default="relu")
     parser.add_argument("--bidirectional", action="store_true")
     parser.add_argument("--readout", choices=["last", "mean"], default="last")
+    parser.add_argument(
+        "--engine", default="auto", choices=["auto", "tensor", "compiled"], help="RNTK engine"
+    )
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=1, help="torch threads")
     args = parser.parse_args(argv)
@@ -114,7 +119,7 @@ def main(argv: list[str] | None = None) -> None:
     print(
         f"# n = {args.n}, kernel = {args.kernel}, nonlinearity = {args.nonlinearity}, "
         f"variable_length = {args.variable_length}, bidirectional = {args.bidirectional}, "
-        f"readout = {args.readout}, float64, {args.threads} thread(s)"
+        f"readout = {args.readout}, engine = {args.engine}, float64, {args.threads} thread(s)"
     )
     print(COLUMNS)
     for length in args.lengths:

@@ -559,7 +559,9 @@ class RNTKKernel(_RecurrentKernel):
             Gram matrices are computed (:func:`~gpytorch_rntk.functional.recurrent_kernel`).
             ``"auto"`` uses a fused engine (a compiled loop, or a Triton kernel on CUDA) for
             large matrices whose sequences need no gradient (predictions, marginal-likelihood
-            training of the variances) and the tensor engine elsewhere; ``"fused"`` uses it
+            training of the variances), on the CPU also for marginal-likelihood training on
+            sequences of 100 steps or more whatever their number (a fit repays the one
+            compilation), and the tensor engine elsewhere; ``"fused"`` uses it
             whatever the size (compiling takes seconds to a minute once per configuration, then
             many small Gram matrices gain too) and raises, saying why, where it does not apply:
             batched inputs (BoTorch's ``(b, q, D)`` candidates), ``diag=True`` between

@@ -145,6 +145,27 @@ def test_auto_picks_by_size(monkeypatch):
     assert select(config, problem) is ENGINES["tensor"]
 
 
+def test_auto_compiles_long_scans_that_need_variance_gradients(monkeypatch):
+    """A fit evaluates the same shapes many times: on the CPU, a scan of at least
+    ``grad_steps`` steps whose variances need a gradient goes to the compiled engine at any
+    size; not without gradients, not for shorter scans, not when a sequence is differentiated
+    (the compiled engine cannot), and not with compiling switched off."""
+    monkeypatch.delenv("GPYTORCH_RNTK_COMPILE", raising=False)
+    monkeypatch.setattr(fused_engines, "_compile_failure", [])
+    config = config_module.make_config()
+    steps = fused_engines.CompiledEngine.grad_steps
+    x = torch.randn(3, steps, 1, dtype=torch.float64)
+    learned = RecurrentVariances(torch.tensor(1.3, dtype=torch.float64, requires_grad=True), 1, 0.1)
+    assert select(config, Problem.describe(x, x, learned)) is ENGINES["compiled"]
+    assert select(config, Problem.describe(x, x, VARIANCES.like(x))) is ENGINES["tensor"]
+    short = x[:, : steps - 1]
+    assert select(config, Problem.describe(short, short, learned)) is ENGINES["tensor"]
+    moved = x.clone().requires_grad_()
+    assert select(config, Problem.describe(moved, x, learned)) is ENGINES["tensor"]
+    monkeypatch.setenv("GPYTORCH_RNTK_COMPILE", "0")
+    assert select(config, Problem.describe(x, x, learned)) is ENGINES["tensor"]
+
+
 def test_auto_falls_back_to_the_tensor_engine_without_a_compiler(monkeypatch):
     """Where Inductor finds no C++ compiler, engine="auto" warns once and computes the Gram
     matrix on the tensor engine (no traceback from deep inside torch.compile); a compiled engine
