@@ -3,7 +3,7 @@
 from .functional import recurrent_kernel, recurrent_kernel_diag
 from .gram import gram_matrix
 from .kernels import RNNGPKernel, RNTKKernel
-from .layout import decode_sequences, encode_sequences
+from .layout import decode_sequences, decode_tokens, encode_sequences, encode_tokens
 
 __version__ = "0.1.0"
 
@@ -11,7 +11,9 @@ __all__ = [
     "RNNGPKernel",
     "RNTKKernel",
     "decode_sequences",
+    "decode_tokens",
     "encode_sequences",
+    "encode_tokens",
     "gram_matrix",
     "recurrent_kernel",
     "recurrent_kernel_diag",

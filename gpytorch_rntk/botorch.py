@@ -57,11 +57,12 @@ from torch import Tensor
 
 from .functional import QuadratureDual, nonlinearity_option
 from .kernels import DEFAULT_VARIANCES, kernel_class
-from .layout import check_positive_int, split_layout
+from .layout import check_positive_int, encode_tokens, split_layout
 from .models import SequenceInputsMixin
 
 __all__ = [
     "canonicalize_sequences",
+    "optimize_acqf_tokens",
     "optimize_acqf_variable_length",
     "recurrent_var_bound",
     "sequence_bounds",
@@ -498,3 +499,172 @@ def optimize_acqf_variable_length(
             **kwargs,
         )
     raise ValueError(f"Unknown method {method!r}; choose 'alternating' or 'enumerate'.")
+
+
+def optimize_acqf_tokens(
+    acq_function: AcquisitionFunction,
+    alphabet_size: int,
+    starts: Sequence[Sequence[int] | Tensor],
+    max_len: int,
+    q: int = 1,
+    *,
+    min_len: int | None = None,
+    avoid: Sequence[Sequence[int] | Tensor] = (),
+    num_neighbours: int = 256,
+    max_steps: int = 50,
+    batch_size: int = 512,
+    generator: torch.Generator | None = None,
+) -> tuple[list[Tensor], Tensor]:
+    r"""Optimise an acquisition function over token sequences by mutation hill climbing.
+
+    The designs are strings over ``0 .. alphabet_size - 1`` encoded by
+    :func:`~gpytorch_rntk.layout.encode_tokens` (one-hot steps, the model's ``input_dim =
+    alphabet_size``). From each of ``starts`` (e.g. the best designs observed so far) the search
+    draws ``num_neighbours`` random single mutations per step (a substitution of one token;
+    with ``min_len`` also the insertion or deletion of one token, lengths kept within
+    ``[min_len, max_len]``), evaluates the acquisition function on them in batches, and moves
+    to the best one while it improves; a start stops when no neighbour improves on it, and the
+    best sequence met that is not in ``avoid`` is returned. Like BoTorch's
+    :func:`~botorch.optim.optimize.optimize_acqf_discrete_local_search` (which this follows
+    for sequences of varying length), ``q > 1`` candidates are chosen greedily, each pending
+    (``set_X_pending``) while the next is searched for, and never twice.
+
+    Args:
+        acq_function: The acquisition function, on ``(b, 1, 1 + max_len * alphabet_size)``.
+        alphabet_size: The number of tokens.
+        starts: Token sequences to climb from (at least one).
+        max_len: The encoding's ``T_max`` (the training inputs' width ``1 + max_len *
+            alphabet_size``); no candidate is longer.
+        q: The number of candidates.
+        min_len: Allow insertions and deletions, keeping lengths at least ``min_len``;
+            ``None`` (default): substitutions only, every candidate as long as its start.
+        avoid: Sequences never returned (e.g. those already evaluated).
+        num_neighbours: Random mutations drawn per start and step.
+        max_steps: Steps of the climb at most.
+        batch_size: Candidates per call of the acquisition function.
+        generator: For reproducible mutations.
+
+    Returns:
+        ``(candidates, acq_values)``: ``q`` token sequences (1-D long tensors) and the
+        acquisition value of each where it was chosen, ``(q,)``.
+
+    Example:
+        >>> from botorch.acquisition import LogExpectedImprovement
+        >>> from gpytorch_rntk import encode_tokens
+        >>> designs = [[0, 1, 2, 1], [2, 2, 0], [1, 0, 0, 2], [0, 0, 1]]
+        >>> train_x = encode_tokens(designs, alphabet_size=3, max_len=5)
+        >>> train_y = torch.tensor([[0.1], [0.5], [0.2], [0.3]], dtype=torch.float64)
+        >>> model = sequence_gp(train_x, train_y, input_dim=3)
+        >>> acqf = LogExpectedImprovement(model, best_f=model.train_targets.max())
+        >>> found, _ = optimize_acqf_tokens(acqf, 3, designs, max_len=5, min_len=2, avoid=designs)
+        >>> 2 <= len(found[0]) <= 5 and found[0].tolist() not in designs
+        True
+    """
+    size = check_positive_int(alphabet_size, "alphabet_size")
+    max_len = check_positive_int(max_len, "max_len")
+    q = check_positive_int(q, "q")
+    num_neighbours = check_positive_int(num_neighbours, "num_neighbours")
+    max_steps = check_positive_int(max_steps, "max_steps")
+    batch_size = check_positive_int(batch_size, "batch_size")
+    if min_len is not None and not 1 <= check_positive_int(min_len, "min_len") <= max_len:
+        raise ValueError(f"min_len must be in [1, max_len={max_len}], got {min_len}.")
+    if len(starts) == 0:
+        raise ValueError("optimize_acqf_tokens needs at least one start sequence.")
+    parameter = next(getattr(acq_function, "model", torch.nn.Module()).parameters(), None)
+    dtype = parameter.dtype if parameter is not None else torch.float64
+    device = parameter.device if parameter is not None else torch.device("cpu")
+
+    def key(t: Tensor) -> tuple[int, ...]:
+        return tuple(t.tolist())
+
+    def as_tokens(seqs) -> list[Tensor]:
+        if len(seqs) == 0:
+            return []
+        encode_tokens(seqs, size, max_len=max_len)  # validates tokens and lengths, or raises
+        return [torch.as_tensor(t).long().cpu() for t in seqs]
+
+    starts, avoided = as_tokens(starts), {key(t) for t in as_tokens(avoid)}
+    if min_len is not None and min(len(t) for t in starts) < min_len:
+        raise ValueError(f"A start is shorter than min_len={min_len}.")
+
+    def evaluate(seqs: list[Tensor]) -> Tensor:
+        values = []
+        with torch.no_grad():
+            for i in range(0, len(seqs), batch_size):
+                x = encode_tokens(seqs[i : i + batch_size], size, max_len, dtype).to(device)
+                values.append(acq_function(x.unsqueeze(-2)).reshape(-1).cpu())
+        return torch.cat(values)
+
+    def neighbours(seq: Tensor) -> list[Tensor]:
+        kinds = 1 if min_len is None else 3  # substitution; insertion, deletion
+        kinds = torch.randint(kinds, (num_neighbours,), generator=generator)
+        out = []
+        for kind in kinds.tolist():
+            n = len(seq)
+            if kind == 1 and n < max_len:  # insertion
+                at = int(torch.randint(n + 1, (), generator=generator))
+                token = torch.randint(size, (1,), generator=generator)
+                out.append(torch.cat([seq[:at], token, seq[at:]]))
+            elif kind == 2 and n > min_len:  # deletion
+                at = int(torch.randint(n, (), generator=generator))
+                out.append(torch.cat([seq[:at], seq[at + 1 :]]))
+            elif size > 1:  # substitution by a different token
+                at = int(torch.randint(n, (), generator=generator))
+                shift = int(torch.randint(1, size, (), generator=generator))
+                new = seq.clone()
+                new[at] = (new[at] + shift) % size
+                out.append(new)
+        return out
+
+    chosen, values, pending = [], [], []
+    set_pending = getattr(acq_function, "set_X_pending", None)
+    original_pending = getattr(acq_function, "X_pending", None)
+    try:
+        for _ in range(q):
+            current = list(starts)
+            current_values = evaluate(current)
+            best, best_value = None, -math.inf
+            for seq, value in zip(current, current_values.tolist(), strict=True):
+                if key(seq) not in avoided and value > best_value:
+                    best, best_value = seq, value
+            for _ in range(max_steps):
+                proposals, owners, seen = [], [], set()
+                for i, seq in enumerate(current):
+                    for new in neighbours(seq):
+                        k = key(new)
+                        if k not in seen and k not in avoided:
+                            seen.add(k)
+                            proposals.append(new)
+                            owners.append(i)
+                if not proposals:
+                    break
+                proposal_values = evaluate(proposals)
+                owners = torch.tensor(owners)
+                moved = False
+                for i in range(len(current)):
+                    mine = (owners == i).nonzero().flatten()
+                    if len(mine) == 0:
+                        continue
+                    top = mine[proposal_values[mine].argmax()]
+                    if proposal_values[top] > current_values[i]:
+                        current[i], current_values[i] = proposals[top], proposal_values[top]
+                        moved = True
+                    if proposal_values[top] > best_value:
+                        best, best_value = proposals[top], float(proposal_values[top])
+                if not moved:
+                    break
+            if best is None:
+                raise ValueError(
+                    "Every sequence met is in avoid and no mutation left it: widen the search "
+                    "(more num_neighbours or max_steps, or min_len for insertions/deletions)."
+                )
+            chosen.append(best)
+            values.append(best_value)
+            avoided.add(key(best))
+            if set_pending is not None and len(chosen) < q:
+                pending.append(encode_tokens([best], size, max_len, dtype).to(device))
+                set_pending(torch.cat(pending))
+    finally:
+        if set_pending is not None and pending:
+            set_pending(original_pending)
+    return chosen, torch.tensor(values, dtype=dtype)

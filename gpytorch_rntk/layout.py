@@ -25,7 +25,9 @@ __all__ = [
     "check_encoding",
     "check_positive_int",
     "decode_sequences",
+    "decode_tokens",
     "encode_sequences",
+    "encode_tokens",
     "split_layout",
 ]
 
@@ -203,3 +205,79 @@ def decode_sequences(x: Tensor, input_dim: int) -> tuple[Tensor, Tensor]:
         tensor([2, 1])
     """
     return split_layout(x, input_dim, variable_length=True)
+
+
+def encode_tokens(
+    tokens: Sequence[Sequence[int] | Tensor | np.ndarray],
+    alphabet_size: int,
+    max_len: int | None = None,
+    dtype: torch.dtype = torch.float64,
+) -> Tensor:
+    r"""Encode token sequences (strings over an alphabet ``0 .. alphabet_size - 1``: amino acids,
+    nucleotides, a molecule's tokens) as one-hot steps in the variable-length layout.
+
+    Step ``t`` of a sequence is the indicator vector of its token, so ``m = alphabet_size`` and
+    the kernels (``input_dim=alphabet_size``) compare sequences of any lengths; the input term
+    ``<x_t, x'_t'> / m`` of two steps is ``1 / m`` where their tokens agree and 0 elsewhere.
+
+    Args:
+        tokens: ``N`` sequences of integer tokens (lists, 1-D integer tensors or arrays).
+        alphabet_size: The number of distinct tokens.
+        max_len: The padded length ``T_max`` (default: the longest sequence); training and
+            candidate inputs must share it.
+        dtype: A floating dtype (float64, as BoTorch recommends).
+
+    Returns:
+        ``(N, 1 + T_max * alphabet_size)``.
+
+    Example:
+        >>> encode_tokens([[0, 2], [1]], alphabet_size=3)
+        tensor([[2., 1., 0., 0., 0., 0., 1.],
+                [1., 0., 1., 0., 0., 0., 0.]], dtype=torch.float64)
+    """
+    size = check_positive_int(alphabet_size, "alphabet_size")
+    if not dtype.is_floating_point:
+        raise TypeError(f"dtype must be a floating dtype, got {dtype}.")
+    if len(tokens) == 0:
+        raise ValueError("encode_tokens needs at least one sequence, got an empty list.")
+    steps = []
+    for i, seq in enumerate(tokens):
+        t = torch.as_tensor(seq)
+        if t.dim() != 1 or t.is_floating_point() or t.is_complex() or t.dtype == torch.bool:
+            raise TypeError(
+                f"Token sequence {i} must be a 1-D sequence of integers, got "
+                f"{t.dtype} of shape {tuple(t.shape)}."
+            )
+        if t.numel() == 0:
+            raise ValueError(f"Token sequence {i} is empty; every sequence needs a token.")
+        if t.min() < 0 or t.max() >= size:
+            raise ValueError(
+                f"Token sequence {i} has tokens outside 0 .. {size - 1} (alphabet_size={size}): "
+                f"min {int(t.min())}, max {int(t.max())}."
+            )
+        steps.append(torch.nn.functional.one_hot(t.long().cpu(), size).to(dtype))
+    return encode_sequences(steps, max_len=max_len)
+
+
+def decode_tokens(x: Tensor, alphabet_size: int) -> list[Tensor]:
+    """Invert :func:`encode_tokens`: the integer tokens of each row of ``x`` ``(N, D)``.
+
+    Raises a ``ValueError`` where a step within a sequence's length is not one-hot (e.g. a
+    candidate from a continuous optimiser): round such steps yourself, or search over tokens
+    with :func:`gpytorch_rntk.botorch.optimize_acqf_tokens`.
+    """
+    size = check_positive_int(alphabet_size, "alphabet_size")
+    if not isinstance(x, Tensor) or x.dim() != 2:
+        raise ValueError(f"x must be a 2-D tensor (N, 1 + T_max * {size}), got {type(x)}.")
+    values, lengths = decode_sequences(x, size)
+    inside = torch.arange(values.shape[-2], device=x.device) < lengths.unsqueeze(-1)
+    one_hot = ((values == 0) | (values == 1)).all(-1) & (values.sum(-1) == 1)
+    bad = inside & ~one_hot
+    if bad.any():
+        row, step = (int(i) for i in bad.nonzero()[0])
+        raise ValueError(
+            f"Row {row}, step {step} is not a one-hot vector of {size} entries "
+            f"({values[row, step].tolist()}): not a token sequence."
+        )
+    tokens = values.argmax(-1)
+    return [tokens[i, : int(lengths[i])] for i in range(len(tokens))]
