@@ -32,6 +32,10 @@ _rntk_setup() {
     export PIP_DISABLE_PIP_VERSION_CHECK=1 PIP_NO_INPUT=1
     python -m pip install --quiet "${pins[0]}" || return 1
     python -m pip install --quiet -e "$root[dev]" "${pins[@]}" || return 1
+    # The Ehrlich functions of benchmarks/ehrlich_bo.py: pytorch-holo's metadata pins numpy<2,
+    # which its closed-form part does not need, so it comes without its dependencies.
+    python -m pip install --quiet --no-deps pytorch-holo==0.0.5 || return 1
+    python -m pip install --quiet pooch || return 1
     echo "$stamp" >"$stamp_file"
 }
 

@@ -1,0 +1,233 @@
+"""Bayesian optimisation of token sequences on the Ehrlich functions: RNTK-BO against a one-hot GP,
+a genetic algorithm and random search.
+
+The Ehrlich functions (Stanton et al., "Closed-form test functions for biophysical sequence
+design", 2024) are closed-form stand-ins for protein design: a sequence of length ``T`` over
+``v`` states scores 1 when it contains ``c`` spaced motifs of length ``k`` (quantised to ``q``
+levels of partial presence), and is infeasible (score -inf, counted 0 here) where it makes a
+transition that the function's banded transition matrix forbids. They come from the package
+``pytorch-holo`` (``holo.test_functions.closed_form.Ehrlich``, installed with ``pip install
+--no-deps pytorch-holo pooch``: its metadata pins numpy<2, which its closed-form part does not
+need).
+
+Every method starts from the same ``--init`` feasible designs per seed (samples of the function's
+own Markov process, as in the paper), then spends ``--rounds`` rounds of ``--batch`` evaluations:
+
+* ``rntk``: ``sequence_gp`` on one-hot steps (``encode_tokens``, ``input_dim = v``; options from
+  ``--rntk-options``), ``qLogExpectedImprovement``, candidates from
+  ``optimize_acqf_tokens`` (substitution hill climbing from the ``--starts`` best designs, the
+  evaluated ones avoided, the batch chosen greedily with the pending points);
+* ``onehot``: BoTorch's ``SingleTaskGP`` with its default kernel (RBF with dimension-scaled
+  priors) on the flattened ``T * v`` one-hot vector, the same acquisition and search;
+* ``ga``: a genetic algorithm with the same budget: the population is every design evaluated so
+  far; each child is the uniform crossover of two parents drawn by binary tournament, then each
+  position mutated to a random state with probability ``1 / T`` (no duplicates);
+* ``random``: fresh samples of the Markov process.
+
+It prints, per size and method, the best score after the initial design and after each round
+(mean and standard error over seeds) and the seconds per round (fit and acquisition search).
+
+    python benchmarks/ehrlich_bo.py                          # 10 seeds, two sizes
+    python benchmarks/ehrlich_bo.py --sizes 32,32,2,4 --seeds 3 --rounds 4
+    python benchmarks/ehrlich_bo.py --smoke                  # seconds
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import time
+import warnings
+
+import torch
+from botorch.acquisition import qLogExpectedImprovement
+from botorch.fit import fit_gpytorch_mll
+from botorch.models import SingleTaskGP
+from gpytorch.mlls import ExactMarginalLogLikelihood
+
+from gpytorch_rntk import encode_tokens
+from gpytorch_rntk.botorch import optimize_acqf_tokens, sequence_gp
+
+METHODS = ("rntk", "onehot", "ga", "random")
+
+
+def ehrlich(states: int, length: int, motifs: int, motif_length: int, seed: int):
+    from holo.test_functions.closed_form import Ehrlich
+
+    return Ehrlich(
+        num_states=states,
+        dim=length,
+        num_motifs=motifs,
+        motif_length=motif_length,
+        quantization=motif_length,
+        random_seed=seed,
+    )
+
+
+def score(function, designs: list[torch.Tensor]) -> torch.Tensor:
+    """The Ehrlich score of each design, infeasible ones counted 0 (the feasible floor)."""
+    values = function(torch.stack(designs)).double()
+    return torch.where(torch.isfinite(values), values, 0.0)
+
+
+def markov_samples(function, n: int, generator: torch.Generator) -> list[torch.Tensor]:
+    """Feasible designs: samples of the function's Markov process (its initial solutions)."""
+    from holo.test_functions.elemental import sample_dmp
+
+    samples = sample_dmp(
+        initial_dist=function.stationary_dist.squeeze(-1),
+        transition_matrix=function.transition_matrix,
+        num_steps=function.dim,
+        num_samples=n,
+        generator=generator,
+    )
+    return list(samples.long())
+
+
+class _Flattened(torch.nn.Module):
+    """An acquisition function of the flattened one-hot vector, called on the token layout
+    (length column first: every design has the same length, so it is dropped)."""
+
+    def __init__(self, acqf):
+        super().__init__()
+        self.acqf, self.model = acqf, acqf.model
+
+    def set_X_pending(self, x):
+        self.acqf.set_X_pending(None if x is None else x[..., 1:])
+
+    @property
+    def X_pending(self):
+        return self.acqf.X_pending
+
+    def forward(self, x):
+        return self.acqf(x[..., 1:])
+
+
+def propose_gp(method, designs, values, function, args, generator) -> list[torch.Tensor]:
+    states, length = function.num_states, function.dim
+    x = encode_tokens(designs, states, max_len=length)
+    y = values.unsqueeze(-1)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        if method == "rntk":
+            model = sequence_gp(x, y, input_dim=states, **args.rntk_kwargs)
+        else:
+            model = SingleTaskGP(x[:, 1:], y)
+        fit_gpytorch_mll(ExactMarginalLogLikelihood(model.likelihood, model))
+        acqf = qLogExpectedImprovement(model, best_f=model.train_targets.max())
+        if method != "rntk":
+            acqf = _Flattened(acqf)
+        best = values.argsort(descending=True)[: args.starts].tolist()
+        found, _ = optimize_acqf_tokens(
+            acqf,
+            states,
+            [designs[i] for i in best],
+            length,
+            q=args.batch,
+            avoid=designs,
+            num_neighbours=args.neighbours,
+            max_steps=args.max_steps,
+            generator=generator,
+        )
+    return found
+
+
+def propose_ga(designs, values, function, batch, generator) -> list[torch.Tensor]:
+    seen = {tuple(d.tolist()) for d in designs}
+    children = []
+    while len(children) < batch:
+        parents = []
+        for _ in range(2):  # binary tournament
+            a, b = torch.randint(len(designs), (2,), generator=generator).tolist()
+            parents.append(designs[a] if values[a] >= values[b] else designs[b])
+        mask = torch.rand(function.dim, generator=generator) < 0.5
+        child = torch.where(mask, parents[0], parents[1])
+        mutate = torch.rand(function.dim, generator=generator) < 1 / function.dim
+        random_states = torch.randint(function.num_states, (function.dim,), generator=generator)
+        child = torch.where(mutate, random_states, child)
+        if tuple(child.tolist()) not in seen:
+            seen.add(tuple(child.tolist()))
+            children.append(child)
+    return children
+
+
+def run(method, size, seed, args) -> tuple[list[float], float]:
+    """Best score after the initial design and after each round; seconds per round."""
+    function = ehrlich(*size, seed=seed)
+    generator = torch.Generator().manual_seed(1000 + seed)
+    designs = markov_samples(function, args.init, generator)
+    values = score(function, designs)
+    best = [values.max().item()]
+    start = time.perf_counter()
+    for _ in range(args.rounds):
+        if method == "random":
+            new = markov_samples(function, args.batch, generator)
+        elif method == "ga":
+            new = propose_ga(designs, values, function, args.batch, generator)
+        else:
+            new = propose_gp(method, designs, values, function, args, generator)
+        designs = designs + list(new)
+        values = torch.cat([values, score(function, new)])
+        best.append(values.max().item())
+    return best, (time.perf_counter() - start) / args.rounds
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument(
+        "--sizes",
+        nargs="+",
+        default=["32,32,2,4", "32,64,4,4"],
+        help="v,T,c,k: states, length, motifs, motif length (quantisation k)",
+    )
+    parser.add_argument("--methods", default=",".join(METHODS))
+    parser.add_argument("--seeds", type=int, default=10)
+    parser.add_argument("--init", type=int, default=16, help="initial designs")
+    parser.add_argument("--rounds", type=int, default=8)
+    parser.add_argument("--batch", type=int, default=4, help="evaluations per round")
+    parser.add_argument("--starts", type=int, default=4, help="hill climbs per candidate")
+    parser.add_argument("--neighbours", type=int, default=128, help="mutations per climb step")
+    parser.add_argument("--max-steps", type=int, default=20)
+    parser.add_argument(
+        "--rntk-options",
+        default="readout=last,bidirectional=True",
+        help="sequence_gp keyword arguments, e.g. readout=mean,num_layers=2",
+    )
+    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--smoke", action="store_true", help="one seed, one round, small size")
+    args = parser.parse_args(argv)
+    if args.smoke:
+        args.sizes, args.seeds, args.init, args.rounds = ["8,8,1,2"], 1, 6, 1
+        args.batch, args.neighbours, args.max_steps = 2, 16, 3
+    torch.set_num_threads(args.threads)
+    args.rntk_kwargs = {}
+    for item in filter(None, args.rntk_options.split(",")):
+        name, value = item.split("=")
+        args.rntk_kwargs[name] = {"True": True, "False": False}.get(value, value)
+        if value.isdigit():
+            args.rntk_kwargs[name] = int(value)
+    methods = args.methods.split(",")
+    unknown = set(methods) - set(METHODS)
+    if unknown:
+        parser.error(f"unknown methods {sorted(unknown)}; choose from {METHODS}")
+    print(
+        f"# {args.seeds} seeds, {args.init} initial designs + {args.rounds} rounds of "
+        f"{args.batch}; RNTK options {args.rntk_kwargs}; float64, {args.threads} thread(s)"
+    )
+    for text in args.sizes:
+        size = tuple(int(v) for v in text.split(","))
+        print(f"\n## v = {size[0]}, T = {size[1]}, c = {size[2]}, k = {size[3]}")
+        evaluations = [args.init + r * args.batch for r in range(args.rounds + 1)]
+        print("method | s/round | " + " | ".join(f"best@{e}" for e in evaluations))
+        for method in methods:
+            runs = [run(method, size, seed, args) for seed in range(args.seeds)]
+            best = torch.tensor([r[0] for r in runs])
+            mean = best.mean(0)
+            se = best.std(0) / math.sqrt(len(runs)) if len(runs) > 1 else torch.zeros_like(mean)
+            seconds = sum(r[1] for r in runs) / len(runs)
+            cells = [f"{m:.3f} +- {s:.3f}" for m, s in zip(mean.tolist(), se.tolist(), strict=True)]
+            print(f"{method} | {seconds:.1f} | " + " | ".join(cells), flush=True)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,59 @@
+"""benchmarks/ehrlich_bo.py: the smoke run on an Ehrlich function, and its pieces."""
+
+from __future__ import annotations
+
+import importlib.util
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+pytest.importorskip("holo.test_functions.closed_form")
+
+SCRIPT = Path(__file__).resolve().parents[2] / "benchmarks" / "ehrlich_bo.py"
+
+
+@pytest.fixture(scope="module")
+def benchmark():
+    spec = importlib.util.spec_from_file_location("ehrlich_benchmark", SCRIPT)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_initial_designs_are_feasible_and_the_optimum_scores_one(benchmark):
+    function = benchmark.ehrlich(8, 12, 2, 3, seed=4)
+    designs = benchmark.markov_samples(function, 20, torch.Generator().manual_seed(0))
+    assert all(torch.isfinite(function(d.unsqueeze(0))).all() for d in designs)
+    scores = benchmark.score(function, designs)
+    assert ((scores >= 0) & (scores <= 1)).all()
+    assert benchmark.score(function, [function.optimal_solution()]).item() == 1.0
+    # an infeasible design (a forbidden transition) is counted 0, not -inf
+    banned = (function.transition_matrix == 0).nonzero()[0].tolist()
+    bad = torch.tensor(banned * 6)
+    assert function(bad.unsqueeze(0)).item() == -float("inf")
+    assert benchmark.score(function, [bad]).item() == 0.0
+
+
+def test_ga_children_are_new_designs(benchmark):
+    function = benchmark.ehrlich(8, 12, 2, 3, seed=4)
+    gen = torch.Generator().manual_seed(1)
+    designs = benchmark.markov_samples(function, 6, gen)
+    values = benchmark.score(function, designs)
+    children = benchmark.propose_ga(designs, values, function, 5, gen)
+    keys = {tuple(c.tolist()) for c in children}
+    assert len(keys) == 5 and not keys & {tuple(d.tolist()) for d in designs}
+    assert all(c.shape == (12,) and c.min() >= 0 and c.max() < 8 for c in children)
+
+
+def test_smoke_run_prints_every_method(benchmark, capsys):
+    benchmark.main(["--smoke"])
+    rows = [line for line in capsys.readouterr().out.splitlines() if " | " in line]
+    assert rows[0].startswith("method | s/round | best@6 | best@8")
+    table = {row.split(" | ")[0]: row.split(" | ")[2:] for row in rows[1:]}
+    assert set(table) == set(benchmark.METHODS)
+    for cells in table.values():
+        best = [float(cell.split(" +- ")[0]) for cell in cells]
+        assert len(best) == 2 and 0 <= best[0] <= best[1] <= 1
