@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import warnings
 from collections.abc import Callable
 from functools import partial
@@ -361,6 +362,10 @@ class _RecurrentKernel(Kernel):
                 f"diag=True needs as many sequences in x1 as in x2, got {x1.shape[-2]} and "
                 f"{x2.shape[-2]}."
             )
+        if not diag and not same:
+            shared = self._shared_side(x1, x2)
+            if shared is not None:
+                return shared
         values1, lengths1 = split_layout(x1, self.input_dim, self.variable_length)
         if same and self.training and self.variable_length:
             check_encoding(x1, self.input_dim)
@@ -405,6 +410,33 @@ class _RecurrentKernel(Kernel):
                 out, diag, values1, lengths1, values2, lengths2, variances, options
             )
         return out
+
+    def _shared_side(self, x1: Tensor, x2: Tensor) -> Tensor | None:
+        """``K(x1, x2)`` as one unbatched Gram matrix where one side holds the same sequences
+        in every batch (GPyTorch's posterior on a batch of candidates ``(b, q, D)`` against the
+        training inputs repeated ``(b, N, D)``), else ``None``: the candidates of all batches
+        become the rows, so the repeated side is validated, aligned and compared once instead
+        of ``b`` times (the same pairs, the same values). Only for unbatched hyperparameters and
+        a repeated side that needs no gradient."""
+        if self.batch_shape != torch.Size() or x1.dim() < 3 or x2.dim() < 3:
+            return None
+        if x1.numel() == 0 or x2.numel() == 0 or x1.device != x2.device:
+            return None  # (left to the checks of the batched call)
+        batch = torch.broadcast_shapes(x1.shape[:-2], x2.shape[:-2])
+        size = math.prod(batch)
+        for side, other in ((x2, x1), (x1, x2)):
+            if side.requires_grad:
+                continue
+            repeated = side.expand(*batch, *side.shape[-2:]).reshape(size, *side.shape[-2:])
+            if not torch.equal(repeated, repeated[:1].expand_as(repeated)):
+                continue
+            rows = other.expand(*batch, *other.shape[-2:]).reshape(-1, other.shape[-1])
+            if side is x2:
+                out = self.forward(rows, repeated[0])  # (b q, N)
+                return out.view(*batch, other.shape[-2], side.shape[-2])
+            out = self.forward(repeated[0], rows)  # (N, b q)
+            return out.view(side.shape[-2], *batch, other.shape[-2]).movedim(0, -2)
+        return None
 
     def _normalized(self, out, diag, values1, lengths1, values2, lengths2, variances, options):
         r""":math:`k(x, x') / \sqrt{k(x, x)\, k(x', x')}` of the kernel values ``out``: 1 on the
