@@ -43,7 +43,14 @@ def row_ids(
     values1: Tensor, lengths1: Tensor, values2: Tensor, lengths2: Tensor
 ) -> tuple[Tensor, Tensor]:
     """Integer ids ``(..., N)`` and ``(..., N')``, equal exactly for identical sequences (same
-    length, same values within it), numbered by :func:`torch.unique` over both sets."""
+    length, same values within it; ``-0.0`` equals ``0.0``), numbered over both sets.
+
+    Each row (length and values) is hashed by its values' bits (integer arithmetic, so
+    identical rows hash identically whatever the reduction order), rows are numbered by their
+    hashes, and every row is then compared with the first of its number: a hash collision
+    (different rows, one number) is caught there and the rows are numbered exactly by
+    :func:`torch.unique` over the rows themselves instead (a sort, many times slower on long
+    rows)."""
     batch = torch.broadcast_shapes(values1.shape[:-3], values2.shape[:-3])
     n1 = values1.shape[-3]
 
@@ -55,14 +62,37 @@ def row_ids(
         return flat.detach().expand(*batch, *flat.shape[-2:])
 
     both = torch.cat([rows(values1, lengths1), rows(values2, lengths2)], dim=-2)
+    flat = both.reshape(-1, both.shape[-1]) + 0.0  # (-0.0 + 0.0 is +0.0)
     n_batch = math.prod(batch)
-    tag = torch.arange(n_batch, device=both.device, dtype=both.dtype)
-    tag = tag.repeat_interleave(both.shape[-2]).unsqueeze(-1)
-    _, ids = torch.unique(
-        torch.cat([tag, both.reshape(-1, both.shape[-1])], -1), dim=0, return_inverse=True
-    )
+    tag = torch.arange(n_batch, device=both.device).repeat_interleave(both.shape[-2])
+    ids = _hashed_ids(flat, tag)
+    if ids is None:  # a collision: number the rows themselves
+        tagged = torch.cat([tag.unsqueeze(-1).to(flat), flat], -1)
+        ids = torch.unique(tagged, dim=0, return_inverse=True)[1]
     ids = ids.reshape(*batch, both.shape[-2])
     return ids[..., :n1], ids[..., n1:]
+
+
+def _hash_coefficients(width: int, device: torch.device) -> Tensor:
+    """Two rows of odd 64-bit multipliers (a fixed generator: the same in every call)."""
+    gen = torch.Generator().manual_seed(0x5EED)
+    return (torch.randint(-(2**62), 2**62, (2, width), generator=gen) * 2 + 1).to(device)
+
+
+def _hashed_ids(flat: Tensor, tag: Tensor) -> Tensor | None:
+    """Ids of the rows of ``flat`` ``(R, W)`` within each ``tag``, equal exactly for equal rows;
+    ``None`` if two different rows of one tag share a hash."""
+    bits = {8: torch.int64, 4: torch.int32, 2: torch.int16}[flat.element_size()]
+    words = flat.contiguous().view(bits).to(torch.int64)
+    # (the products and sums wrap around in int64)
+    hashes = [(words * c).sum(-1) for c in _hash_coefficients(flat.shape[-1], flat.device)]
+    keys = torch.stack([tag, *hashes], -1)
+    _, ids = torch.unique(keys, dim=0, return_inverse=True)
+    first = torch.full((int(ids.max()) + 1,), len(ids), device=ids.device)
+    first = first.scatter_reduce(0, ids, torch.arange(len(ids), device=ids.device), "amin")
+    if (flat != flat[first[ids]]).any():
+        return None
+    return ids
 
 
 def reverse_sequences(values: Tensor, lengths: Tensor) -> Tensor:
