@@ -186,8 +186,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--rounds", type=int, default=8)
     parser.add_argument("--batch", type=int, default=4, help="evaluations per round")
     parser.add_argument("--starts", type=int, default=4, help="hill climbs per candidate")
-    parser.add_argument("--neighbours", type=int, default=128, help="mutations per climb step")
-    parser.add_argument("--max-steps", type=int, default=20)
+    parser.add_argument("--neighbours", type=int, default=64, help="mutations per climb step")
+    parser.add_argument("--max-steps", type=int, default=10)
     parser.add_argument(
         "--rntk-options",
         default="readout=last,bidirectional=True",

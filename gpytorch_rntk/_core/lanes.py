@@ -3,7 +3,9 @@ zero-padded sequences, and the packing of a time grid's diagonals into lanes."""
 
 from __future__ import annotations
 
+import functools
 import math
+import random
 from functools import partial
 
 import torch
@@ -74,9 +76,15 @@ def row_ids(
 
 
 def _hash_coefficients(width: int, device: torch.device) -> Tensor:
-    """Two rows of odd 64-bit multipliers (a fixed generator: the same in every call)."""
-    gen = torch.Generator().manual_seed(0x5EED)
-    return (torch.randint(-(2**62), 2**62, (2, width), generator=gen) * 2 + 1).to(device)
+    """Two rows of odd 64-bit multipliers, the same in every call (Python's generator: no
+    torch random operation, which ``torch.func.vmap`` would refuse)."""
+    return _coefficients(width).to(device)
+
+
+@functools.lru_cache(maxsize=64)
+def _coefficients(width: int) -> Tensor:
+    draw = random.Random(0x5EED).getrandbits
+    return torch.tensor([[draw(62) * 2 + 1 for _ in range(width)] for _ in range(2)])
 
 
 def _hashed_ids(flat: Tensor, tag: Tensor) -> Tensor | None:
