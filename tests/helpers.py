@@ -1,6 +1,12 @@
-"""Random variable-length batches for the tests."""
+"""Random variable-length batches for the tests, and loading the benchmark scripts."""
 
 from __future__ import annotations
+
+import importlib.util
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from types import ModuleType
 
 import torch
 
@@ -20,3 +26,19 @@ def random_batch(
     """Sequences and their encoding."""
     seqs = random_sequences(lengths, m, seed, **kw)
     return seqs, encode_sequences(seqs, max_len=max_len)
+
+
+BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
+
+
+def load_script(
+    path: Path, name: str, register: Callable[[str, ModuleType], None] | None = None
+) -> ModuleType:
+    """Import the script at ``path`` as module ``name``, registered in ``sys.modules`` first
+    (dataclasses look their module up there) by ``register`` (default: set it for the rest of
+    the session; e.g. ``partial(monkeypatch.setitem, sys.modules)`` for one test)."""
+    spec = importlib.util.spec_from_file_location(name, path)
+    module = importlib.util.module_from_spec(spec)
+    (register or sys.modules.__setitem__)(name, module)
+    spec.loader.exec_module(module)
+    return module

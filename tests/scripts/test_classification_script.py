@@ -2,27 +2,22 @@
 
 from __future__ import annotations
 
-import importlib.util
 import re
 import sys
-from pathlib import Path
 
 import pytest
 import torch
+from helpers import BENCHMARKS, load_script
 
 aeon_datasets = pytest.importorskip("aeon.datasets")  # ships the data sets' .ts files
 
-SCRIPT = Path(__file__).resolve().parents[2] / "benchmarks" / "classification.py"
+SCRIPT = BENCHMARKS / "classification.py"
 
 
 @pytest.fixture(scope="module")
 def classification():
-    spec = importlib.util.spec_from_file_location("classification_benchmark", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses look their module up there
-    spec.loader.exec_module(module)
-    yield module
-    del sys.modules[spec.name]
+    yield load_script(SCRIPT, "classification_benchmark")
+    del sys.modules["classification_benchmark"]
 
 
 def test_smoke_run_writes_the_table(classification, tmp_path):

@@ -2,24 +2,26 @@
 
 from __future__ import annotations
 
-import importlib.util
 import sys
+from functools import partial
 from pathlib import Path
+
+from helpers import BENCHMARKS, load_script
 
 ROOT = Path(__file__).resolve().parents[2]
 
 
 def test_against_itself(monkeypatch, capsys):
     monkeypatch.setenv("GPYTORCH_RNTK_COMPILE", "0")  # the compiled loop, run eagerly
-    monkeypatch.syspath_prepend(str(ROOT / "benchmarks"))  # it imports gram.py beside it
+    monkeypatch.syspath_prepend(str(BENCHMARKS))  # it imports gram.py beside it
     monkeypatch.setattr(sys, "path", list(sys.path))  # it adds the old engine's folder
     for name in [m for m in sys.modules if m.startswith("gpytorch_rntk_old")]:
         monkeypatch.delitem(sys.modules, name)
-    path = ROOT / "benchmarks" / "compare_revisions.py"
-    spec = importlib.util.spec_from_file_location("compare_revisions", path)
-    module = importlib.util.module_from_spec(spec)
-    monkeypatch.setitem(sys.modules, spec.name, module)
-    spec.loader.exec_module(module)
+    module = load_script(
+        BENCHMARKS / "compare_revisions.py",
+        "compare_revisions",
+        partial(monkeypatch.setitem, sys.modules),
+    )
 
     try:  # the "old" engine: this checkout's package, copied (a folder, no git needed)
         module.main(["--against", str(ROOT), "--n", "24", "--t", "10", "--repeats", "1"])

@@ -2,25 +2,18 @@
 
 from __future__ import annotations
 
-import importlib.util
-import sys
-from pathlib import Path
-
 import pytest
 import torch
+from helpers import BENCHMARKS, load_script
 
 pytest.importorskip("holo.test_functions.closed_form")
 
-SCRIPT = Path(__file__).resolve().parents[2] / "benchmarks" / "ehrlich_bo.py"
+SCRIPT = BENCHMARKS / "ehrlich_bo.py"
 
 
 @pytest.fixture(scope="module")
 def benchmark():
-    spec = importlib.util.spec_from_file_location("ehrlich_benchmark", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
+    return load_script(SCRIPT, "ehrlich_benchmark")
 
 
 def test_initial_designs_are_feasible_and_the_optimum_scores_one(benchmark):

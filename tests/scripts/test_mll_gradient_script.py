@@ -3,23 +3,19 @@ loss and gradients."""
 
 from __future__ import annotations
 
-import importlib.util
 import sys
-from pathlib import Path
+from functools import partial
 
 import pytest
-
-BENCHMARKS = Path(__file__).resolve().parents[2] / "benchmarks"
+from helpers import BENCHMARKS, load_script
 
 
 @pytest.mark.parametrize("nonlinearity", ["relu", "erf"])
 def test_engines_agree(monkeypatch, capsys, nonlinearity):
     monkeypatch.setenv("GPYTORCH_RNTK_COMPILE", "0")  # the compiled loop, run eagerly
     monkeypatch.syspath_prepend(str(BENCHMARKS))  # it imports gram.py beside it
-    spec = importlib.util.spec_from_file_location("mll_gradient", BENCHMARKS / "mll_gradient.py")
-    module = importlib.util.module_from_spec(spec)
-    monkeypatch.setitem(sys.modules, spec.name, module)
-    spec.loader.exec_module(module)
+    register = partial(monkeypatch.setitem, sys.modules)
+    module = load_script(BENCHMARKS / "mll_gradient.py", "mll_gradient", register)
 
     options = ["--n", "30", "--t", "12", "--repeats", "1", "--engines", "tensor", "fused"]
     options += ["--nonlinearity", nonlinearity]
@@ -41,12 +37,8 @@ def test_engines_agree(monkeypatch, capsys, nonlinearity):
 
 def test_linear_algebra_agrees(monkeypatch, capsys):
     monkeypatch.syspath_prepend(str(BENCHMARKS))
-    spec = importlib.util.spec_from_file_location(
-        "mll_linear_algebra", BENCHMARKS / "mll_linear_algebra.py"
-    )
-    module = importlib.util.module_from_spec(spec)
-    monkeypatch.setitem(sys.modules, spec.name, module)
-    spec.loader.exec_module(module)
+    register = partial(monkeypatch.setitem, sys.modules)
+    module = load_script(BENCHMARKS / "mll_linear_algebra.py", "mll_linear_algebra", register)
 
     module.main(["--n", "40", "--repeats", "1"])
     rows = [line.split("|")[1:-1] for line in capsys.readouterr().out.splitlines()[3:]]

