@@ -75,16 +75,13 @@ def row_ids(
     return ids[..., :n1], ids[..., n1:]
 
 
+@functools.lru_cache(maxsize=64)
 def _hash_coefficients(width: int, device: torch.device) -> Tensor:
     """Two rows of odd 64-bit multipliers, the same in every call (Python's generator: no
     torch random operation, which ``torch.func.vmap`` would refuse)."""
-    return _coefficients(width).to(device)
-
-
-@functools.lru_cache(maxsize=64)
-def _coefficients(width: int) -> Tensor:
     draw = random.Random(0x5EED).getrandbits
-    return torch.tensor([[draw(62) * 2 + 1 for _ in range(width)] for _ in range(2)])
+    rows = [[draw(62) * 2 + 1 for _ in range(width)] for _ in range(2)]
+    return torch.tensor(rows, device=device)
 
 
 def _hashed_ids(flat: Tensor, tag: Tensor) -> Tensor | None:

@@ -171,13 +171,13 @@ def self_terms(
     data = values.square().sum(-1) / m
     previous = [init_var if init else 0.0] * num_layers  # P^l(t-1, t-1) of the self pair
     columns: list[list[Tensor]] = [[] for _ in range(num_layers)]
-    # tangents (P, ..., N): which variance each direction moves, as (P, 1, ..., 1) indicators
-    units = torch.eye(RECURSION_VARIANCES, dtype=values.dtype, device=values.device)
-    units = units[list(directions)].T.reshape(
-        RECURSION_VARIANCES, len(directions), *[1] * data[..., 0].dim()
-    )
-    d_previous = [units[3] if init else 0.0] * num_layers
     d_columns: list[list[Tensor]] = [[] for _ in range(num_layers)]
+    if directions:  # tangents (P, ..., N); units[i]: which directions move variance i
+        units = torch.eye(RECURSION_VARIANCES, dtype=values.dtype, device=values.device)
+        units = units[list(directions)].T.reshape(
+            RECURSION_VARIANCES, len(directions), *[1] * data[..., 0].dim()
+        )
+        d_previous = [units[3] if init else 0.0] * num_layers
     for t in range(steps):
         below = data[..., t]
         d_below = 0.0
