@@ -378,6 +378,11 @@ def _length_fixed_features(lengths: Sequence[int], max_len: int, input_dim: int)
     ]
 
 
+def _model_parameter(acq_function: AcquisitionFunction) -> Tensor | None:
+    """A parameter of the acquisition function's model (its dtype and device), or ``None``."""
+    return next(getattr(acq_function, "model", torch.nn.Module()).parameters(), None)
+
+
 def optimize_acqf_variable_length(
     acq_function: AcquisitionFunction,
     bounds: Tensor,
@@ -445,7 +450,7 @@ def optimize_acqf_variable_length(
         raise ValueError(f"bounds must have shape (2, D), got {tuple(bounds.shape)}.")
     if not torch.isfinite(bounds).all():
         raise ValueError("The bounds must be finite.")
-    parameter = next(getattr(acq_function, "model", torch.nn.Module()).parameters(), None)
+    parameter = _model_parameter(acq_function)
     if parameter is not None and parameter.dtype != bounds.dtype:
         raise ValueError(
             f"bounds are {bounds.dtype} but the model is {parameter.dtype}: BoTorch's optimisers "
@@ -570,7 +575,7 @@ def optimize_acqf_tokens(
         raise ValueError(f"min_len must be in [1, max_len={max_len}], got {min_len}.")
     if len(starts) == 0:
         raise ValueError("optimize_acqf_tokens needs at least one start sequence.")
-    parameter = next(getattr(acq_function, "model", torch.nn.Module()).parameters(), None)
+    parameter = _model_parameter(acq_function)
     dtype = parameter.dtype if parameter is not None else torch.float64
     device = parameter.device if parameter is not None else torch.device("cpu")
 
