@@ -11,14 +11,15 @@ Two problems whose inputs are sequences:
   shape: the mean squared distance of their last steps to a hidden template, aligned at the end
   (variable length, discrete pool: ``optimize_acqf_discrete`` in chunks).
 
-Methods: ``rntk`` (SingleTaskGP with ScaleKernel(RNTKKernel), no input transform), ``rbf``
+Methods: ``rntk`` (SingleTaskGP with ScaleKernel(RNTKKernel), no input transform; options joined
+with ``-``: a nonlinearity ``erf``/``tanh``/``gelu``, ``norm`` for ``normalize=True``), ``rbf``
 (BoTorch's default SingleTaskGP kernel on the zero-padded vectors, length column included, with
 ``Normalize`` to the design bounds) and ``random``. Both GP methods use analytic LogEI and share the
 random initial design of each seed. The tables give the best value found after each number of
-evaluations, mean and standard deviation over seeds.
+evaluations, mean and standard error over seeds.
 
     python benchmarks/bo.py                      # 4 seeds, 8 random + 12 BO evaluations (~10 min)
-    python benchmarks/bo.py --methods rntk,rntk-erf,rbf,random --problems controller
+    python benchmarks/bo.py --methods rntk,rntk-erf-norm,rbf,random --problems controller
     python benchmarks/bo.py --smoke              # one seed, two BO steps, under a minute
 """
 
@@ -45,7 +46,9 @@ from gpytorch_rntk import encode_sequences
 from gpytorch_rntk.botorch import sequence_bounds, sequence_gp
 
 DTYPE = torch.float64
-METHODS = ("rntk", "rntk-erf", "rbf", "random")
+METHODS = ("rntk", "rbf", "random")
+# Options of an RNTK method, joined to it with "-": a nonlinearity, "norm" for normalize=True.
+RNTK_OPTIONS = ("erf", "tanh", "gelu", "norm")
 
 
 @dataclass
@@ -143,9 +146,17 @@ def fit(model: SingleTaskGP, previous: SingleTaskGP | None) -> SingleTaskGP:
 
 
 def make_model(method: str, x: torch.Tensor, y: torch.Tensor, bounds: torch.Tensor, fixed: bool):
-    if method.startswith("rntk"):  # "rntk" (ReLU) or "rntk-erf"
-        nonlinearity = method.partition("-")[2] or "relu"
-        return sequence_gp(x, y, input_dim=1, variable_length=not fixed, nonlinearity=nonlinearity)
+    if method.startswith("rntk"):  # "rntk" (ReLU), "rntk-erf", "rntk-erf-norm", ...
+        options = method.split("-")[1:]
+        nonlinearity = next((o for o in options if o != "norm"), "relu")
+        return sequence_gp(
+            x,
+            y,
+            input_dim=1,
+            variable_length=not fixed,
+            nonlinearity=nonlinearity,
+            normalize="norm" in options,
+        )
     span = (bounds[1] - bounds[0]).clamp_min(1e-6)  # padded columns may never vary
     return SingleTaskGP(
         x,
@@ -222,7 +233,12 @@ def table(title: str, results: dict[str, np.ndarray], init: int, every: int, ref
     lines.append("| evaluations | " + " | ".join(results) + " |")
     lines.append("|---:|" + "---:|" * len(results))
     for r in rows:
-        cells = [f"{v[:, r - 1].mean():.4f} ± {v[:, r - 1].std():.4f}" for v in results.values()]
+        cells = [
+            f"{v[:, r - 1].mean():.4f} ± {v[:, r - 1].std(ddof=1) / np.sqrt(len(v)):.4f}"
+            if len(v) > 1
+            else f"{v[0, r - 1]:.4f}"
+            for v in results.values()
+        ]
         lines.append(f"| {r} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
@@ -244,7 +260,7 @@ def benchmark(
     every = max(1, s.iters // 4)
     timing = ", ".join(f"{m} {t:.0f} s" for m, t in seconds.items())
     return table(
-        f"{name} (best value found; mean ± sd over {seeds} seeds)",
+        f"{name} (best value found; mean ± standard error over {seeds} seeds)",
         results,
         s.init,
         every,
@@ -259,14 +275,26 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--init", type=int, default=None, help="initial random evaluations")
     parser.add_argument("--problems", default="controller,ucr")
     parser.add_argument(
-        "--methods", default="rntk,rbf,random", help=f"comma-separated, from {', '.join(METHODS)}"
+        "--methods",
+        default="rntk,rbf,random",
+        help=f"comma-separated, from {', '.join(METHODS)} (RNTK options: see above)",
     )
     parser.add_argument("--threads", type=int, default=1, help="torch intra-op threads")
     parser.add_argument("--smoke", action="store_true", default=bool(os.environ.get("SMOKE_TEST")))
     args = parser.parse_args(argv)
     methods = args.methods.split(",")
-    if unknown := set(methods) - set(METHODS):
-        parser.error(f"unknown methods {sorted(unknown)}; choose from {METHODS}")
+    unknown = [
+        m
+        for m in methods
+        if m.split("-")[0] not in METHODS
+        or (m.split("-")[0] != "rntk" and "-" in m)
+        or not set(m.split("-")[1:]) <= set(RNTK_OPTIONS)
+    ]
+    if unknown:
+        parser.error(
+            f"unknown methods {unknown}; choose from {METHODS}, the RNTK with options "
+            f"joined by '-' from {RNTK_OPTIONS} (e.g. rntk-erf-norm)"
+        )
     torch.set_num_threads(args.threads)
     warnings.filterwarnings("ignore", category=InputDataWarning)
     if args.smoke:

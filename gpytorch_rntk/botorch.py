@@ -104,6 +104,20 @@ def recurrent_var_bound(max_len: int, nonlinearity: str | Callable = "relu") -> 
     return growth / _max_dual_slope(nonlinearity_option(nonlinearity))
 
 
+def _step_scale(train_x: Tensor, input_dim: int, variable_length: bool) -> float:
+    """The mean of ``<x_t, x_t> / m`` over the training sequences' steps; 1 where it is 0 or
+    the inputs do not fit the layout (``sequence_gp`` then raises BoTorch's or the layout's
+    error for them)."""
+    try:
+        values, lengths = split_layout(train_x.detach(), input_dim, variable_length)
+    except (ValueError, TypeError):
+        return 1.0
+    inside = torch.arange(values.shape[-2], device=values.device) < lengths.unsqueeze(-1)
+    terms = values.square().sum(-1) / input_dim
+    scale = float((terms * inside).sum() / inside.sum().clamp_min(1))
+    return scale if scale > 0 and math.isfinite(scale) else 1.0
+
+
 @lru_cache(maxsize=64)
 def _max_dual_slope(nonlinearity) -> float:
     """The largest ``V'`` of a nonlinearity in the form of ``nonlinearity_option``."""
@@ -230,7 +244,8 @@ def sequence_gp(
     kernel_kwargs["nonlinearity"] = nonlinearity
     bound = recurrent_var_bound(max_len, nonlinearity)
     kernel_kwargs.setdefault("recurrent_var_constraint", Interval(0.0, bound))
-    defaults = DEFAULT_VARIANCES.get(nonlinearity, DEFAULT_VARIANCES["erf"])  # (the kernel's)
+    defaults = dict(DEFAULT_VARIANCES.get(nonlinearity, DEFAULT_VARIANCES["erf"]))  # the kernel's
+    defaults["input_var"] = input_var = 1.0 / _step_scale(train_x, input_dim, variable_length)
     learned = ["bias_var"]
     if kernel_kwargs.get("initial_state", "zero") != "zero":
         learned.append("init_var")
@@ -257,6 +272,7 @@ def sequence_gp(
     if base_kernel.nonlinearity == "relu":
         base_kernel.raw_input_var.requires_grad_(False)  # its scale is the outputscale's
     with torch.no_grad():
+        base_kernel.input_var = torch.full_like(base_kernel.input_var, input_var)
         targets = model.train_targets
         target_var = targets.var(-1) if targets.shape[-1] > 1 else torch.ones_like(targets[..., 0])
         target_var = torch.where(target_var > 0, target_var, torch.ones_like(target_var))

@@ -383,15 +383,31 @@ class _RecurrentKernel(Kernel):
         # K(x, x) by its symmetric path; equal values count only when no gradient is asked of
         # either side (one side's gradient would otherwise count twice or not at all).
         equal = not differentiated(x1, x2) and x1.shape == x2.shape and torch.equal(x1, x2)
+        # K(x, x) of one sequence given as two tensors with gradients (the posterior variance of
+        # a candidate, (b, 1, D) against itself): its value is the self recursion's, O(L T)
+        # instead of a cross scan, and by the kernel's symmetry each side's derivative is half
+        # the derivative of k(x, x) (on the ReLU NTK's kink the central one). Computed at the
+        # midpoint of both sides, which gives each side that half.
+        one_pair = (
+            not (diag or same or equal)
+            and x1.shape[-2] == 1
+            and x1.shape == x2.shape
+            and torch.equal(x1.detach(), x2.detach())
+        )
         if same or equal:
             values2, lengths2 = values1, lengths1  # lets the Gram be computed as symmetric
         else:
             values2, lengths2 = split_layout(x2, self.input_dim, self.variable_length)
             values2, lengths2 = self._scaled(values2, lengths2)
+        if one_pair:
+            values1 = values2 = (values1 + values2) / 2
+            lengths2 = lengths1
         if self.nonlinearity == "erf":
             self._check_erf_range(values1, values2, variances)
         if (same or equal) and diag:
             out = recurrent_kernel_diag(values1, lengths1, variances, **options)
+        elif one_pair:
+            out = recurrent_kernel_diag(values1, lengths1, variances, **options).unsqueeze(-1)
         else:
             out = recurrent_kernel(
                 values1,

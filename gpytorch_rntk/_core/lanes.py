@@ -77,25 +77,25 @@ def row_ids(
 
 @functools.lru_cache(maxsize=64)
 def _hash_coefficients(width: int, device: torch.device) -> Tensor:
-    """Two rows of odd 64-bit multipliers, the same in every call (Python's generator: no
-    torch random operation, which ``torch.func.vmap`` would refuse)."""
+    """Odd 64-bit multipliers, the same in every call (Python's generator: no torch random
+    operation, which ``torch.func.vmap`` would refuse)."""
     draw = random.Random(0x5EED).getrandbits
-    rows = [[draw(62) * 2 + 1 for _ in range(width)] for _ in range(2)]
-    return torch.tensor(rows, device=device)
+    return torch.tensor([draw(62) * 2 + 1 for _ in range(width)], device=device)
 
 
 def _hashed_ids(flat: Tensor, tag: Tensor) -> Tensor | None:
     """Ids of the rows of ``flat`` ``(R, W)`` within each ``tag``, equal exactly for equal rows;
-    ``None`` if two different rows of one tag share a hash."""
+    ``None`` if two different rows (or rows of two tags) share a hash."""
     bits = {8: torch.int64, 4: torch.int32, 2: torch.int16}[flat.element_size()]
     words = flat.contiguous().view(bits).to(torch.int64)
-    # (the products and sums wrap around in int64)
-    hashes = [(words * c).sum(-1) for c in _hash_coefficients(flat.shape[-1], flat.device)]
-    keys = torch.stack([tag, *hashes], -1)
-    _, ids = torch.unique(keys, dim=0, return_inverse=True)
+    coefficients = _hash_coefficients(flat.shape[-1] + 1, flat.device)
+    # one 64-bit key per row (the products and sums wrap around in int64): a 1-D unique, a
+    # sort, where the rows themselves would need torch.unique(dim=0)
+    keys = (words * coefficients[1:]).sum(-1) + tag * coefficients[0]
+    _, ids = torch.unique(keys, return_inverse=True)
     first = torch.full((int(ids.max()) + 1,), len(ids), device=ids.device)
     first = first.scatter_reduce(0, ids, torch.arange(len(ids), device=ids.device), "amin")
-    if (flat != flat[first[ids]]).any():
+    if (flat != flat[first[ids]]).any() or (tag != tag[first[ids]]).any():
         return None
     return ids
 

@@ -178,8 +178,7 @@ def self_terms(
             RECURSION_VARIANCES, len(directions), *[1] * data[..., 0].dim()
         )
         d_previous = [units[3] if init else 0.0] * num_layers
-    for t in range(steps):
-        below = data[..., t]
+    for below in data.unbind(-1):  # (one gradient per input, not one per step)
         d_below = 0.0
         for layer in range(num_layers):
             s = sw2 * previous[layer] + su2 * below + sb2  # (cell's S on a self pair)

@@ -50,7 +50,7 @@ def test_a_hash_collision_falls_back_to_exact_numbering(monkeypatch, device):
     monkeypatch.setattr(
         lanes,
         "_hash_coefficients",
-        lambda width, dev: torch.ones(2, width, dtype=torch.long, device=dev),
+        lambda width, dev: torch.ones(width, dtype=torch.long, device=dev),
     )
     values = torch.tensor([[[1.0], [2.0]], [[2.0], [1.0]]], dtype=torch.float64, device=device)
     lengths = torch.tensor([2, 2], device=device)
@@ -58,3 +58,19 @@ def test_a_hash_collision_falls_back_to_exact_numbering(monkeypatch, device):
     assert lanes._hashed_ids(flat, torch.zeros(2, dtype=torch.long, device=device)) is None
     got = lanes.identical_rows(values, lengths, values, lengths)
     assert got.cpu().tolist() == [[True, False], [False, True]]
+
+
+def test_rows_of_two_batches_that_share_a_hash_fall_back(monkeypatch, device):
+    # a zero multiplier for the batch tag: the same row in two batches gets one key, which
+    # the check must catch (ids are numbered within each batch)
+    monkeypatch.setattr(
+        lanes,
+        "_hash_coefficients",
+        lambda width, dev: torch.cat([torch.zeros(1), torch.ones(width - 1)]).long().to(dev),
+    )
+    flat = torch.tensor([[2.0, 1.0, 3.0], [2.0, 1.0, 3.0]], dtype=torch.float64, device=device)
+    tag = torch.tensor([0, 1], device=device)
+    assert lanes._hashed_ids(flat, tag) is None
+    monkeypatch.undo()
+    ids = lanes._hashed_ids(flat, tag)
+    assert ids is not None and ids[0] != ids[1]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import warnings
 
 import pytest
@@ -132,6 +133,35 @@ def test_sequence_gp_options():
     )
     assert not hasattr(plain, "outcome_transform")
     torch.testing.assert_close(plain.likelihood.noise, torch.full_like(y, 0.01).T)
+
+
+@pytest.mark.parametrize("nonlinearity", ["relu", "erf"])
+def test_sequence_gp_scales_input_var_to_the_steps(nonlinearity):
+    """input_var starts at 1 / mean <x_t, x_t> / m over the training steps (fixed there for
+    ReLU, the centre of its prior for erf): steps given in other units, a x, give the same
+    prior kernel (and for ReLU the same model), and one-hot steps are not drowned by the bias."""
+    seqs, x = variable_length_data(8, seed=5, m=2)
+    lengths = x[:, 0].long()
+    inside = torch.arange(MAX_LEN) < lengths.unsqueeze(-1)
+    steps = x[:, 1:].reshape(len(x), MAX_LEN, 2)
+    scale = float((steps.square().sum(-1) / 2)[inside].mean())
+    y = end_score(seqs)
+    models = {}
+    for a in (1.0, 7.0):
+        scaled = torch.cat([x[:, :1], a * x[:, 1:]], -1)
+        models[a] = sequence_gp(scaled, y, input_dim=2, nonlinearity=nonlinearity)
+        kernel = models[a].covar_module.base_kernel
+        torch.testing.assert_close(kernel.input_var.item(), 1 / (a * a * scale), rtol=1e-12, atol=0)
+        if nonlinearity == "erf":
+            torch.testing.assert_close(  # (a prior's parameters are float32 buffers)
+                kernel.input_var_prior.loc.item(), -math.log(a * a * scale), rtol=1e-6, atol=0
+            )
+        else:
+            assert not kernel.raw_input_var.requires_grad
+    grams = [
+        m.covar_module.base_kernel(m.train_inputs[0]).to_dense().detach() for m in models.values()
+    ]
+    torch.testing.assert_close(grams[0], grams[1], rtol=1e-10, atol=0)
 
 
 @pytest.mark.parametrize("fixed_noise", [False, True])

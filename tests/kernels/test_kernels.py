@@ -14,6 +14,7 @@ from reference import reference_gram
 
 from gpytorch_rntk import RNNGPKernel, RNTKKernel, encode_sequences
 from gpytorch_rntk.functional import RecurrentVariances, recurrent_kernel, recurrent_kernel_diag
+from gpytorch_rntk.layout import split_layout
 
 KERNELS = {"ntk": RNTKKernel, "nngp": RNNGPKernel}
 READOUTS = ["last", "mean"]
@@ -504,6 +505,53 @@ def test_equal_inputs_keep_their_own_gradients(readout):
     z = x.clone().requires_grad_()
     (second_argument,) = torch.autograd.grad(kernel(padded, z).to_dense().sum(), z)
     torch.testing.assert_close(second_argument, expected["padded"], rtol=1e-12, atol=1e-15)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize(
+    "nonlinearity,readout,normalize",
+    [
+        ("relu", "last", False),
+        ("erf", "last", False),
+        ("relu", "mean", False),
+        ("erf", "last", True),
+        ("relu", "last", True),
+    ],
+)
+def test_one_sequence_as_two_tensors(nonlinearity, readout, normalize, dtype):
+    """K(x, x) of one sequence given as two tensors that both need a gradient (the posterior
+    variance of a candidate batch (b, 1, D)) takes the self recursion: the same value and the
+    same gradient for each side as the cross scan (the functional API on the same inputs)."""
+    _, x = random_batch([4, 2, 5], m=2, seed=21)
+    x = x.to(dtype).unsqueeze(-2)  # (3, 1, D): three candidates of one sequence each
+    kernel = RNTKKernel(2, nonlinearity=nonlinearity, readout=readout, normalize=normalize)
+    kernel = kernel.to(dtype)
+    with torch.no_grad():
+        kernel.recurrent_var, kernel.bias_var = 1.3, 0.2
+    z1, z2 = x.clone().requires_grad_(), x.clone().requires_grad_()
+    weights = torch.tensor([1.0, -2.0, 0.5], dtype=dtype).view(3, 1, 1)
+    out = kernel.forward(z1, z2)
+    grads = torch.autograd.grad((out * weights).sum(), (z1, z2))
+    w1, w2 = x.clone().requires_grad_(), x.clone().requires_grad_()
+    values1, lengths = split_layout(w1, 2)
+    values2, _ = split_layout(w2, 2)
+    variances = RecurrentVariances(1.3, 1.0, 0.2)
+    expected = recurrent_kernel(
+        values1, lengths, values2, lengths, variances, nonlinearity=nonlinearity, readout=readout
+    )
+    if normalize:
+        selves = [
+            recurrent_kernel_diag(v, lengths, variances, nonlinearity=nonlinearity, readout=readout)
+            for v in (values1, values2)
+        ]
+        expected = expected / (selves[0] * selves[1]).sqrt().unsqueeze(-1)
+    expected_grads = torch.autograd.grad((expected * weights).sum(), (w1, w2))
+    tol = dict(rtol=1e-12, atol=1e-12) if dtype == torch.float64 else dict(rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(out, expected, **tol)
+    for grad, expected_grad in zip(grads, expected_grads, strict=True):
+        if not normalize:  # (normalised, 1 at x = x': a gradient of 0 up to rounding)
+            assert expected_grad.abs().max() > 0
+        torch.testing.assert_close(grad, expected_grad, **tol)
 
 
 @pytest.mark.parametrize(

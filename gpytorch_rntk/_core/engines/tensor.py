@@ -300,8 +300,12 @@ def _kernel_block(
 
 def _scan_dual(dual: Dual, values1: Tensor, values2: Tensor | None) -> Dual:
     """The dual a scan uses: :meth:`~.duals.Dual.differentiable_in_sequences` where a sequence
-    is differentiated (reverse or forward mode)."""
-    return dual.differentiable_in_sequences() if differentiated(values1, values2) else dual
+    of a cross pair is differentiated (reverse or forward mode). Self pairs (``values2 is
+    None``, ``K(x_i, x_i)``) keep the self-pair form: both sides move together there, which
+    is the derivative that form has."""
+    if values2 is None or not differentiated(values1, values2):
+        return dual
+    return dual.differentiable_in_sequences()
 
 
 def _pair_variances(variances: RecurrentVariances) -> RecurrentVariances:
