@@ -72,7 +72,7 @@ __all__ = [
 
 # How much more than the last step the first step of the longest sequence may weigh.
 _MAX_GROWTH = 100.0
-# The floor of the variances with a log-normal prior (relative to input_var = 1 for ReLU).
+# The floor of the variances with a log-normal prior (relative to a data term of order one).
 _MIN_VARIANCE = 1e-6
 # The largest V' (the gain of the recurrent path per unit of recurrent_var) of the closed forms.
 _MAX_DUAL_SLOPE = {"relu": 0.5, "erf": 4 / math.pi}
@@ -152,27 +152,40 @@ def sequence_gp(
 
     The covariance is ``ScaleKernel(RNTKKernel(input_dim, **kernel_kwargs))`` (or
     :class:`~gpytorch_rntk.RNNGPKernel`), the outcomes are standardised (BoTorch's default
-    :class:`~botorch.models.transforms.outcome.Standardize`). The parametrisation is chosen so that
-    :func:`~botorch.fit.fit_gpytorch_mll` converges (:doc:`/kernels`, Fitting):
+    :class:`~botorch.models.transforms.outcome.Standardize`). The defaults are chosen for BO and
+    so that :func:`~botorch.fit.fit_gpytorch_mll` converges (:doc:`/kernels`, Fitting;
+    :doc:`/bayesian_optimisation`):
 
-    * **ReLU: ``input_var`` fixed at 1.** The ReLU kernels are homogeneous of degree one in
-      (``input_var``, ``bias_var``, ``init_var``): scaling all three by ``c`` scales the kernel by
-      ``c``, exactly what the outputscale does. Learning all of them leaves a direction along
-      which the marginal likelihood is flat, and fits drift along it to outputscales of 1e-27.
-      ``sequence_gp`` therefore learns the outputscale and ``bias_var``/``init_var`` relative to
-      ``input_var = 1`` (``raw_input_var.requires_grad`` is ``False``). erf and the other
-      nonlinearities (tanh, GELU, ..., a user's function by quadrature) are not homogeneous:
-      there every variance is learned (a user's homogeneous function, e.g. a leaky ReLU, has
-      ReLU's flat direction: pass ``input_var_constraint`` or fix ``raw_input_var`` yourself).
+    * **erf by default** (``nonlinearity="erf"``; the kernel classes' own default is ReLU). The
+      erf kernels are smooth, and their prior variance levels off for large steps, where the
+      ReLU kernels' grows with the steps' size and draws improvement-based acquisition functions
+      to the corners of a box; on the controller benchmark erf-BO found the better designs
+      (:doc:`/bayesian_optimisation`). Pass ``nonlinearity="relu"`` (or any other) to choose.
+    * **``input_var`` scaled to the data.** It starts at ``1 / s``, ``s`` the mean of
+      ``<x_t, x_t> / m`` over the training sequences' steps, so that the input term of a step is
+      of order one whatever the units of the steps (one-hot steps have ``s = 1 / m``; values
+      uniform in ``[-1, 1]`` ``s = 1/3``): the role that BoTorch's dimension-scaled lengthscale
+      prior plays for its RBF kernel. erf learns it with a log-normal prior centred there.
+      **ReLU fixes it there**: the ReLU kernels are homogeneous of degree one in
+      (``input_var``, ``bias_var``, ``init_var``), so scaling all three by ``c`` scales the
+      kernel by ``c``, exactly what the outputscale does; learning all of them leaves a direction
+      along which the marginal likelihood is flat, and fits drift along it to outputscales of
+      1e-27. ``sequence_gp`` therefore learns the outputscale and ``bias_var``/``init_var``
+      relative to the data term (``raw_input_var.requires_grad`` is ``False``). erf and the
+      other nonlinearities (tanh, GELU, ..., a user's function by quadrature) are not
+      homogeneous: there every variance is learned (a user's homogeneous function, e.g. a leaky
+      ReLU, has ReLU's flat direction: pass ``input_var_constraint`` or fix ``raw_input_var``
+      yourself).
     * **``recurrent_var`` bounded** to ``[0, recurrent_var_bound(T_max, nonlinearity)]``
       (:func:`recurrent_var_bound`), so that the kernel cannot grow geometrically over long
       sequences; pass ``recurrent_var_constraint`` to choose another. Where erf's default 1
       exceeds the bound (``T_max > 20``), ``recurrent_var`` starts at half the bound.
-    * **Broad priors** on the other variances, log-normal around their defaults with BoTorch's
-      scale :math:`\sqrt{3}` (``bias_var``, ``init_var``, and ``input_var`` for erf): they keep the
-      optimum finite where the data do not pin it down and give BoTorch's retries something to
-      sample from; pass ``bias_var_prior`` etc. to replace them. These variances are at least
-      ``1e-6`` (``GreaterThan``; ``Positive`` can underflow to 0, where the prior is undefined).
+    * **Broad priors** on the other variances, log-normal around their starting values with
+      BoTorch's scale :math:`\sqrt{3}` (``bias_var``, ``init_var``, and ``input_var`` except for
+      ReLU): they keep the optimum finite where the data do not pin it down and give BoTorch's
+      retries something to sample from; pass ``bias_var_prior`` etc. to replace them. These
+      variances are at least ``1e-6`` (``GreaterThan``; ``Positive`` can underflow to 0, where
+      the prior is undefined).
     * **The outputscale starts** where the prior variance of ``f`` matches the variance of the
       (transformed) training targets: ``var(y) / mean(K(x_i, x_i))``.
 
@@ -180,9 +193,9 @@ def sequence_gp(
     :class:`~botorch.models.transforms.input.Normalize` rescales every column on its own, so the
     length column would no longer hold the length (every length would read as 1), the zero
     padding would move away from zero, and the same value would be scaled differently at different
-    time steps although the recurrent network shares its weights across time. ``bias_var`` and the
-    outputscale already adapt to the scale of the step values; if they need rescaling, apply one
-    affine map to all steps of all sequences before encoding.
+    time steps although the recurrent network shares its weights across time. ``input_var``
+    already follows the scale of the step values (above); to centre them, apply one affine map
+    to all steps of all sequences before encoding.
 
     With several outcomes (``train_y`` of shape ``(..., n, k)``, ``k > 1``) each outcome gets its
     own kernel hyperparameters (kernel ``batch_shape`` extended by ``k``), as BoTorch does for its
@@ -200,8 +213,9 @@ def sequence_gp(
             :class:`~botorch.models.SingleTaskGP` (default: its Gaussian likelihood, constant
             mean and ``Standardize``; ``outcome_transform=None`` for none).
         input_transform: Must be ``None``; any other value raises (see above).
-        **kernel_kwargs: Passed to the kernel: ``num_layers``, ``nonlinearity``,
-            ``variable_length`` (``False`` for the fixed-length layout), priors, constraints, ...
+        **kernel_kwargs: Passed to the kernel: ``num_layers``, ``nonlinearity`` (default
+            ``"erf"`` here), ``normalize``, ``readout``, ``variable_length`` (``False`` for the
+            fixed-length layout), priors, constraints, ...
 
     Returns:
         An unfitted model; fit it with :func:`botorch.fit.fit_gpytorch_mll`.
@@ -240,7 +254,7 @@ def sequence_gp(
     variable_length = kernel_kwargs.get("variable_length", True)
     max_len = max((train_x.shape[-1] - bool(variable_length)) // input_dim, 1)  # checked below
     # a name, or the QuadratureDual of a user's function (raises for an unknown one)
-    nonlinearity = nonlinearity_option(kernel_kwargs.get("nonlinearity", "relu"))
+    nonlinearity = nonlinearity_option(kernel_kwargs.get("nonlinearity", "erf"))
     kernel_kwargs["nonlinearity"] = nonlinearity
     bound = recurrent_var_bound(max_len, nonlinearity)
     kernel_kwargs.setdefault("recurrent_var_constraint", Interval(0.0, bound))

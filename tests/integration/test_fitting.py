@@ -101,7 +101,7 @@ def test_fit_converges_to_explainable_hyperparameters(target, device):
     # recurrent_var ~ 1e5, outputscale ~ 1e-286 and noise ~ 1e-37.
     x = _sequences(12, 8, torch.float64).to(device)
     y = x[:, 0] if target == "first" else x[:, -1]
-    model = sequence_gp(encode_sequences(list(x)), y, input_dim=1)
+    model = sequence_gp(encode_sequences(list(x)), y, input_dim=1, nonlinearity="relu")
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # no OptimizationWarning, no retry
         fit_gpytorch_mll(ExactMarginalLogLikelihood(model.likelihood, model))
@@ -192,5 +192,5 @@ def test_float64_conversion_keeps_values_that_were_changed(device):
     assert kernel.recurrent_var.flatten().tolist() == pytest.approx(expected, rel=4e-16, abs=0)
     # sequence_gp's float64 models get exact defaults and bounds through BoTorch's .to(train_x)
     x = _sequences(3, 4, torch.float64).to(device)
-    model = sequence_gp(encode_sequences(list(x)), x[:, 0], input_dim=1)
+    model = sequence_gp(encode_sequences(list(x)), x[:, 0], input_dim=1, nonlinearity="relu")
     assert model.covar_module.base_kernel.recurrent_var.item() == pytest.approx(1.8, rel=4e-16)

@@ -114,7 +114,10 @@ def test_fits_with_botorch():
     y = x[:, 1:].sum(-1, keepdim=True).sin() + 0.1 * torch.randn(20, 1, generator=gen).double()
     fitted = []
     for cls in (gpytorch.mlls.ExactMarginalLogLikelihood, CholeskyMarginalLogLikelihood):
-        model = sequence_gp(x, y, input_dim=1)
+        # (ReLU: with erf both fits end with recurrent_var at its upper bound, where the raw
+        # parameter's sigmoid is flat, and stop at raw values 12.76 and 12.67 with MLLs equal
+        # to 5e-8: a tie of the optimiser, not a difference of the two MLLs)
+        model = sequence_gp(x, y, input_dim=1, nonlinearity="relu")
         start = {n: p.detach().clone() for n, p in model.named_parameters()}
         fit_gpytorch_mll(cls(model.likelihood, model))
         params = dict(model.named_parameters())
