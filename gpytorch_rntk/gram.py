@@ -9,6 +9,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from .distributed import RowShard, ShardedKernel, gather_rows
 from .kernels import kernel_class
 from .layout import as_int, encode_sequences
 
@@ -24,8 +25,9 @@ def gram_matrix(
     input_var: float | None = None,
     bias_var: float | None = None,
     init_var: float | None = None,
+    distributed: str | None = None,
     **kernel_options,
-) -> np.ndarray:
+) -> np.ndarray | RowShard:
     r"""The RNTK or RNN-NNGP Gram matrix between two lists of sequences, as a NumPy array.
 
     Sequences are ``(T_i, m)`` arrays (or 1-D for ``m = 1``) of any lengths; the computation runs
@@ -38,6 +40,11 @@ def gram_matrix(
             (:class:`~gpytorch_rntk.RNNGPKernel`).
         recurrent_var, input_var, bias_var, init_var: The variances; ``None`` keeps the
             kernel's default.
+        distributed: ``None`` (this process computes the whole matrix), or, in every process of
+            an initialised :mod:`torch.distributed` process group, each computes a block of
+            rows balanced by the sequences' lengths and returns ``"rows"``: its block, a
+            :class:`~gpytorch_rntk.distributed.RowShard` ``(matrix, rows)`` of a NumPy array and
+            its row range, or ``"gathered"``: the whole matrix (:doc:`/scaling`).
         **kernel_options: ``num_layers``, ``nonlinearity``, ``initial_state``,
             ``bidirectional``, ``readout``, ``engine`` (and ``frozen_layers`` for ``"rntk"``);
             any other keyword raises a ``TypeError``. ``variable_length``, ``batch_shape`` and
@@ -45,7 +52,7 @@ def gram_matrix(
             (sequences of equal length give the fixed-length layout's values).
 
     Returns:
-        An ``(N, N')`` float64 array.
+        An ``(N, N')`` float64 array (with ``distributed="rows"``, this process's rows of it).
 
     Example:
         >>> import numpy as np
@@ -74,6 +81,8 @@ def gram_matrix(
             f"gram_matrix got unexpected keyword arguments {unknown}; it takes {sorted(allowed)}."
             + hint
         )
+    if distributed not in (None, "rows", "gathered"):
+        raise ValueError(f"distributed must be None, 'rows' or 'gathered', got {distributed!r}.")
     for name, seqs in (("seqs1", seqs1), ("seqs2", seqs2)):
         if isinstance(seqs, (np.ndarray, Tensor, str)):
             raise TypeError(
@@ -101,8 +110,14 @@ def gram_matrix(
     module = kernel_class(kernel)(input_dim=input_dim, **kernel_options).double()  # validates
     module.initialize(**variances)
     if not both:
-        return np.zeros((0, 0))
+        return np.zeros((0, 0)) if distributed != "rows" else RowShard(np.zeros((0, 0)), range(0))
     x1, x2 = x[: len(seqs1)], x[len(seqs1) :]
+    x2 = x1 if seqs2 is None else x2
     with torch.no_grad():
-        gram = module.forward(x1, x1 if seqs2 is None else x2)
-    return gram.cpu().numpy()
+        if distributed is None:
+            return module.forward(x1, x2).cpu().numpy()
+        sharded = ShardedKernel(module)
+        shard = sharded.shard(x1, x2)
+        if distributed == "gathered":
+            return gather_rows(shard.matrix, shard.bounds, sharded.process_group).cpu().numpy()
+        return shard._replace(matrix=shard.matrix.cpu().numpy())

@@ -1,8 +1,11 @@
-"""Random variable-length batches for the tests, and loading the benchmark scripts."""
+"""Random variable-length batches for the tests, loading the benchmark scripts, and running a
+script in several processes."""
 
 from __future__ import annotations
 
 import importlib.util
+import os
+import subprocess
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -42,3 +45,24 @@ def load_script(
     (register or sys.modules.__setitem__)(name, module)
     spec.loader.exec_module(module)
     return module
+
+
+def run_ranks(
+    script: Path, *args: str, nproc: int = 2, timeout: float = 300
+) -> subprocess.CompletedProcess:
+    """Run ``script`` in ``nproc`` processes under ``torchrun`` (one machine, a free port) as a
+    user would, with one thread each; returns the finished process (stdout and stderr as
+    text). The script initialises its own process group."""
+    command = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        f"--nproc_per_node={nproc}",
+        str(script),
+        *args,
+    ]
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONWARNINGS": "ignore"}
+    return subprocess.run(
+        command, capture_output=True, text=True, timeout=timeout, env=env, check=False
+    )

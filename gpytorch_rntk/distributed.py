@@ -1,0 +1,361 @@
+r"""Kernel matrices sharded over the processes of a :mod:`torch.distributed` group
+(:doc:`/scaling`).
+
+Every process (rank) runs the same script on the same data, as with
+:class:`~torch.nn.parallel.DistributedDataParallel`; each computes one block of rows of a Gram
+matrix through the usual engines, the blocks balanced by work (the sequences' lengths), and the
+collectives of ``torch.distributed`` (gloo between CPU processes, NCCL between GPUs) join them:
+
+* :func:`row_bounds` and :func:`local_rows`: this rank's rows of any row-separable kernel
+  function, with hyperparameter gradients summed over the ranks in the backward pass;
+  :func:`gather_rows`, the whole matrix on every rank;
+* :class:`ShardedGram`: a symmetric ``K(X, X)`` kept as row blocks, a
+  :class:`~linear_operator.LinearOperator` whose products run on the blocks, so that GPyTorch's
+  iterative inference (conjugate gradients, Lanczos, the pivoted-Cholesky preconditioner)
+  computes marginal likelihoods, their gradients and predictions across ranks;
+* :class:`ShardedKernel`: wraps a kernel (e.g. ``ScaleKernel(RNTKKernel(...))``) so that an
+  exact GP uses the above.
+
+Launch with ``torchrun --nproc_per_node P script.py`` and call
+``torch.distributed.init_process_group`` (give it a ``timeout``: a rank that stops makes the
+others raise after at most that long instead of waiting forever).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import NamedTuple
+
+import torch
+import torch.distributed as dist
+from gpytorch.kernels import Kernel
+from linear_operator.operators import LinearOperator
+from torch import Tensor
+
+from .kernels import _RecurrentKernel
+from .layout import split_layout
+
+__all__ = [
+    "RowShard",
+    "ShardedGram",
+    "ShardedKernel",
+    "gather_rows",
+    "local_rows",
+    "row_bounds",
+]
+
+
+class RowShard(NamedTuple):
+    """This rank's block of rows of a matrix: ``matrix`` holds rows ``rows`` of the whole;
+    ``bounds`` are all ranks' (block ``p`` is rows ``bounds[p]:bounds[p + 1]``)."""
+
+    matrix: Tensor
+    rows: range
+    bounds: tuple[int, ...] = ()
+
+
+def _world(group) -> tuple[int, int]:
+    if not (dist.is_available() and dist.is_initialized()):
+        raise RuntimeError(
+            "gpytorch_rntk.distributed needs an initialised process group: launch the script "
+            "with torchrun and call torch.distributed.init_process_group(backend, timeout=...) "
+            "first."
+        )
+    return dist.get_rank(group), dist.get_world_size(group)
+
+
+def _collective(fn: Callable, *args, **kwargs):
+    """Run one collective; a failure (a rank that stopped or timed out) becomes an error that
+    says so."""
+    try:
+        return fn(*args, **kwargs)
+    except (RuntimeError, dist.DistError) as error:
+        raise RuntimeError(
+            f"gpytorch_rntk.distributed: the collective {fn.__name__} failed; another rank has "
+            f"probably stopped or not reached this point within the process group's timeout "
+            f"({error})"
+        ) from error
+
+
+def row_bounds(work: Tensor, parts: int) -> tuple[int, ...]:
+    """Bounds ``0 = b_0 <= b_1 <= ... <= b_parts = N`` of contiguous row blocks of about equal
+    total ``work`` (one non-negative number per row, e.g. the sequence lengths: a row of the
+    Gram matrix costs in proportion to its sequence's length). Block ``p`` is rows
+    ``b_p <= i < b_{p+1}``; a block may be empty (more ranks than rows).
+
+    Example:
+        >>> import torch
+        >>> row_bounds(torch.tensor([1.0, 1.0, 1.0, 1.0, 4.0]), 2)
+        (0, 4, 5)
+    """
+    if work.dim() != 1:
+        raise ValueError(f"work must be one number per row, got shape {tuple(work.shape)}.")
+    if isinstance(parts, bool) or not isinstance(parts, int) or parts < 1:
+        raise ValueError(f"parts must be a positive integer, got {parts!r}.")
+    work = work.detach().double().cpu()
+    if work.numel() and not (torch.isfinite(work).all() and (work >= 0).all()):
+        raise ValueError("work must be finite and non-negative.")
+    n = work.numel()
+    total = work.sum()
+    if n == 0 or total == 0:  # no information: equal counts
+        return tuple(round(n * p / parts) for p in range(parts + 1))
+    # each row goes to the block that holds the middle of its work
+    middles = work.cumsum(0) - work / 2
+    targets = total * torch.arange(1, parts, dtype=torch.float64) / parts
+    inner = torch.searchsorted(middles, targets).tolist()
+    return (0, *inner, n)
+
+
+class _LocalRows(torch.autograd.Function):
+    """``compute()`` (this rank's rows) whose backward pass sums the parameters' gradients over
+    the ranks: in an SPMD program every rank's loss is the same function of the whole matrix,
+    so the sum of the ranks' row-block gradients is that loss's gradient, on every rank."""
+
+    @staticmethod
+    def forward(ctx, compute: Callable[[], Tensor], group, *params: Tensor) -> Tensor:
+        with torch.enable_grad():
+            out = compute()
+        ctx.out, ctx.group = out, group
+        ctx.save_for_backward(*params)
+        return out.detach()
+
+    @staticmethod
+    def backward(ctx, grad: Tensor):
+        params = ctx.saved_tensors
+        wanted = [
+            i
+            for i, (p, need) in enumerate(zip(params, ctx.needs_input_grad[2:], strict=True))
+            if need
+        ]
+        grads = [torch.zeros_like(p) for p in params]
+        if ctx.out.requires_grad and wanted:
+            found = torch.autograd.grad(
+                ctx.out, [params[i] for i in wanted], grad, allow_unused=True
+            )
+            for i, g in zip(wanted, found, strict=True):
+                if g is not None:
+                    grads[i] = g
+        ctx.out = None
+        if wanted:
+            flat = torch.cat([grads[i].reshape(-1) for i in wanted])
+            _collective(dist.all_reduce, flat, group=ctx.group)
+            for i, g in zip(wanted, flat.split([grads[i].numel() for i in wanted]), strict=True):
+                grads[i] = g.view_as(grads[i])
+        return (None, None, *(grads[i] if i in wanted else None for i in range(len(params))))
+
+
+def local_rows(compute: Callable[[], Tensor], params: Sequence[Tensor] = (), group=None) -> Tensor:
+    """``compute()``, this rank's rows of a matrix, differentiable for ``params`` (the
+    hyperparameters it depends on) with their gradients summed over the ranks of ``group``
+    (every rank must run the backward pass, as in an SPMD program).
+
+    Forward-mode tangents and gradients for anything but ``params`` (e.g. the sequences) are
+    refused: the rows of the other ranks do not see them.
+    """
+    _world(group)
+    params = [p for p in params if isinstance(p, Tensor)]
+    if not (torch.is_grad_enabled() and any(p.requires_grad for p in params)):
+        with torch.no_grad():
+            return compute()
+    return _LocalRows.apply(compute, group, *params)
+
+
+class _GatherRows(torch.autograd.Function):
+    """The row blocks of all ranks stacked; the backward pass keeps this rank's rows of the
+    gradient (every rank computes the same loss of the whole: see :class:`_LocalRows`)."""
+
+    @staticmethod
+    def forward(ctx, rows: Tensor, bounds: tuple[int, ...], group) -> Tensor:
+        rank, world = _world(group)
+        ctx.rows = range(bounds[rank], bounds[rank + 1])
+        sizes = [bounds[p + 1] - bounds[p] for p in range(world)]
+        padded = rows.new_zeros(max(sizes), *rows.shape[1:])
+        padded[: rows.shape[0]] = rows
+        parts = [torch.empty_like(padded) for _ in range(world)]
+        _collective(dist.all_gather, parts, padded.contiguous(), group=group)
+        return torch.cat([part[:size] for part, size in zip(parts, sizes, strict=True)])
+
+    @staticmethod
+    def backward(ctx, grad: Tensor):
+        return grad[ctx.rows.start : ctx.rows.stop], None, None
+
+
+def gather_rows(rows: Tensor, bounds: Sequence[int], group=None) -> Tensor:
+    """The whole matrix on every rank from each rank's block ``rows`` (rows
+    ``bounds[rank]:bounds[rank + 1]``, other dimensions equal on all ranks); differentiable as
+    :func:`local_rows` is."""
+    rank, world = _world(group)
+    bounds = tuple(int(b) for b in bounds)
+    if len(bounds) != world + 1 or rows.shape[0] != bounds[rank + 1] - bounds[rank]:
+        raise ValueError(
+            f"rank {rank} holds {rows.shape[0]} rows, but bounds {bounds} give it "
+            f"{bounds[rank + 1] - bounds[rank] if len(bounds) == world + 1 else '?'} "
+            f"(bounds must have world_size + 1 = {world + 1} entries)."
+        )
+    return _GatherRows.apply(rows, bounds, group)
+
+
+class ShardedGram(LinearOperator):
+    r"""A symmetric ``N x N`` kernel matrix whose rows are spread over the ranks of a process
+    group: this rank holds rows ``bounds[rank]:bounds[rank + 1]`` (``rows``, as returned by
+    :func:`local_rows`).
+
+    Products :math:`K V` multiply each block and gather the results (``N x k`` numbers per rank
+    and product), so conjugate gradients, Lanczos and the pivoted-Cholesky preconditioner run on
+    the shards; the gradient of :math:`u^\top K v` for the hyperparameters is each block's,
+    summed over the ranks. ``to_dense()`` gathers the whole matrix (GPyTorch's Cholesky path,
+    below ``gpytorch.settings.max_cholesky_size``).
+    """
+
+    def __init__(self, rows: Tensor, *, bounds: tuple[int, ...], group=None):
+        rank, world = _world(group)
+        if rows.dim() != 2 or rows.shape[0] != bounds[rank + 1] - bounds[rank]:
+            raise ValueError(
+                f"rows must be this rank's ({bounds[rank + 1] - bounds[rank]}, N) block, got "
+                f"shape {tuple(rows.shape)}."
+            )
+        if bounds[-1] != rows.shape[1]:
+            raise ValueError(f"bounds {bounds} do not cover the {rows.shape[1]} columns.")
+        super().__init__(rows, bounds=bounds, group=group)
+        self.rows, self.bounds, self.group = rows, bounds, group
+        self.row_range = range(bounds[rank], bounds[rank + 1])
+
+    def _size(self) -> torch.Size:
+        n = self.rows.shape[1]
+        return torch.Size((n, n))
+
+    def _transpose_nonbatch(self) -> ShardedGram:
+        return self
+
+    def _matmul(self, rhs: Tensor) -> Tensor:
+        # rhs (..., N, k): this rank's rows of K rhs, then all of them
+        local = self.rows @ rhs
+        if local.dim() == 2:
+            return gather_rows(local, self.bounds, self.group)
+        moved = local.movedim(-2, 0)
+        return gather_rows(moved, self.bounds, self.group).movedim(0, -2)
+
+    def _diagonal(self) -> Tensor:
+        start = self.row_range.start
+        index = torch.arange(len(self.row_range), device=self.rows.device)
+        return gather_rows(self.rows[index, start + index], self.bounds, self.group)
+
+    def _bilinear_derivative(self, left_vecs: Tensor, right_vecs: Tensor) -> tuple[Tensor]:
+        # d(u^T K v)/dK restricted to this rank's rows; _LocalRows sums over the ranks
+        rows = slice(self.row_range.start, self.row_range.stop)
+        grad = left_vecs[..., rows, :] @ right_vecs.mT
+        return (grad.reshape(-1, *grad.shape[-2:]).sum(0),)
+
+    def _get_indices(self, row_index: Tensor, col_index: Tensor, *batch_indices) -> Tensor:
+        # each entry from the rank that holds its row (the preconditioner's rows: no gradient)
+        if torch.is_grad_enabled() and self.rows.requires_grad:
+            raise RuntimeError(
+                "ShardedGram: indexing single entries is not differentiable across ranks; "
+                "use to_dense() or products."
+            )
+        row_index, col_index = torch.broadcast_tensors(row_index, col_index)
+        start, stop = self.row_range.start, self.row_range.stop
+        mine = (row_index >= start) & (row_index < stop)
+        local_row = (row_index - start).clamp(0, max(stop - start - 1, 0))
+        values = (
+            self.rows[local_row, col_index]
+            if stop > start
+            else row_index.new_zeros(row_index.shape, dtype=self.rows.dtype)
+        )
+        values = torch.where(mine, values, torch.zeros_like(values)).contiguous()
+        _collective(dist.all_reduce, values, group=self.group)
+        return values
+
+    def to_dense(self) -> Tensor:
+        return gather_rows(self.rows, self.bounds, self.group)
+
+    def _expand_batch(self, batch_shape: torch.Size) -> LinearOperator:
+        raise NotImplementedError(
+            "ShardedGram holds one matrix; batches of sharded matrices are not supported."
+        )
+
+
+def _work(kernel: Kernel, x: Tensor) -> Tensor:
+    """The cost of each row of ``x``: its sequence's length where the kernel reads lengths
+    from the layout, else 1."""
+    recurrent = [m for m in kernel.modules() if isinstance(m, _RecurrentKernel)]
+    if len(recurrent) == 1 and recurrent[0].variable_length:
+        _, lengths = split_layout(x.detach(), recurrent[0].input_dim, True)
+        return lengths.double()
+    return torch.ones(x.shape[-2], dtype=torch.float64)
+
+
+class ShardedKernel(Kernel):
+    r"""``base_kernel`` with its Gram matrices computed in row blocks, one per rank of a
+    :mod:`torch.distributed` process group (every rank runs the same script on the same inputs).
+
+    ``K(X, X)`` comes back as a :class:`ShardedGram` (each rank keeps its rows, about
+    ``N^2 / P`` numbers); any other ``K(X, Z)`` gathered on every rank; ``diag=True`` is
+    computed whole on every rank (:math:`O(N)`). Rows are balanced by the sequences' lengths.
+    Gradients reach the hyperparameters of ``base_kernel``, summed over the ranks, so every rank
+    holds the full gradient (no gradient all-reduce by the caller); gradients for the inputs are
+    refused.
+
+    With GPyTorch's iterative inference (above ``gpytorch.settings.max_cholesky_size``, default
+    800) no rank ever holds the whole matrix; below it GPyTorch's Cholesky gathers it.
+
+    Args:
+        base_kernel: A kernel whose ``forward(x1[rows], x2)`` equals rows ``rows`` of
+            ``forward(x1, x2)``: :class:`~gpytorch_rntk.RNTKKernel`,
+            :class:`~gpytorch_rntk.RNNGPKernel`, and such kernels scaled or summed.
+        process_group: The group to shard over; ``None`` for the default group.
+
+    Example (run under ``torchrun``)::
+
+        torch.distributed.init_process_group("gloo", timeout=datetime.timedelta(minutes=5))
+        covar = ShardedKernel(ScaleKernel(RNTKKernel(input_dim=1)))
+        model = SingleTaskGP(train_x, train_y, covar_module=covar)
+    """
+
+    def __init__(self, base_kernel: Kernel, process_group=None):
+        if not isinstance(base_kernel, Kernel):
+            raise TypeError(f"base_kernel must be a gpytorch Kernel, got {type(base_kernel)}.")
+        super().__init__()
+        self.base_kernel = base_kernel
+        self.process_group = process_group
+
+    def shard(self, x1: Tensor, x2: Tensor | None = None) -> RowShard:
+        """This rank's rows of ``K(x1, x2)`` (``x2 = None``: ``K(x1, x1)``) and their range."""
+        x2 = x1 if x2 is None else x2
+        rank, world = _world(self.process_group)
+        bounds = row_bounds(_work(self.base_kernel, x1), world)
+        rows = range(bounds[rank], bounds[rank + 1])
+        return RowShard(self._rows(x1, x2, rows), rows, bounds)
+
+    def _rows(self, x1: Tensor, x2: Tensor, rows: range) -> Tensor:
+        if x1.requires_grad or x2.requires_grad:
+            raise ValueError(
+                "ShardedKernel computes gradients for the hyperparameters only, not for the "
+                "inputs (acquisition optimisation): evaluate the base kernel for those."
+            )
+        if x1.dim() != 2 or x2.dim() != 2:
+            raise ValueError(
+                f"ShardedKernel takes unbatched inputs (N, D), got {tuple(x1.shape)} and "
+                f"{tuple(x2.shape)}."
+            )
+        block = x1[rows.start : rows.stop]
+        return local_rows(
+            lambda: self.base_kernel.forward(block, x2),
+            list(self.base_kernel.parameters()),
+            self.process_group,
+        )
+
+    def forward(
+        self, x1: Tensor, x2: Tensor, diag: bool = False, last_dim_is_batch: bool = False, **params
+    ):
+        if last_dim_is_batch:
+            raise NotImplementedError("ShardedKernel does not support last_dim_is_batch=True.")
+        if diag:
+            return self.base_kernel.forward(x1, x2, diag=True)
+        rank, world = _world(self.process_group)
+        bounds = row_bounds(_work(self.base_kernel, x1), world)
+        rows = self._rows(x1, x2, range(bounds[rank], bounds[rank + 1]))
+        symmetric = x1 is x2 or (x1.shape == x2.shape and torch.equal(x1, x2))
+        if symmetric:
+            return ShardedGram(rows, bounds=bounds, group=self.process_group)
+        return gather_rows(rows, bounds, self.process_group)

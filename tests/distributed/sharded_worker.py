@@ -1,0 +1,161 @@
+"""Run by ``tests/distributed/test_sharded.py`` under ``torchrun`` (every rank runs it):
+``python sharded_worker.py CASE OUT``. Each rank computes the sharded results and, in the same
+process, the single-process ones, and saves both to ``OUT/rank{r}.pt`` for the test to compare.
+
+Cases:
+* ``gram``: gathered and per-rank Gram matrices (last and mean readouts, variable lengths,
+  uneven shards, one sequence so that a rank has no rows, bidirectional) and ``gram_matrix``;
+* ``gp``: an exact GP on N = 1000 sequences, marginal likelihood, its gradients and
+  predictions, by GPyTorch's Cholesky path (the gathered matrix) and by its iterative path
+  (conjugate gradients on the row blocks);
+* ``hang``: rank 1 never reaches the collective; rank 0 must raise within the group's timeout.
+"""
+
+from __future__ import annotations
+
+import datetime
+import sys
+import time
+from itertools import pairwise
+from pathlib import Path
+
+import gpytorch
+import torch
+import torch.distributed as dist
+from gpytorch.kernels import ScaleKernel
+
+from gpytorch_rntk import RNTKKernel, encode_sequences, gram_matrix
+from gpytorch_rntk.distributed import ShardedGram, ShardedKernel, gather_rows
+
+DTYPE = torch.float64
+
+
+def sequences(n: int, seed: int, lengths: tuple[int, int] = (2, 9), m: int = 2):
+    gen = torch.Generator().manual_seed(seed)
+    ts = torch.randint(*lengths, (n,), generator=gen).tolist()
+    return [torch.randn(t, m, generator=gen, dtype=DTYPE) for t in ts]
+
+
+def gram_case(rank: int) -> dict:
+    out = {}
+    x_seqs, z_seqs = sequences(23, 0), sequences(17, 1)
+    x, z = encode_sequences(x_seqs), encode_sequences(z_seqs, max_len=8)
+    for readout in ("last", "mean"):
+        for bidirectional in (False, True):
+            name = f"{readout}{'-bi' if bidirectional else ''}"
+            kernel = RNTKKernel(
+                input_dim=2, readout=readout, bidirectional=bidirectional, engine="tensor"
+            ).double()
+            kernel.initialize(recurrent_var=1.3, input_var=0.8, bias_var=0.2)
+            sharded = ShardedKernel(kernel)
+            with torch.no_grad():
+                shard = sharded.shard(x, z)
+                gathered = gather_rows(shard.matrix, shard.bounds)
+                same_tiles = torch.cat(
+                    [kernel.forward(x[a:b], z) for a, b in pairwise(shard.bounds)]
+                )
+                symmetric = sharded.forward(x, x)
+                out[name] = dict(
+                    bounds=shard.bounds,
+                    rows=shard.rows,
+                    shard=shard.matrix,
+                    gathered=gathered,
+                    same_tiles=same_tiles,
+                    one_call=kernel.forward(x, z),
+                    forward=sharded.forward(x, z),
+                    symmetric_dense=symmetric.to_dense(),
+                    symmetric_diagonal=symmetric.diagonal(),
+                    symmetric_matmul=symmetric
+                    @ torch.linspace(-1, 1, 23 * 3, dtype=DTYPE).view(23, 3),
+                    entries=symmetric[torch.tensor([0, 22, 5]), torch.tensor([3, 22, 0])],
+                    single=kernel.forward(x, x),
+                    one_sequence=sharded.shard(x[:1], z),
+                    one_sequence_gathered=sharded.forward(x[:1], z),
+                    one_sequence_single=kernel.forward(x[:1], z),
+                )
+                assert isinstance(symmetric, ShardedGram)
+    out["gram_matrix"] = dict(
+        rows=gram_matrix(x_seqs, z_seqs, distributed="rows", readout="mean"),
+        gathered=gram_matrix(x_seqs, z_seqs, distributed="gathered", readout="mean"),
+        single=gram_matrix(x_seqs, z_seqs, readout="mean"),
+    )
+    return out
+
+
+class ExactGP(gpytorch.models.ExactGP):
+    def __init__(self, x, y, likelihood, covar):
+        super().__init__(x, y, likelihood)
+        self.mean_module = gpytorch.means.ConstantMean()
+        self.covar_module = covar
+
+    def forward(self, x):
+        return gpytorch.distributions.MultivariateNormal(self.mean_module(x), self.covar_module(x))
+
+
+def gp_case(rank: int) -> dict:
+    seqs = sequences(1000, 2, lengths=(3, 9), m=1)
+    x = encode_sequences(seqs)
+    gen = torch.Generator().manual_seed(3)
+    y = torch.stack([s[-3:].sum() for s in seqs]) + 0.1 * torch.randn(1000, generator=gen)
+    test = encode_sequences(sequences(9, 4, lengths=(3, 9), m=1), max_len=8)
+
+    def run(sharded: bool) -> dict:
+        torch.manual_seed(5)  # the same probe vectors for the iterative path
+        kernel = ScaleKernel(RNTKKernel(input_dim=1, engine="tensor"))
+        likelihood = gpytorch.likelihoods.GaussianLikelihood()
+        likelihood.noise = 0.05
+        model = ExactGP(x, y, likelihood, ShardedKernel(kernel) if sharded else kernel).double()
+        model.train()
+        mll = gpytorch.mlls.ExactMarginalLogLikelihood(likelihood, model)
+        loss = -mll(model(x), y)
+        loss.backward()
+        grads = {n: p.grad.clone() for n, p in model.named_parameters()}
+        model.eval()
+        with torch.no_grad():
+            posterior = model(test)
+            mean, variance = posterior.mean, posterior.variance
+        return dict(loss=loss.detach(), grads=grads, mean=mean, variance=variance)
+
+    out = {}
+    # (GPyTorch's conjugate gradients stall near a relative residual of 1e-6 in float64, so the
+    # iterative path asks for 1e-5, which it reaches)
+    for path, size in (("cholesky", 10**6), ("iterative", 0)):
+        with (
+            gpytorch.settings.max_cholesky_size(size),
+            gpytorch.settings.cg_tolerance(1e-5),
+            gpytorch.settings.eval_cg_tolerance(1e-5),
+            gpytorch.settings.max_cg_iterations(1000),
+        ):
+            out[path] = dict(sharded=run(True), single=run(False))
+    with gpytorch.settings.max_cholesky_size(10**6):
+        out["exact"] = run(False)
+    return out
+
+
+def hang_case(rank: int) -> dict:
+    if rank == 1:
+        time.sleep(60)  # never joins: rank 0 must not wait for it past the timeout
+        return {}
+    start = time.perf_counter()
+    try:
+        gather_rows(torch.zeros(1, 3), (0, 1, 2))
+    except RuntimeError as error:
+        print(f"rank 0 raised after {time.perf_counter() - start:.1f} s: {error}", flush=True)
+        raise
+    return {}
+
+
+def main() -> None:
+    case, out_dir = sys.argv[1], Path(sys.argv[2])
+    timeout = datetime.timedelta(seconds=5 if case == "hang" else 120)
+    dist.init_process_group("gloo", timeout=timeout)
+    rank = dist.get_rank()
+    torch.set_default_dtype(DTYPE)
+    results = {"gram": gram_case, "gp": gp_case, "hang": hang_case}[case](rank)
+    torch.save(results, out_dir / f"rank{rank}.pt")
+    dist.barrier()
+    dist.destroy_process_group()
+
+
+if __name__ == "__main__":
+    main()
