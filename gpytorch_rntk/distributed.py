@@ -9,7 +9,7 @@ collectives of ``torch.distributed`` (gloo between CPU processes, NCCL between G
 * :func:`row_bounds` and :func:`local_rows`: this rank's rows of any row-separable kernel
   function, with hyperparameter gradients summed over the ranks in the backward pass;
   :func:`gather_rows`, the whole matrix on every rank;
-* :class:`ShardedGram`: a symmetric ``K(X, X)`` kept as row blocks, a
+* :class:`ShardedGram`: a symmetric ``K(X, X)`` kept as row blocks (each entry computed once), a
   :class:`~linear_operator.LinearOperator` whose products run on the blocks, so that GPyTorch's
   iterative inference (conjugate gradients, Lanczos, the pivoted-Cholesky preconditioner)
   computes marginal likelihoods, their gradients and predictions across ranks;
@@ -180,6 +180,21 @@ class _GatherRows(torch.autograd.Function):
         return grad[ctx.rows.start : ctx.rows.stop], None, None
 
 
+class _SumOverRanks(torch.autograd.Function):
+    """The sum of every rank's ``part``; the backward pass passes the gradient through (every
+    rank computes the same loss of the sum: see :class:`_LocalRows`)."""
+
+    @staticmethod
+    def forward(ctx, part: Tensor, group) -> Tensor:
+        total = part.clone().contiguous()
+        _collective(dist.all_reduce, total, group=group)
+        return total
+
+    @staticmethod
+    def backward(ctx, grad: Tensor):
+        return grad, None
+
+
 def gather_rows(rows: Tensor, bounds: Sequence[int], group=None) -> Tensor:
     """The whole matrix on every rank from each rank's block ``rows`` (rows
     ``bounds[rank]:bounds[rank + 1]``, other dimensions equal on all ranks); differentiable as
@@ -196,78 +211,90 @@ def gather_rows(rows: Tensor, bounds: Sequence[int], group=None) -> Tensor:
 
 
 class ShardedGram(LinearOperator):
-    r"""A symmetric ``N x N`` kernel matrix whose rows are spread over the ranks of a process
-    group: this rank holds rows ``bounds[rank]:bounds[rank + 1]`` (``rows``, as returned by
-    :func:`local_rows`).
+    r"""A symmetric ``N x N`` kernel matrix spread over the ranks of a process group without
+    computing any entry twice: the rank that holds rows ``a:b`` (``bounds[rank]:bounds[rank +
+    1]``) keeps ``upper``, their entries in columns ``a:N`` (its diagonal block and everything
+    right of it); an entry left of the diagonal block is the transpose of an entry that an
+    earlier rank keeps. Build it with :meth:`ShardedKernel.forward`, or from ``upper`` blocks
+    computed by :func:`local_rows`.
 
-    Products :math:`K V` multiply each block and gather the results (``N x k`` numbers per rank
-    and product), so conjugate gradients, Lanczos and the pivoted-Cholesky preconditioner run on
-    the shards; the gradient of :math:`u^\top K v` for the hyperparameters is each block's,
-    summed over the ranks. ``to_dense()`` gathers the whole matrix (GPyTorch's Cholesky path,
-    below ``gpytorch.settings.max_cholesky_size``).
+    Products :math:`K V` multiply each block and its mirror and sum the results over the ranks
+    (``N x k`` numbers per rank and product), so conjugate gradients, Lanczos and the
+    pivoted-Cholesky preconditioner run on the shards; the gradient of :math:`u^\top K v` for
+    the hyperparameters is each block's, summed over the ranks. ``to_dense()`` gathers the whole
+    matrix (GPyTorch's Cholesky path, below ``gpytorch.settings.max_cholesky_size``).
     """
 
-    def __init__(self, rows: Tensor, *, bounds: tuple[int, ...], group=None):
+    def __init__(self, upper: Tensor, *, bounds: tuple[int, ...], group=None):
         rank, world = _world(group)
-        if rows.dim() != 2 or rows.shape[0] != bounds[rank + 1] - bounds[rank]:
+        start, stop = bounds[rank], bounds[rank + 1]
+        if len(bounds) != world + 1 or upper.shape != (stop - start, bounds[-1] - start):
             raise ValueError(
-                f"rows must be this rank's ({bounds[rank + 1] - bounds[rank]}, N) block, got "
-                f"shape {tuple(rows.shape)}."
+                f"upper must be this rank's rows {start}:{stop} in columns {start}:N of the "
+                f"N = {bounds[-1]} columns, shape ({stop - start}, {bounds[-1] - start}); got "
+                f"{tuple(upper.shape)} (bounds {bounds} for {world} ranks)."
             )
-        if bounds[-1] != rows.shape[1]:
-            raise ValueError(f"bounds {bounds} do not cover the {rows.shape[1]} columns.")
-        super().__init__(rows, bounds=bounds, group=group)
-        self.rows, self.bounds, self.group = rows, bounds, group
-        self.row_range = range(bounds[rank], bounds[rank + 1])
+        super().__init__(upper, bounds=bounds, group=group)
+        self.upper, self.bounds, self.group = upper, bounds, group
+        self.row_range = range(start, stop)
 
     def _size(self) -> torch.Size:
-        n = self.rows.shape[1]
+        n = self.bounds[-1]
         return torch.Size((n, n))
 
     def _transpose_nonbatch(self) -> ShardedGram:
         return self
 
     def _matmul(self, rhs: Tensor) -> Tensor:
-        # rhs (..., N, k): this rank's rows of K rhs, then all of them
-        local = self.rows @ rhs
-        if local.dim() == 2:
-            return gather_rows(local, self.bounds, self.group)
-        moved = local.movedim(-2, 0)
-        return gather_rows(moved, self.bounds, self.group).movedim(0, -2)
+        # rhs (..., N, k). This rank's part of K rhs: its rows times rhs[a:], and its entries
+        # right of the diagonal block as the transposed entries of rows b: (times rhs[a:b]).
+        start, stop = self.row_range.start, self.row_range.stop
+        out = torch.zeros_like(rhs, dtype=torch.promote_types(rhs.dtype, self.upper.dtype))
+        out[..., start:stop, :] = self.upper @ rhs[..., start:, :]
+        out[..., stop:, :] = self.upper[:, stop - start :].mT @ rhs[..., start:stop, :]
+        return _SumOverRanks.apply(out, self.group)
 
     def _diagonal(self) -> Tensor:
-        start = self.row_range.start
-        index = torch.arange(len(self.row_range), device=self.rows.device)
-        return gather_rows(self.rows[index, start + index], self.bounds, self.group)
+        index = torch.arange(len(self.row_range), device=self.upper.device)
+        return gather_rows(self.upper[index, index], self.bounds, self.group)
 
     def _bilinear_derivative(self, left_vecs: Tensor, right_vecs: Tensor) -> tuple[Tensor]:
-        # d(u^T K v)/dK restricted to this rank's rows; _LocalRows sums over the ranks
-        rows = slice(self.row_range.start, self.row_range.stop)
-        grad = left_vecs[..., rows, :] @ right_vecs.mT
+        # d(u^T K v)/d upper: an entry right of the diagonal block stands for K_ij and K_ji
+        # (u_i v_j + u_j v_i), one in the block for itself; _LocalRows sums over the ranks
+        start, stop = self.row_range.start, self.row_range.stop
+        grad = left_vecs[..., start:stop, :] @ right_vecs[..., start:, :].mT
+        grad[..., stop - start :] += right_vecs[..., start:stop, :] @ left_vecs[..., stop:, :].mT
         return (grad.reshape(-1, *grad.shape[-2:]).sum(0),)
 
     def _get_indices(self, row_index: Tensor, col_index: Tensor, *batch_indices) -> Tensor:
-        # each entry from the rank that holds its row (the preconditioner's rows: no gradient)
-        if torch.is_grad_enabled() and self.rows.requires_grad:
+        # each entry from the rank that keeps it (the preconditioner's rows: no gradient)
+        if torch.is_grad_enabled() and self.upper.requires_grad:
             raise RuntimeError(
                 "ShardedGram: indexing single entries is not differentiable across ranks; "
                 "use to_dense() or products."
             )
         row_index, col_index = torch.broadcast_tensors(row_index, col_index)
+        bounds = torch.tensor(self.bounds, device=row_index.device)
+        # (i, j) is kept by the rank of row i if j is right of that rank's start, else as (j, i)
+        row_start = bounds[torch.searchsorted(bounds, row_index, right=True) - 1]
+        mirrored = col_index < row_start
+        rows = torch.where(mirrored, col_index, row_index)
+        cols = torch.where(mirrored, row_index, col_index)
         start, stop = self.row_range.start, self.row_range.stop
-        mine = (row_index >= start) & (row_index < stop)
-        local_row = (row_index - start).clamp(0, max(stop - start - 1, 0))
-        values = (
-            self.rows[local_row, col_index]
-            if stop > start
-            else row_index.new_zeros(row_index.shape, dtype=self.rows.dtype)
-        )
-        values = torch.where(mine, values, torch.zeros_like(values)).contiguous()
-        _collective(dist.all_reduce, values, group=self.group)
-        return values
+        mine = (rows >= start) & (rows < stop)
+        values = torch.zeros(rows.shape, dtype=self.upper.dtype, device=self.upper.device)
+        values[mine] = self.upper[rows[mine] - start, cols[mine] - start]
+        return _SumOverRanks.apply(values, self.group)
 
     def to_dense(self) -> Tensor:
-        return gather_rows(self.rows, self.bounds, self.group)
+        # every rank's rows padded with zeros on the left, then the left parts mirrored
+        n, start = self.bounds[-1], self.row_range.start
+        rows = torch.cat([self.upper.new_zeros(len(self.row_range), start), self.upper], -1)
+        padded = gather_rows(rows, self.bounds, self.group)
+        sizes = torch.tensor(self.bounds, device=padded.device).diff()
+        starts = torch.tensor(self.bounds[:-1], device=padded.device).repeat_interleave(sizes)
+        kept = torch.arange(n, device=padded.device) >= starts.unsqueeze(-1)
+        return torch.where(kept, padded, padded.mT)
 
     def _expand_batch(self, batch_shape: torch.Size) -> LinearOperator:
         raise NotImplementedError(
@@ -275,22 +302,28 @@ class ShardedGram(LinearOperator):
         )
 
 
-def _work(kernel: Kernel, x: Tensor) -> Tensor:
-    """The cost of each row of ``x``: its sequence's length where the kernel reads lengths
-    from the layout, else 1."""
+def _work(kernel: Kernel, x: Tensor, symmetric: bool) -> Tensor:
+    """The cost of each row of ``K(x, .)``: its sequence's length where the kernel reads
+    lengths from the layout, else 1; for ``K(x, x)``, whose rows are computed from the diagonal
+    on (:class:`ShardedGram`), times the work of the columns from the row on."""
     recurrent = [m for m in kernel.modules() if isinstance(m, _RecurrentKernel)]
     if len(recurrent) == 1 and recurrent[0].variable_length:
         _, lengths = split_layout(x.detach(), recurrent[0].input_dim, True)
-        return lengths.double()
-    return torch.ones(x.shape[-2], dtype=torch.float64)
+        work = lengths.double().cpu()
+    else:
+        work = torch.ones(x.shape[-2], dtype=torch.float64)
+    if symmetric:
+        work = work * work.flip(0).cumsum(0).flip(0)
+    return work
 
 
 class ShardedKernel(Kernel):
     r"""``base_kernel`` with its Gram matrices computed in row blocks, one per rank of a
     :mod:`torch.distributed` process group (every rank runs the same script on the same inputs).
 
-    ``K(X, X)`` comes back as a :class:`ShardedGram` (each rank keeps its rows, about
-    ``N^2 / P`` numbers); any other ``K(X, Z)`` gathered on every rank; ``diag=True`` is
+    ``K(X, X)`` comes back as a :class:`ShardedGram` (each rank computes and keeps its rows
+    from the diagonal on, about ``N^2 / (2 P)`` numbers, balanced by work); any other
+    ``K(X, Z)`` gathered on every rank; ``diag=True`` is
     computed whole on every rank (:math:`O(N)`). Rows are balanced by the sequences' lengths.
     Gradients reach the hyperparameters of ``base_kernel``, summed over the ranks, so every rank
     holds the full gradient (no gradient all-reduce by the caller); gradients for the inputs are
@@ -323,11 +356,11 @@ class ShardedKernel(Kernel):
         """This rank's rows of ``K(x1, x2)`` (``x2 = None``: ``K(x1, x1)``) and their range."""
         x2 = x1 if x2 is None else x2
         rank, world = _world(self.process_group)
-        bounds = row_bounds(_work(self.base_kernel, x1), world)
+        bounds = row_bounds(_work(self.base_kernel, x1, False), world)
         rows = range(bounds[rank], bounds[rank + 1])
         return RowShard(self._rows(x1, x2, rows), rows, bounds)
 
-    def _rows(self, x1: Tensor, x2: Tensor, rows: range) -> Tensor:
+    def _rows(self, x1: Tensor, x2: Tensor, rows: range, upper: bool = False) -> Tensor:
         if x1.requires_grad or x2.requires_grad:
             raise ValueError(
                 "ShardedKernel computes gradients for the hyperparameters only, not for the "
@@ -339,11 +372,15 @@ class ShardedKernel(Kernel):
                 f"{tuple(x2.shape)}."
             )
         block = x1[rows.start : rows.stop]
-        return local_rows(
-            lambda: self.base_kernel.forward(block, x2),
-            list(self.base_kernel.parameters()),
-            self.process_group,
-        )
+
+        def compute() -> Tensor:
+            if not upper:
+                return self.base_kernel.forward(block, x2)
+            # K(x, x)'s rows from the diagonal on: the diagonal block by the symmetric path
+            diagonal = self.base_kernel.forward(block, block)
+            return torch.cat([diagonal, self.base_kernel.forward(block, x2[rows.stop :])], -1)
+
+        return local_rows(compute, list(self.base_kernel.parameters()), self.process_group)
 
     def forward(
         self, x1: Tensor, x2: Tensor, diag: bool = False, last_dim_is_batch: bool = False, **params
@@ -353,9 +390,9 @@ class ShardedKernel(Kernel):
         if diag:
             return self.base_kernel.forward(x1, x2, diag=True)
         rank, world = _world(self.process_group)
-        bounds = row_bounds(_work(self.base_kernel, x1), world)
-        rows = self._rows(x1, x2, range(bounds[rank], bounds[rank + 1]))
         symmetric = x1 is x2 or (x1.shape == x2.shape and torch.equal(x1, x2))
+        bounds = row_bounds(_work(self.base_kernel, x1, symmetric), world)
+        rows = self._rows(x1, x2, range(bounds[rank], bounds[rank + 1]), upper=symmetric)
         if symmetric:
             return ShardedGram(rows, bounds=bounds, group=self.process_group)
         return gather_rows(rows, bounds, self.process_group)

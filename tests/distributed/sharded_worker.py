@@ -67,7 +67,12 @@ def gram_case(rank: int) -> dict:
                     symmetric_diagonal=symmetric.diagonal(),
                     symmetric_matmul=symmetric
                     @ torch.linspace(-1, 1, 23 * 3, dtype=DTYPE).view(23, 3),
-                    entries=symmetric[torch.tensor([0, 22, 5]), torch.tensor([3, 22, 0])],
+                    entries=symmetric[
+                        torch.tensor([0, 22, 5, 22, 3]), torch.tensor([3, 22, 0, 3, 20])
+                    ],
+                    symmetric_bounds=symmetric.bounds,
+                    symmetric_upper=symmetric.upper,
+                    symmetric_same_tiles=same_tiles_symmetric(kernel, x, symmetric.bounds),
                     single=kernel.forward(x, x),
                     one_sequence=sharded.shard(x[:1], z),
                     one_sequence_gathered=sharded.forward(x[:1], z),
@@ -80,6 +85,17 @@ def gram_case(rank: int) -> dict:
         single=gram_matrix(x_seqs, z_seqs, readout="mean"),
     )
     return out
+
+
+def same_tiles_symmetric(kernel, x, bounds) -> torch.Tensor:
+    """K(x, x) from the blocks ShardedGram keeps, computed in this process and mirrored."""
+    upper = torch.zeros(x.shape[0], x.shape[0], dtype=DTYPE)
+    for a, b in pairwise(bounds):
+        upper[a:b, a:b] = kernel.forward(x[a:b], x[a:b])
+        upper[a:b, b:] = kernel.forward(x[a:b], x[b:])
+    starts = torch.tensor(bounds[:-1]).repeat_interleave(torch.tensor(bounds).diff())
+    kept = torch.arange(x.shape[0]) >= starts.unsqueeze(-1)
+    return torch.where(kept, upper, upper.T)
 
 
 class ExactGP(gpytorch.models.ExactGP):
