@@ -180,6 +180,25 @@ class _GatherRows(torch.autograd.Function):
         return grad[ctx.rows.start : ctx.rows.stop], None, None
 
 
+def _check_same_on_all_ranks(tensor: Tensor, group, what: str) -> None:
+    """Raise unless every rank passes the same ``tensor`` (compared by a checksum, one small
+    all-reduce): an SPMD product of a sharded matrix is wrong, silently, if the ranks multiply
+    different vectors, e.g. random probe vectors drawn from differently seeded generators."""
+    flat = tensor.detach().reshape(-1).double()
+    weights = torch.arange(1, flat.numel() + 1, device=flat.device, dtype=flat.dtype)
+    checksum = torch.stack([flat.sum(), (flat * weights.sqrt()).sum()])
+    extremes = torch.cat([checksum, -checksum])
+    _collective(dist.all_reduce, extremes, op=dist.ReduceOp.MAX, group=group)
+    if not torch.equal(extremes[:2], -extremes[2:]):
+        raise RuntimeError(
+            f"gpytorch_rntk.distributed: the ranks passed different {what}. Every rank must "
+            "run the same computation on the same data: seed every rank alike "
+            "(torch.manual_seed(seed) on each rank before anything draws random numbers; "
+            "GPyTorch draws the probe vectors of its log-determinant estimate) and give every "
+            "rank all of the inputs."
+        )
+
+
 class _SumOverRanks(torch.autograd.Function):
     """The sum of every rank's ``part``; the backward pass passes the gradient through (every
     rank computes the same loss of the sum: see :class:`_LocalRows`)."""
@@ -248,6 +267,7 @@ class ShardedGram(LinearOperator):
     def _matmul(self, rhs: Tensor) -> Tensor:
         # rhs (..., N, k). This rank's part of K rhs: its rows times rhs[a:], and its entries
         # right of the diagonal block as the transposed entries of rows b: (times rhs[a:b]).
+        _check_same_on_all_ranks(rhs, self.group, "vectors to multiply by the kernel matrix")
         start, stop = self.row_range.start, self.row_range.stop
         out = torch.zeros_like(rhs, dtype=torch.promote_types(rhs.dtype, self.upper.dtype))
         out[..., start:stop, :] = self.upper @ rhs[..., start:, :]
@@ -274,6 +294,7 @@ class ShardedGram(LinearOperator):
                 "use to_dense() or products."
             )
         row_index, col_index = torch.broadcast_tensors(row_index, col_index)
+        _check_same_on_all_ranks(torch.stack([row_index, col_index]), self.group, "indices")
         bounds = torch.tensor(self.bounds, device=row_index.device)
         # (i, j) is kept by the rank of row i if j is right of that rank's start, else as (j, i)
         row_start = bounds[torch.searchsorted(bounds, row_index, right=True) - 1]
@@ -371,6 +392,8 @@ class ShardedKernel(Kernel):
                 f"ShardedKernel takes unbatched inputs (N, D), got {tuple(x1.shape)} and "
                 f"{tuple(x2.shape)}."
             )
+        both = torch.cat([x1.reshape(-1), x2.reshape(-1)])
+        _check_same_on_all_ranks(both, self.process_group, "inputs to ShardedKernel")
         block = x1[rows.start : rows.stop]
 
         def compute() -> Tensor:

@@ -8,6 +8,7 @@ Cases:
 * ``gp``: an exact GP on N = 1000 sequences, marginal likelihood, its gradients and
   predictions, by GPyTorch's Cholesky path (the gathered matrix) and by its iterative path
   (conjugate gradients on the row blocks);
+* ``mismatch``: the ranks pass different inputs, or different vectors to a product;
 * ``hang``: rank 1 never reaches the collective; rank 0 must raise within the group's timeout.
 """
 
@@ -148,6 +149,25 @@ def gp_case(rank: int) -> dict:
     return out
 
 
+def mismatch_case(rank: int) -> dict:
+    """The ranks' inputs or product vectors differ (e.g. unseeded probe vectors): each must
+    raise, never return a wrong product."""
+    x = encode_sequences(sequences(6, 0))
+    kernel = ShardedKernel(RNTKKernel(input_dim=2).double())
+    errors = {}
+    with torch.no_grad():
+        for name, call in (
+            ("inputs", lambda: kernel.forward(x + rank, x + rank)),
+            ("vectors", lambda: kernel.forward(x, x) @ torch.full((6, 1), float(rank))),
+        ):
+            try:
+                call()
+                errors[name] = None
+            except RuntimeError as error:
+                errors[name] = str(error)
+    return errors
+
+
 def hang_case(rank: int) -> dict:
     if rank == 1:
         time.sleep(60)  # never joins: rank 0 must not wait for it past the timeout
@@ -167,7 +187,8 @@ def main() -> None:
     dist.init_process_group("gloo", timeout=timeout)
     rank = dist.get_rank()
     torch.set_default_dtype(DTYPE)
-    results = {"gram": gram_case, "gp": gp_case, "hang": hang_case}[case](rank)
+    cases = {"gram": gram_case, "gp": gp_case, "mismatch": mismatch_case, "hang": hang_case}
+    results = cases[case](rank)
     torch.save(results, out_dir / f"rank{rank}.pt")
     dist.barrier()
     dist.destroy_process_group()

@@ -112,6 +112,13 @@ def test_exact_gp_iterative_path_on_row_blocks(gp_results):
         assert _relative(sharded[key], exact[key]) < 1e-4
 
 
+def test_ranks_that_disagree_get_an_error_not_a_wrong_product(tmp_path):
+    for errors in _launch("mismatch", tmp_path):
+        assert "passed different inputs to ShardedKernel" in errors["inputs"]
+        assert "passed different vectors to multiply" in errors["vectors"]
+        assert "torch.manual_seed" in errors["vectors"]
+
+
 def test_a_rank_that_never_arrives_gives_a_clear_error(tmp_path):
     done = run_ranks(WORKER, "hang", str(tmp_path), timeout=120)
     assert done.returncode != 0
