@@ -392,8 +392,12 @@ class ShardedKernel(Kernel):
                 f"ShardedKernel takes unbatched inputs (N, D), got {tuple(x1.shape)} and "
                 f"{tuple(x2.shape)}."
             )
-        both = torch.cat([x1.reshape(-1), x2.reshape(-1)])
-        _check_same_on_all_ranks(both, self.process_group, "inputs to ShardedKernel")
+        # (the hyperparameters too: optimisers on different ranks must take the same steps)
+        parameters = [p.detach().reshape(-1).to(x1) for p in self.base_kernel.parameters()]
+        both = torch.cat([x1.reshape(-1), x2.reshape(-1), *parameters])
+        _check_same_on_all_ranks(
+            both, self.process_group, "inputs or hyperparameters to ShardedKernel"
+        )
         block = x1[rows.start : rows.stop]
 
         def compute() -> Tensor:

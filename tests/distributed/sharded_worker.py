@@ -8,6 +8,7 @@ Cases:
 * ``gp``: an exact GP on N = 1000 sequences, marginal likelihood, its gradients and
   predictions, by GPyTorch's Cholesky path (the gathered matrix) and by its iterative path
   (conjugate gradients on the row blocks);
+* ``botorch``: BoTorch's ``SingleTaskGP`` on a sharded kernel, fitted and predicting;
 * ``mismatch``: the ranks pass different inputs, or different vectors to a product;
 * ``hang``: rank 1 never reaches the collective; rank 0 must raise within the group's timeout.
 """
@@ -149,6 +150,35 @@ def gp_case(rank: int) -> dict:
     return out
 
 
+def botorch_case(rank: int) -> dict:
+    """The docs' example: BoTorch's SingleTaskGP on a sharded kernel, fitted by
+    fit_gpytorch_mll on the iterative path, and its posterior; also in one process."""
+    from botorch.fit import fit_gpytorch_mll
+    from botorch.models import SingleTaskGP
+
+    seqs = sequences(150, 6, lengths=(3, 11), m=1)
+    x = encode_sequences(seqs)
+    y = torch.stack([s[-3:].sum() for s in seqs]).unsqueeze(-1)
+    test = encode_sequences(sequences(20, 7, lengths=(3, 11), m=1), max_len=10)
+    test_y = torch.stack([s[-3:].sum() for s in sequences(20, 7, lengths=(3, 11), m=1)])
+    out = {}
+    for name in ("sharded", "single"):
+        torch.manual_seed(0)
+        kernel = ScaleKernel(RNTKKernel(input_dim=1))
+        covar = ShardedKernel(kernel) if name == "sharded" else kernel
+        model = SingleTaskGP(x, y, covar_module=covar)
+        with gpytorch.settings.max_cholesky_size(0):
+            fit_gpytorch_mll(gpytorch.mlls.ExactMarginalLogLikelihood(model.likelihood, model))
+            with torch.no_grad():
+                mean = model.posterior(test).mean.squeeze(-1)
+        out[name] = dict(
+            parameters={n: p.detach().clone() for n, p in kernel.named_parameters()},
+            mean=mean,
+            test_y=test_y,
+        )
+    return out
+
+
 def mismatch_case(rank: int) -> dict:
     """The ranks' inputs or product vectors differ (e.g. unseeded probe vectors): each must
     raise, never return a wrong product."""
@@ -159,6 +189,13 @@ def mismatch_case(rank: int) -> dict:
         for name, call in (
             ("inputs", lambda: kernel.forward(x + rank, x + rank)),
             ("vectors", lambda: kernel.forward(x, x) @ torch.full((6, 1), float(rank))),
+            (
+                "hyperparameters",
+                lambda: (
+                    kernel.initialize(**{"base_kernel.bias_var": rank + 1.0}),
+                    kernel.forward(x, x),
+                ),
+            ),
         ):
             try:
                 call()
@@ -187,7 +224,13 @@ def main() -> None:
     dist.init_process_group("gloo", timeout=timeout)
     rank = dist.get_rank()
     torch.set_default_dtype(DTYPE)
-    cases = {"gram": gram_case, "gp": gp_case, "mismatch": mismatch_case, "hang": hang_case}
+    cases = {
+        "gram": gram_case,
+        "gp": gp_case,
+        "botorch": botorch_case,
+        "mismatch": mismatch_case,
+        "hang": hang_case,
+    }
     results = cases[case](rank)
     torch.save(results, out_dir / f"rank{rank}.pt")
     dist.barrier()

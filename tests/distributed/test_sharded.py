@@ -112,9 +112,26 @@ def test_exact_gp_iterative_path_on_row_blocks(gp_results):
         assert _relative(sharded[key], exact[key]) < 1e-4
 
 
+def test_botorch_fit_on_a_sharded_kernel(tmp_path):
+    """The docs' example: fit_gpytorch_mll on the iterative path. The ranks end with the same
+    hyperparameters and posterior bit for bit; the hyperparameters differ from the
+    single-process fit's along the likelihood's flat direction (outputscale against input_var,
+    each fit a stochastic objective), the predictions agree."""
+    ranks = _launch("botorch", tmp_path)
+    for name in ("sharded", "single"):
+        for key, value in ranks[0][name]["parameters"].items():
+            assert torch.equal(value, ranks[1][name]["parameters"][key])
+        assert torch.equal(ranks[0][name]["mean"], ranks[1][name]["mean"])
+    sharded, single = ranks[0]["sharded"], ranks[0]["single"]
+    r2 = 1 - ((sharded["mean"] - sharded["test_y"]) ** 2).mean() / sharded["test_y"].var()
+    assert r2 > 0.99
+    assert _relative(sharded["mean"], single["mean"]) < 1e-4
+
+
 def test_ranks_that_disagree_get_an_error_not_a_wrong_product(tmp_path):
     for errors in _launch("mismatch", tmp_path):
-        assert "passed different inputs to ShardedKernel" in errors["inputs"]
+        assert "passed different inputs or hyperparameters" in errors["inputs"]
+        assert "passed different inputs or hyperparameters" in errors["hyperparameters"]
         assert "passed different vectors to multiply" in errors["vectors"]
         assert "torch.manual_seed" in errors["vectors"]
 
