@@ -366,6 +366,8 @@ class ShardedKernel(Kernel):
         model = SingleTaskGP(train_x, train_y, covar_module=covar)
     """
 
+    chunk_elements: int = 2**24  # kernel values computed per call: 64 MiB in float32
+
     def __init__(self, base_kernel: Kernel, process_group=None):
         if not isinstance(base_kernel, Kernel):
             raise TypeError(f"base_kernel must be a gpytorch Kernel, got {type(base_kernel)}.")
@@ -399,13 +401,25 @@ class ShardedKernel(Kernel):
             both, self.process_group, "inputs or hyperparameters to ShardedKernel"
         )
         block = x1[rows.start : rows.stop]
+        # K(x, x)'s rows from the diagonal on: the diagonal block by the symmetric path, then
+        # the columns right of it; else all columns. Written into one buffer in chunks of
+        # columns, so that the peak is the shard plus about one chunk (not twice the shard).
+        columns = x2[rows.stop :] if upper else x2
+        step = max(1, self.chunk_elements // max(1, len(rows)))
 
         def compute() -> Tensor:
-            if not upper:
-                return self.base_kernel.forward(block, x2)
-            # K(x, x)'s rows from the diagonal on: the diagonal block by the symmetric path
-            diagonal = self.base_kernel.forward(block, block)
-            return torch.cat([diagonal, self.base_kernel.forward(block, x2[rows.stop :])], -1)
+            out = None
+            pieces = [(block, 0)] if upper else []
+            offset = len(rows) if upper else 0
+            pieces += [(columns[j : j + step], offset + j) for j in range(0, len(columns), step)]
+            for other, start in pieces:
+                values = self.base_kernel.forward(block, other)
+                if out is None:
+                    out = values.new_empty(len(rows), offset + len(columns))
+                out[:, start : start + values.shape[-1]] = values
+            if out is None:  # no columns
+                return self.base_kernel.forward(block, x2[:0])
+            return out
 
         return local_rows(compute, list(self.base_kernel.parameters()), self.process_group)
 

@@ -57,6 +57,8 @@ def gram_case(rank: int) -> dict:
                     [kernel.forward(x[a:b], z) for a, b in pairwise(shard.bounds)]
                 )
                 symmetric = sharded.forward(x, x)
+                chunked = ShardedKernel(kernel)
+                chunked.chunk_elements = 40  # 3-4 columns per call
                 out[name] = dict(
                     bounds=shard.bounds,
                     rows=shard.rows,
@@ -76,6 +78,8 @@ def gram_case(rank: int) -> dict:
                     symmetric_upper=symmetric.upper,
                     symmetric_same_tiles=same_tiles_symmetric(kernel, x, symmetric.bounds),
                     single=kernel.forward(x, x),
+                    chunked_symmetric=chunked.forward(x, x).to_dense(),
+                    chunked_cross=chunked.forward(x, z),
                     one_sequence=sharded.shard(x[:1], z),
                     one_sequence_gathered=sharded.forward(x[:1], z),
                     one_sequence_single=kernel.forward(x[:1], z),
