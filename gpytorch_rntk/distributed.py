@@ -287,12 +287,8 @@ class ShardedGram(LinearOperator):
         return (grad.reshape(-1, *grad.shape[-2:]).sum(0),)
 
     def _get_indices(self, row_index: Tensor, col_index: Tensor, *batch_indices) -> Tensor:
-        # each entry from the rank that keeps it (the preconditioner's rows: no gradient)
-        if torch.is_grad_enabled() and self.upper.requires_grad:
-            raise RuntimeError(
-                "ShardedGram: indexing single entries is not differentiable across ranks; "
-                "use to_dense() or products."
-            )
+        # each entry from the rank that keeps it, zeros elsewhere, summed over the ranks (the
+        # pivoted-Cholesky preconditioner's rows; differentiable like the products)
         row_index, col_index = torch.broadcast_tensors(row_index, col_index)
         _check_same_on_all_ranks(torch.stack([row_index, col_index]), self.group, "indices")
         bounds = torch.tensor(self.bounds, device=row_index.device)
@@ -303,8 +299,11 @@ class ShardedGram(LinearOperator):
         cols = torch.where(mirrored, row_index, col_index)
         start, stop = self.row_range.start, self.row_range.stop
         mine = (rows >= start) & (rows < stop)
-        values = torch.zeros(rows.shape, dtype=self.upper.dtype, device=self.upper.device)
-        values[mine] = self.upper[rows[mine] - start, cols[mine] - start]
+        if stop > start:
+            local = self.upper[(rows - start).clamp(0, stop - start - 1), (cols - start).clamp(0)]
+            values = torch.where(mine, local, torch.zeros_like(local))
+        else:
+            values = self.upper.new_zeros(rows.shape)
         return _SumOverRanks.apply(values, self.group)
 
     def to_dense(self) -> Tensor:

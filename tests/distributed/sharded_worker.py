@@ -10,6 +10,7 @@ Cases:
   (conjugate gradients on the row blocks);
 * ``botorch``: BoTorch's ``SingleTaskGP`` on a sharded kernel, fitted and predicting;
 * ``mismatch``: the ranks pass different inputs, or different vectors to a product;
+* ``fail``: rank 1 raises; the run must end with its error, rank 0 not left waiting;
 * ``hang``: rank 1 never reaches the collective; rank 0 must raise within the group's timeout.
 """
 
@@ -147,6 +148,7 @@ def gp_case(rank: int) -> dict:
             gpytorch.settings.cg_tolerance(1e-5),
             gpytorch.settings.eval_cg_tolerance(1e-5),
             gpytorch.settings.max_cg_iterations(1000),
+            gpytorch.settings.min_preconditioning_size(500),  # the preconditioner's rows too
         ):
             out[path] = dict(sharded=run(True), single=run(False))
     with gpytorch.settings.max_cholesky_size(10**6):
@@ -209,6 +211,13 @@ def mismatch_case(rank: int) -> dict:
     return errors
 
 
+def fail_case(rank: int) -> dict:
+    if rank == 1:
+        raise RuntimeError("rank 1 fails on purpose")
+    gather_rows(torch.zeros(1, 3), (0, 1, 2))  # rank 1 never joins
+    return {}
+
+
 def hang_case(rank: int) -> dict:
     if rank == 1:
         time.sleep(60)  # never joins: rank 0 must not wait for it past the timeout
@@ -224,7 +233,7 @@ def hang_case(rank: int) -> dict:
 
 def main() -> None:
     case, out_dir = sys.argv[1], Path(sys.argv[2])
-    timeout = datetime.timedelta(seconds=5 if case == "hang" else 120)
+    timeout = datetime.timedelta(seconds=5 if case == "hang" else 60 if case == "fail" else 120)
     dist.init_process_group("gloo", timeout=timeout)
     rank = dist.get_rank()
     torch.set_default_dtype(DTYPE)
@@ -233,6 +242,7 @@ def main() -> None:
         "gp": gp_case,
         "botorch": botorch_case,
         "mismatch": mismatch_case,
+        "fail": fail_case,
         "hang": hang_case,
     }
     results = cases[case](rank)

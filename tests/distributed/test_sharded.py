@@ -3,6 +3,7 @@ test launches ``sharded_worker.py`` under ``torchrun``; see there for the cases)
 
 from __future__ import annotations
 
+import time
 from itertools import pairwise
 from pathlib import Path
 
@@ -137,6 +138,15 @@ def test_ranks_that_disagree_get_an_error_not_a_wrong_product(tmp_path):
         assert "passed different inputs or hyperparameters" in errors["hyperparameters"]
         assert "passed different vectors to multiply" in errors["vectors"]
         assert "torch.manual_seed" in errors["vectors"]
+
+
+def test_a_rank_that_fails_ends_the_run(tmp_path):
+    """The other rank, waiting in a collective, does not wait for the timeout (60 s here)."""
+    start = time.perf_counter()
+    done = run_ranks(WORKER, "fail", str(tmp_path), timeout=120)
+    assert done.returncode != 0
+    assert "rank 1 fails on purpose" in done.stdout + done.stderr
+    assert time.perf_counter() - start < 50
 
 
 def test_a_rank_that_never_arrives_gives_a_clear_error(tmp_path):
