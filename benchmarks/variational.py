@@ -37,11 +37,27 @@ against the epoch) goes to ``--output``, every number printed to the same name w
     python benchmarks/variational.py --smoke                       # seconds
     python benchmarks/variational.py --n-train 20000 --epochs 4    # ~6 min on 2 busy cores
     python benchmarks/variational.py                               # N = 100 000, 3 epochs
+
+Data-parallel training: started by ``torchrun``, every process (rank) draws the same global
+mini-batches of ``--batch-size`` words as the single-process run and trains on its contiguous
+piece of each (``B / P`` words), with the ELBO wrapped in ``DistributedDataParallel``, which
+averages the gradients over the ranks before the NGD and Adam steps; a rank's data term is
+weighted by its share of the batch, so the averaged gradient is that of the whole batch's ELBO
+and the trajectory is the single-process one to round-off, uneven pieces included. Held-out
+predictions are sharded over the ranks as well and gathered, so every rank computes the same
+metrics; rank 0 alone prints and writes the figure and the JSON (its own time and peak RSS:
+the figures are per process). Backend gloo on the CPU, NCCL with ``--device cuda`` (one GPU
+per process, ``LOCAL_RANK``'s; this path has not yet been run on a GPU)::
+
+    torchrun --standalone --nproc_per_node 2 benchmarks/variational.py --smoke
+    torchrun --standalone --nproc_per_node 2 benchmarks/variational.py --n-train 20000 --epochs 4
+    torchrun --standalone --nproc_per_node 4 benchmarks/variational.py --device cuda
 """
 
 from __future__ import annotations
 
 import argparse
+import datetime
 import json
 import math
 import os
@@ -50,19 +66,79 @@ import resource
 import sys
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 import gpytorch
 import numpy as np
 import torch
+import torch.distributed as dist
 from torch import Tensor
+from torch.nn.parallel import DistributedDataParallel
 from tqdm.auto import tqdm
 
+from gpytorch_rntk.distributed import DataParallelELBO, gather_rows, split_batch
 from gpytorch_rntk.models import SequenceVariationalGP, inducing_sequences
 
 DTYPE = torch.float64
 ALPHABET = "abcdefghijklmnopqrstuvwxyz"
 LETTERS = len(ALPHABET)
+
+
+@dataclass(frozen=True)
+class Ranks:
+    """This process's place in a ``torchrun`` job; rank 0 of 1 in a plain run.
+
+    Attributes:
+        rank: The global rank.
+        world_size: The number of processes.
+        device: Where the model and the mini-batches live.
+        distributed: Whether a process group was initialised (also under ``torchrun`` with one
+            process).
+    """
+
+    rank: int = 0
+    world_size: int = 1
+    device: torch.device = torch.device("cpu")
+    distributed: bool = False
+
+    @property
+    def main(self) -> bool:
+        """Whether this is the rank that prints and saves."""
+        return self.rank == 0
+
+    def print(self, *args, **kwargs) -> None:
+        """``print`` on rank 0 only: every rank runs the same code and knows the same numbers."""
+        if self.main:
+            print(*args, **kwargs)
+
+
+def init_ranks(device: str) -> Ranks:
+    """Join the process group when started by ``torchrun`` (it sets ``WORLD_SIZE``, ``RANK``,
+    ``LOCAL_RANK`` and the rendezvous address); a plain run gets ``Ranks()`` on ``device``.
+
+    Gloo on the CPU, NCCL on the GPU of index ``LOCAL_RANK`` (one GPU per process).
+    """
+    if "WORLD_SIZE" not in os.environ:
+        return Ranks(device=torch.device(device))
+    # Every collective waits at most this long for the slowest rank, so that a rank that died
+    # or hangs ends the job instead of holding the others for gloo's default 30 minutes.
+    timeout = datetime.timedelta(minutes=10)
+    if device == "cuda":
+        target = torch.device("cuda", int(os.environ["LOCAL_RANK"]))
+        torch.cuda.set_device(target)
+        dist.init_process_group("nccl", timeout=timeout)
+    else:
+        target = torch.device(device)
+        dist.init_process_group("gloo", timeout=timeout)
+    return Ranks(dist.get_rank(), dist.get_world_size(), target, distributed=True)
+
+
+def global_mean(value: Tensor) -> Tensor:
+    """The mean of a scalar over the ranks (the global loss; every rank gets it)."""
+    total = value.detach().clone()
+    dist.all_reduce(total)
+    return total / dist.get_world_size()
 
 
 def load_words(max_len: int) -> tuple[list[str], np.ndarray]:
@@ -158,22 +234,33 @@ def evaluate(
     y_mean: float,
     y_std: float,
     batch_size: int,
+    ranks: Ranks = Ranks(),
 ) -> dict[str, float]:
-    """Held-out RMSE and exact-count accuracy in syllables, and the mean predictive std."""
+    """Held-out RMSE and exact-count accuracy in syllables, and the mean predictive std.
+
+    Under ``torchrun`` each rank predicts its contiguous piece of the test set (the unwrapped
+    model: no collectives inside) and the pieces are gathered, so every rank returns the same
+    numbers and none waits idle while another evaluates.
+    """
     model.eval()
+    pieces = torch.tensor_split(torch.arange(len(test_x)), ranks.world_size)
     means, stds = [], []
     with torch.no_grad():
-        for batch in torch.arange(len(test_x)).split(batch_size):
-            predictive = likelihood(model(test_x[batch]))
+        for batch in pieces[ranks.rank].split(batch_size):
+            predictive = likelihood(model(test_x[batch].to(ranks.device)))
             means.append(predictive.mean)
             stds.append(predictive.variance.sqrt())
     model.train()
-    mean = torch.cat(means) * y_std + y_mean
+    mean, std = torch.cat(means), torch.cat(stds)
+    if ranks.distributed:
+        bounds = [0, *torch.tensor([len(piece) for piece in pieces]).cumsum(0).tolist()]
+        mean, std = gather_rows(mean, bounds), gather_rows(std, bounds)
+    mean = mean.cpu() * y_std + y_mean
     target = test_y * y_std + y_mean
     return {
         "rmse": (mean - target).square().mean().sqrt().item(),
         "accuracy": (mean.round().clamp_min(1) == target).double().mean().item(),
-        "std": torch.cat(stds).mean().item() * y_std,
+        "std": std.cpu().mean().item() * y_std,
     }
 
 
@@ -187,15 +274,20 @@ def train_svgp(
     y_mean: float,
     y_std: float,
     args: argparse.Namespace,
+    ranks: Ranks = Ranks(),
 ) -> dict[str, list[float]]:
     """Natural gradients for q(u), Adam for the rest, on the mini-batch ELBO.
+
+    Under ``torchrun`` the ELBO is wrapped in ``DistributedDataParallel`` and each rank trains
+    on its piece of every global mini-batch (see :func:`shard`); the ELBO recorded is the mean
+    over the ranks, the whole batch's.
 
     Returns the per-epoch mean training ELBO per word and the held-out metrics (these also
     before the first epoch).
     """
-    generator = torch.Generator().manual_seed(args.seed)
-    likelihood = gpytorch.likelihoods.GaussianLikelihood().to(DTYPE)
-    mll = gpytorch.mlls.VariationalELBO(likelihood, model, num_data=len(train_y))
+    generator = torch.Generator().manual_seed(args.seed)  # the same batches on every rank
+    likelihood = gpytorch.likelihoods.GaussianLikelihood().to(DTYPE).to(ranks.device)
+    loss_fn: torch.nn.Module = DataParallelELBO(model, likelihood, num_data=len(train_y))
     optimizers = [
         gpytorch.optim.NGD(model.variational_parameters(), num_data=len(train_y), lr=args.ngd_lr),
         torch.optim.Adam([*model.hyperparameters(), *likelihood.parameters()], lr=args.lr),
@@ -207,31 +299,48 @@ def train_svgp(
         for key, value in scores.items():
             history[key].append(value)
 
-    record(evaluate(model, likelihood, test_x, test_y, y_mean, y_std, args.batch_size))
-    print(
+    record(evaluate(model, likelihood, test_x, test_y, y_mean, y_std, args.batch_size, ranks))
+    ranks.print(
         f"  {name} epoch 0: held-out RMSE {history['rmse'][0]:.3f}, "
         f"accuracy {history['accuracy'][0]:.3f}"
     )
+    if ranks.distributed:
+        # Wrapped only now: the evaluation above made GPyTorch initialise q(u) (from the prior
+        # plus random noise, at the first call), and DDP starts by broadcasting rank 0's
+        # parameters and buffers, so every rank starts from the same q(u) whatever its RNG.
+        # No find_unused_parameters: every parameter gets a gradient from every step's ELBO.
+        loss_fn = DistributedDataParallel(
+            loss_fn, device_ids=[ranks.device.index] if ranks.device.type == "cuda" else None
+        )
     for epoch in range(1, args.epochs + 1):
         start = time.perf_counter()
         batches = torch.randperm(len(train_y), generator=generator).split(args.batch_size)
         progress = tqdm(
-            batches, desc=f"{name} epoch {epoch}/{args.epochs}", leave=False, mininterval=5
+            batches,
+            desc=f"{name} epoch {epoch}/{args.epochs}",
+            leave=False,
+            mininterval=5,
+            disable=not ranks.main,
         )
         elbos = []
         for batch in progress:
+            rows, share = split_batch(batch, ranks.rank, ranks.world_size)
             for optimizer in optimizers:
                 optimizer.zero_grad()
-            loss = -mll(model(make_inputs(batch)), train_y[batch])
-            loss.backward()
+            loss = loss_fn(
+                make_inputs(rows).to(ranks.device), train_y[rows].to(ranks.device), share
+            )
+            loss.backward()  # under DDP: the gradients averaged over the ranks
             for optimizer in optimizers:
-                optimizer.step()
+                optimizer.step()  # the same averaged gradients, so the same step on every rank
+            if ranks.distributed:
+                loss = global_mean(loss)
             elbos.append(-loss.item())
             progress.set_postfix(elbo=f"{elbos[-1]:.3f}", refresh=False)
         history["epoch_seconds"].append(time.perf_counter() - start)
         history["elbo"].append(float(np.mean(elbos)))
-        record(evaluate(model, likelihood, test_x, test_y, y_mean, y_std, args.batch_size))
-        print(
+        record(evaluate(model, likelihood, test_x, test_y, y_mean, y_std, args.batch_size, ranks))
+        ranks.print(
             f"  {name} epoch {epoch}: ELBO/word {history['elbo'][-1]:.4f}, held-out RMSE "
             f"{history['rmse'][-1]:.3f}, accuracy {history['accuracy'][-1]:.3f}, mean "
             f"predictive std {history['std'][-1]:.3f} ({history['epoch_seconds'][-1]:.0f} s, "
@@ -317,6 +426,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--no-baseline", action="store_true", help="skip the RBF SVGP")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=1, help="torch intra-op threads")
+    parser.add_argument(
+        "--device",
+        choices=("cpu", "cuda"),
+        default="cpu",
+        help="cuda: under torchrun the GPU of index LOCAL_RANK, with the NCCL backend",
+    )
     parser.add_argument("--output", type=Path, default=Path("outputs/variational.png"))
     parser.add_argument(
         "--smoke",
@@ -331,11 +446,40 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     return args
 
 
+def check_split(args: argparse.Namespace, ranks: Ranks) -> None:
+    """Exit with a message, before any work, if some mini-batch or the test set would leave a
+    rank without words (the same test on every rank, so they all exit)."""
+    last = args.n_train % args.batch_size
+    if args.batch_size < ranks.world_size or 0 < last < ranks.world_size:
+        sys.exit(
+            f"every mini-batch must hold at least one word per rank: with {ranks.world_size} "
+            f"ranks, --batch-size {args.batch_size} and --n-train {args.n_train} (last batch "
+            f"{last or args.batch_size}) do not"
+        )
+    if args.n_test < ranks.world_size:
+        sys.exit(f"--n-test must be at least the number of ranks ({ranks.world_size})")
+
+
 def main(argv: list[str] | None = None) -> dict:
-    """Run the benchmark; returns the per-epoch histories, baselines and measurements."""
+    """Run the benchmark; returns the per-epoch histories, baselines and measurements (the
+    same on every rank under ``torchrun``, except the time, RSS and kernel-call figures)."""
     args = parse_args(argv)
+    ranks = init_ranks(args.device)
+    try:
+        check_split(args, ranks)
+        results = run(args, argv, ranks)
+        if ranks.distributed:
+            dist.barrier()  # rank 0 has written its files: the job ends together
+        return results
+    finally:
+        if ranks.distributed:
+            dist.destroy_process_group()
+
+
+def run(args: argparse.Namespace, argv: list[str] | None, ranks: Ranks) -> dict:
+    """The benchmark itself, on every rank (see :func:`main`)."""
     torch.set_num_threads(args.threads)
-    torch.manual_seed(args.seed)
+    torch.manual_seed(args.seed)  # the same on every rank: the same inducing words
     start = time.perf_counter()
 
     words, syllables = load_words(args.max_len)
@@ -351,13 +495,19 @@ def main(argv: list[str] | None = None) -> dict:
     test_y = torch.from_numpy((syllables[test_idx] - y_mean) / y_std)
     del words, codes, lengths
     n, m = args.n_train, args.inducing
-    print(
+    ranks.print(
         f"CMU dictionary: {n} training / {args.n_test} held-out words of 1-{args.max_len} "
         f"letters, syllables {syllables.min():.0f}-{syllables.max():.0f} (mean {y_mean:.2f}, "
         f"std {y_std:.2f}); M = {m} inducing sequences, B = {args.batch_size}, "
         f"{args.epochs} epochs, {math.ceil(n / args.batch_size)} steps per epoch"
+        + (
+            f"; {ranks.world_size} ranks ({ranks.device.type}), each on its piece of every "
+            "mini-batch"
+            if ranks.distributed
+            else ""
+        )
     )
-    print(f"  data loaded: peak RSS {peak_rss_mib():.0f} MiB", flush=True)
+    ranks.print(f"  data loaded: peak RSS {peak_rss_mib():.0f} MiB", flush=True)
 
     baselines = closed_form_baselines(
         train_codes,
@@ -366,7 +516,7 @@ def main(argv: list[str] | None = None) -> dict:
         (test_codes, test_lengths, syllables[test_idx]),
     )
     for name in ("training mean", "bag of letters (least squares)"):
-        print(
+        ranks.print(
             f"  {name}: held-out RMSE {baselines[name]:.3f}, "
             f"accuracy {baselines[name + ' accuracy']:.3f}"
         )
@@ -386,6 +536,7 @@ def main(argv: list[str] | None = None) -> dict:
     with torch.no_grad():  # start the prior variance near 1 (the RNTK's diagonal grows with T)
         diag = model.covar_module.base_kernel(inducing, diag=True).mean()
         model.covar_module.outputscale = 1 / diag
+    model.to(ranks.device)
     calls = KernelCallLog(model.covar_module.base_kernel)
     t0 = time.perf_counter()
     results["histories"]["RNTK SVGP"] = train_svgp(
@@ -398,16 +549,19 @@ def main(argv: list[str] | None = None) -> dict:
         y_mean,
         y_std,
         args,
+        ranks,
     )
     results["rntk_minutes"] = (time.perf_counter() - t0) / 60
-    learned = model.variational_strategy.inducing_points.detach()
+    learned = model.variational_strategy.inducing_points.detach().cpu()
     results["inducing_lengths_fixed"] = torch.equal(learned[:, 0], inducing[:, 0])
     results["inducing_change"] = (learned[:, 1:] - inducing[:, 1:]).abs().mean().item()
-    results["largest_kernel_block"] = calls.largest_full
+    results["largest_kernel_block"] = calls.largest_full  # rank 0's: M x (its piece of B)
     kernel = model.covar_module.base_kernel
-    print(
+    per_rank = f" split over {ranks.world_size} ranks" if ranks.distributed else ""
+    ranks.print(
         f"  RNTK SVGP: {results['rntk_minutes']:.1f} min; largest full kernel block "
-        f"{calls.largest_full[0]} x {calls.largest_full[1]} (M = {m}, B = {args.batch_size}), "
+        f"{calls.largest_full[0]} x {calls.largest_full[1]} (M = {m}, B = {args.batch_size}"
+        f"{per_rank}), "
         f"diag path on up to {calls.diag_rows} rows; inducing lengths unchanged: "
         f"{results['inducing_lengths_fixed']}, mean |change| of their step values "
         f"{results['inducing_change']:.3f}; learned recurrent_var "
@@ -419,6 +573,7 @@ def main(argv: list[str] | None = None) -> dict:
         rbf = VectorVariationalGP(inducing[:, 1:].clone()).to(DTYPE)
         with torch.no_grad():  # median heuristic: the default lengthscale sees only zeros
             rbf.covar_module.base_kernel.lengthscale = torch.pdist(inducing[:, 1:]).median()
+        rbf.to(ranks.device)
         t0 = time.perf_counter()
         results["histories"]["RBF SVGP (padded)"] = train_svgp(
             "RBF SVGP (padded)",
@@ -430,24 +585,31 @@ def main(argv: list[str] | None = None) -> dict:
             y_mean,
             y_std,
             args,
+            ranks,
         )
         results["rbf_minutes"] = (time.perf_counter() - t0) / 60
-        print(f"  RBF SVGP: {results['rbf_minutes']:.1f} min")
+        ranks.print(f"  RBF SVGP: {results['rbf_minutes']:.1f} min")
 
-    plot(
-        results["histories"],
-        baselines,
-        f"Syllables from spelling, SVGP on N = {n} words (M = {m}, B = {args.batch_size})",
-        args.output,
-    )
+    if ranks.main:  # the histories are the same on every rank; one writes them
+        plot(
+            results["histories"],
+            baselines,
+            f"Syllables from spelling, SVGP on N = {n} words (M = {m}, B = {args.batch_size})",
+            args.output,
+        )
+    # Rank 0's own time, CPU time and peak RSS: per process under torchrun.
     results["minutes"] = (time.perf_counter() - start) / 60
     usage = resource.getrusage(resource.RUSAGE_SELF)
     results["cpu_minutes"] = (usage.ru_utime + usage.ru_stime) / 60
     results["peak_rss_mib"] = peak_rss_mib()
     results["plot"] = str(args.output)
     results["command"] = " ".join(sys.argv) if argv is None else " ".join(argv)
-    args.output.with_suffix(".json").write_text(json.dumps(results, indent=1))
-    print(
+    if ranks.distributed:
+        results["world_size"] = ranks.world_size
+        results["command"] = f"torchrun --nproc_per_node {ranks.world_size} {results['command']}"
+    if ranks.main:
+        args.output.with_suffix(".json").write_text(json.dumps(results, indent=1))
+    ranks.print(
         f"N = {n}: total {results['minutes']:.1f} min wall, {results['cpu_minutes']:.1f} min CPU, "
         f"peak RSS {results['peak_rss_mib']:.0f} MiB "
         f"(resource.getrusage ru_maxrss, whole process); plot saved to {args.output}, "

@@ -14,7 +14,10 @@ collectives of ``torch.distributed`` (gloo between CPU processes, NCCL between G
   iterative inference (conjugate gradients, Lanczos, the pivoted-Cholesky preconditioner)
   computes marginal likelihoods, their gradients and predictions across ranks;
 * :class:`ShardedKernel`: wraps a kernel (e.g. ``ScaleKernel(RNTKKernel(...))``) so that an
-  exact GP uses the above.
+  exact GP uses the above;
+* :func:`split_batch` and :class:`DataParallelELBO`: data-parallel training of a variational GP
+  (:class:`~gpytorch_rntk.models.SequenceVariationalGP`) in
+  :class:`~torch.nn.parallel.DistributedDataParallel`, each rank a piece of every mini-batch.
 
 Launch with ``torchrun --nproc_per_node P script.py`` and call
 ``torch.distributed.init_process_group`` (give it a ``timeout``: a rank that stops makes the
@@ -26,6 +29,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from typing import NamedTuple
 
+import gpytorch
 import torch
 import torch.distributed as dist
 from gpytorch.kernels import Kernel
@@ -36,12 +40,14 @@ from .kernels import _RecurrentKernel
 from .layout import split_layout
 
 __all__ = [
+    "DataParallelELBO",
     "RowShard",
     "ShardedGram",
     "ShardedKernel",
     "gather_rows",
     "local_rows",
     "row_bounds",
+    "split_batch",
 ]
 
 
@@ -436,3 +442,86 @@ class ShardedKernel(Kernel):
         if symmetric:
             return ShardedGram(rows, bounds=bounds, group=self.process_group)
         return gather_rows(rows, bounds, self.process_group)
+
+
+def split_batch(batch: Tensor, rank: int, world_size: int) -> tuple[Tensor, float]:
+    """This rank's contiguous piece of a global mini-batch, and the weight of its data term.
+
+    Every rank draws the same global mini-batch (the same generator and seed) and trains on its
+    piece in :class:`~torch.nn.parallel.DistributedDataParallel`, which averages the ranks'
+    gradients. The ELBO averages its expected log-likelihood over the rows it is given, so a
+    rank holding ``b`` of the ``n`` rows counts its data term ``world_size * b / n`` times
+    (:class:`DataParallelELBO`'s ``share``): the average over the ranks is then the ELBO of the
+    whole batch, as one process training on all of it would compute (the weight is exactly 1
+    for equal pieces; ``n`` need not divide evenly).
+
+    Args:
+        batch: The global mini-batch (e.g. its row indices), the same on every rank.
+        rank: This process's rank (``torch.distributed.get_rank()``).
+        world_size: The number of processes (``torch.distributed.get_world_size()``).
+
+    Returns:
+        This rank's rows of ``batch`` and the weight of its data term.
+
+    Raises:
+        ValueError: If some rank would get no rows (every rank must run a forward and a
+            backward pass for DDP's gradient all-reduce), or ``rank`` is not in the world.
+
+    Example:
+        >>> import torch
+        >>> split_batch(torch.arange(5), rank=1, world_size=2)
+        (tensor([3, 4]), 0.8)
+    """
+    if not 0 <= rank < world_size:
+        raise ValueError(f"rank {rank} is outside a world of size {world_size}.")
+    if len(batch) < world_size:
+        raise ValueError(
+            f"a mini-batch of {len(batch)} rows cannot be split over {world_size} ranks: every "
+            "rank needs at least one row."
+        )
+    piece = torch.tensor_split(batch, world_size)[rank]
+    return piece, world_size * len(piece) / len(batch)
+
+
+class DataParallelELBO(torch.nn.Module):
+    """The negative mini-batch ELBO of a variational GP as one module, the unit to wrap in
+    :class:`~torch.nn.parallel.DistributedDataParallel`: it holds the likelihood (whose noise
+    would otherwise be trained apart on each rank, silently) as well as the model, and returns
+    a tensor (DDP cannot look inside the model's ``MultivariateNormal``).
+
+    Natural-gradient steps (``gpytorch.optim.NGD``) for q(u) work unchanged: their step is
+    linear in the gradients DDP averages. Wrap it after the model's first call (GPyTorch builds
+    q(u) then), so that DDP's broadcast of rank 0's state covers it.
+
+    Args:
+        model: The variational GP.
+        likelihood: Its likelihood.
+        num_data: The size of the whole training set (not of a rank's piece of it).
+
+    Example (under ``torchrun``)::
+
+        loss_fn = DistributedDataParallel(DataParallelELBO(model, likelihood, len(train_y)))
+        rows, share = split_batch(batch, dist.get_rank(), dist.get_world_size())
+        loss_fn(train_x[rows], train_y[rows], share).backward()
+    """
+
+    def __init__(
+        self,
+        model: gpytorch.models.ApproximateGP,
+        likelihood: gpytorch.likelihoods.Likelihood,
+        num_data: int,
+    ) -> None:
+        super().__init__()
+        self.model = model
+        self.likelihood = likelihood
+        # the terms one by one, to weight the data term of a rank's piece (split_batch)
+        self.mll = gpytorch.mlls.VariationalELBO(likelihood, model, num_data, combine_terms=False)
+
+    def forward(self, x: Tensor, y: Tensor, share: float = 1.0) -> Tensor:
+        """``-(share * data term - KL / N + log prior / N - added losses)``; with ``share`` 1
+        bit for bit ``-VariationalELBO(likelihood, model, num_data)(model(x), y)``."""
+        log_likelihood, kl_divergence, log_prior, *added = self.mll(self.model(x), y)
+        elbo = share * log_likelihood - kl_divergence + log_prior
+        if added:  # only returned when the model has added loss terms
+            elbo = elbo - added[0]
+        return -elbo
