@@ -15,10 +15,12 @@ after one warm-up call on 64 rows (compilation, if the engine compiles), timed w
 best of ``--repeats``. It prints seconds, pair-steps per second (``N N' T``, the whole matrix
 counted even where symmetry halves the work), per rank, the speed-up over the first of
 ``--ranks`` (one rank with all the threads, by default) and the efficiency per core against
-the one-thread run; the growth of each rank's peak resident memory during ``K(X, X)`` (its
-shard included) against its shard's bytes; and the products (conjugate-gradient and Lanczos
+the one-thread run, and each rank's own time before the closing barrier (their spread is the
+imbalance); the growth of each rank's peak resident memory during ``K(X, X)`` (its shard
+included) against its shard's bytes; and the products (conjugate-gradient and Lanczos
 iterations) of one marginal-likelihood gradient on the sharded ``K(X, X)`` (GPyTorch's
-iterative path, default settings) with the seconds it took.
+iterative path, default settings) with the seconds it took (the second of two calls: the first
+compiles, if the engine compiles).
 
 The runs follow one another, never side by side; a ratio between runs of this script compares
 separate processes on the same machine, so run it on an otherwise idle machine.
@@ -87,16 +89,23 @@ def _worker(args: argparse.Namespace) -> None:
     kernel = RNTKKernel(input_dim=1, engine=args.engine).to(device=device, dtype=dtype)
     sharded = ShardedKernel(kernel)
 
-    def timed(fn) -> float:
-        best = float("inf")
+    def timed(fn) -> dict:
+        """Best of the repeats: the wall time (barrier to barrier) and, of that repeat, each
+        rank's own time before the closing barrier (the spread shows imbalance)."""
+        best = dict(seconds=float("inf"))
         for _ in range(args.repeats):
             dist.barrier()
             start = time.perf_counter()
             out = fn()
             if cuda:
                 torch.cuda.synchronize()
+            own = time.perf_counter() - start
             dist.barrier()
-            best = min(best, time.perf_counter() - start)
+            seconds = time.perf_counter() - start
+            owns = [None] * world
+            dist.all_gather_object(owns, own)
+            if seconds < best["seconds"]:
+                best = dict(seconds=seconds, ranks=owns)
             del out
         return best
 
@@ -129,12 +138,14 @@ def _worker(args: argparse.Namespace) -> None:
             return original(self, rhs)
 
         ShardedGram._matmul = counted
+        mll_fn = gpytorch.mlls.ExactMarginalLogLikelihood(likelihood, model)
         with gpytorch.settings.max_cholesky_size(0):
-            dist.barrier()
-            start = time.perf_counter()
-            loss = -gpytorch.mlls.ExactMarginalLogLikelihood(likelihood, model)(model(xs), ys)
-            loss.backward()
-            dist.barrier()
+            for _ in range(2):  # the first call compiles, if the engine compiles
+                calls.clear()
+                dist.barrier()
+                start = time.perf_counter()
+                (-mll_fn(model(xs), ys)).backward()
+                dist.barrier()
             mll = dict(seconds=time.perf_counter() - start, products=len(calls), n=args.mll_n)
         ShardedGram._matmul = original
 
@@ -203,17 +214,18 @@ def main() -> None:
     core = runs.get("1 rank, 1 thread", (1, None))[1]
     print(
         f"{'run':<28} {'matrix':<9} {'seconds':>8} {'cells/s':>9} {'per rank':>9} "
-        f"{'speed-up':>8} {'per core':>8}"
+        f"{'speed-up':>8} {'per core':>8}  ranks' own seconds"
     )
     for label, (ranks, result) in runs.items():
         cores = ranks * (max(1, args.threads // ranks) if cpu and "1 thread" not in label else 1)
         for matrix in ("symmetric", "cross"):
-            seconds = result[matrix]
-            speedup = base[matrix] / seconds
-            per_core = f"{core[matrix] / seconds / cores:8.2f}" if core else "       -"
+            seconds = result[matrix]["seconds"]
+            speedup = base[matrix]["seconds"] / seconds
+            per_core = core[matrix]["seconds"] / seconds / cores if core else float("nan")
+            own = " ".join(f"{t:.2f}" for t in result[matrix]["ranks"])
             print(
                 f"{label:<28} {matrix:<9} {seconds:8.2f} {cells / seconds:9.2e} "
-                f"{cells / seconds / ranks:9.2e} {speedup:8.2f} {per_core}"
+                f"{cells / seconds / ranks:9.2e} {speedup:8.2f} {per_core:8.2f}  {own}"
             )
     print("\npeak memory per rank beyond the inputs (MiB) against its shard of K(X, X) (MiB):")
     for label, (_, result) in runs.items():
