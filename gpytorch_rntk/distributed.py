@@ -36,7 +36,7 @@ from gpytorch.kernels import Kernel
 from linear_operator.operators import LinearOperator
 from torch import Tensor
 
-from .kernels import _RecurrentKernel
+from .kernels import RNNGPKernel, RNTKKernel
 from .layout import split_layout
 
 __all__ = [
@@ -332,7 +332,7 @@ def _work(kernel: Kernel, x: Tensor, symmetric: bool) -> Tensor:
     """The cost of each row of ``K(x, .)``: its sequence's length where the kernel reads
     lengths from the layout, else 1; for ``K(x, x)``, whose rows are computed from the diagonal
     on (:class:`ShardedGram`), times the work of the columns from the row on."""
-    recurrent = [m for m in kernel.modules() if isinstance(m, _RecurrentKernel)]
+    recurrent = [m for m in kernel.modules() if isinstance(m, (RNTKKernel, RNNGPKernel))]
     if len(recurrent) == 1 and recurrent[0].variable_length:
         _, lengths = split_layout(x.detach(), recurrent[0].input_dim, True)
         work = lengths.double().cpu()
