@@ -36,6 +36,7 @@ from gpytorch.kernels import Kernel
 from linear_operator.operators import LinearOperator
 from torch import Tensor
 
+from ._core.autodiff import has_tangent
 from .kernels import RNNGPKernel, RNTKKernel
 from .layout import split_layout
 
@@ -155,11 +156,17 @@ def local_rows(compute: Callable[[], Tensor], params: Sequence[Tensor] = (), gro
     hyperparameters it depends on) with their gradients summed over the ranks of ``group``
     (every rank must run the backward pass, as in an SPMD program).
 
-    Forward-mode tangents and gradients for anything but ``params`` (e.g. the sequences) are
-    refused: the rows of the other ranks do not see them.
+    Gradients reach ``params`` only: anything else ``compute`` reads is a constant (the rows of
+    the other ranks do not see its gradient); :class:`ShardedKernel` refuses inputs that need
+    one. Forward-mode tangents on ``params`` are refused.
     """
-    _world(group)
     params = [p for p in params if isinstance(p, Tensor)]
+    if has_tangent(*params):
+        raise ValueError(
+            "local_rows does not carry forward-mode tangents across ranks; use reverse mode "
+            "(backward) for the hyperparameters' gradients."
+        )
+    _world(group)
     if not (torch.is_grad_enabled() and any(p.requires_grad for p in params)):
         with torch.no_grad():
             return compute()

@@ -190,3 +190,7 @@ def test_without_a_process_group_the_error_says_what_to_do():
         gram_matrix([np.ones(3)], distributed="shard")
     with pytest.raises(TypeError, match="gpytorch Kernel"):
         ShardedKernel(lambda x: x)
+    with torch.autograd.forward_ad.dual_level():
+        variance = torch.autograd.forward_ad.make_dual(torch.ones(()), torch.ones(()))
+        with pytest.raises(ValueError, match="forward-mode tangents"):
+            local_rows(lambda: variance * torch.ones(1, 2), [variance])
