@@ -113,6 +113,17 @@ def test_compiled_loop_matches_tensor_path(dtype, device, symmetric, readout, mo
         _check("compiled", dtype, device, symmetric, readout=readout, **options)
 
 
+@pytest.mark.parametrize("symmetric", [False, True], ids=["cross", "symmetric"])
+def test_compiled_tiles_of_half_the_largest(dtype, symmetric, monkeypatch):
+    """A side longer than the largest tile takes tiles of half of it where that pads less (23
+    and 17 sequences with largest tiles of 16: tiles of 8): the same values."""
+    monkeypatch.setenv("GPYTORCH_RNTK_COMPILE", "0")
+    monkeypatch.setattr(fused_engines, "_TILE", (16, 16))
+    assert [fused_engines._tile_size(n, 16, 16) for n in (23, 17, 16, 9)] == [8, 8, 16, 16]
+    for options in CONFIGS[:: len(CONFIGS) // 6]:
+        _check("compiled", dtype, torch.device("cpu"), symmetric, readout="last", **options)
+
+
 @pytest.mark.parametrize("readout", ["last", "mean"])
 def test_compiled_loop_compiles(dtype, readout):
     """One configuration through torch.compile for real (the CPU engine's production path)."""
