@@ -90,6 +90,8 @@ def gram_case(rank: int) -> dict:
         rows=gram_matrix(x_seqs, z_seqs, distributed="rows", readout="mean"),
         gathered=gram_matrix(x_seqs, z_seqs, distributed="gathered", readout="mean"),
         single=gram_matrix(x_seqs, z_seqs, readout="mean"),
+        symmetric_gathered=gram_matrix(x_seqs, distributed="gathered"),
+        symmetric_single=gram_matrix(x_seqs),
     )
     return out
 

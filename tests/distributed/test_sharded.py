@@ -79,6 +79,10 @@ def test_gram_matrix_rows_and_gathered(gram_results):
     assert mine["rows"].rows.stop == other["rows"].rows.start
     np.testing.assert_array_equal(mine["gathered"], joined)
     np.testing.assert_allclose(mine["gathered"], mine["single"], rtol=1e-14)
+    # K(x, x) gathered: each entry computed once (ShardedGram), the one-process matrix
+    np.testing.assert_allclose(mine["symmetric_gathered"], mine["symmetric_single"], rtol=1e-14)
+    # (symmetric to round-off: the tensor engine's own diagonal blocks are, 2e-16 apart)
+    np.testing.assert_allclose(mine["symmetric_gathered"], mine["symmetric_gathered"].T, rtol=1e-14)
 
 
 @pytest.fixture(scope="module")
