@@ -279,8 +279,8 @@ def train_svgp(
     """Natural gradients for q(u), Adam for the rest, on the mini-batch ELBO.
 
     Under ``torchrun`` the ELBO is wrapped in ``DistributedDataParallel`` and each rank trains
-    on its piece of every global mini-batch (see :func:`shard`); the ELBO recorded is the mean
-    over the ranks, the whole batch's.
+    on its piece of every global mini-batch (``gpytorch_rntk.distributed.split_batch``); the
+    ELBO recorded is the mean over the ranks, the whole batch's.
 
     Returns the per-epoch mean training ELBO per word and the held-out metrics (these also
     before the first epoch).

@@ -128,27 +128,24 @@ class _LocalRows(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx, grad: Tensor):
-        params = ctx.saved_tensors
-        wanted = [
-            i
-            for i, (p, need) in enumerate(zip(params, ctx.needs_input_grad[2:], strict=True))
-            if need
-        ]
-        grads = [torch.zeros_like(p) for p in params]
-        if ctx.out.requires_grad and wanted:
-            found = torch.autograd.grad(
-                ctx.out, [params[i] for i in wanted], grad, allow_unused=True
-            )
-            for i, g in zip(wanted, found, strict=True):
-                if g is not None:
-                    grads[i] = g
+        params, out = ctx.saved_tensors, ctx.out
         ctx.out = None
-        if wanted:
-            flat = torch.cat([grads[i].reshape(-1) for i in wanted])
-            _collective(dist.all_reduce, flat, group=ctx.group)
-            for i, g in zip(wanted, flat.split([grads[i].numel() for i in wanted]), strict=True):
-                grads[i] = g.view_as(grads[i])
-        return (None, None, *(grads[i] if i in wanted else None for i in range(len(params))))
+        wanted = [i for i, need in enumerate(ctx.needs_input_grad[2:]) if need]
+        if not wanted:
+            return (None,) * (2 + len(params))
+        found = [None] * len(wanted)
+        if out.requires_grad:
+            found = torch.autograd.grad(out, [params[i] for i in wanted], grad, allow_unused=True)
+        local = [
+            torch.zeros_like(params[i]) if g is None else g
+            for i, g in zip(wanted, found, strict=True)
+        ]
+        flat = torch.cat([g.reshape(-1) for g in local])
+        _collective(dist.all_reduce, flat, group=ctx.group)
+        grads = [None] * len(params)
+        for i, g in zip(wanted, flat.split([g.numel() for g in local]), strict=True):
+            grads[i] = g.view_as(params[i])
+        return (None, None, *grads)
 
 
 def local_rows(compute: Callable[[], Tensor], params: Sequence[Tensor] = (), group=None) -> Tensor:
@@ -259,12 +256,14 @@ class ShardedGram(LinearOperator):
 
     def __init__(self, upper: Tensor, *, bounds: tuple[int, ...], group=None):
         rank, world = _world(group)
+        if len(bounds) != world + 1:
+            raise ValueError(f"bounds {bounds} must have world_size + 1 = {world + 1} entries.")
         start, stop = bounds[rank], bounds[rank + 1]
-        if len(bounds) != world + 1 or upper.shape != (stop - start, bounds[-1] - start):
+        if upper.shape != (stop - start, bounds[-1] - start):
             raise ValueError(
                 f"upper must be this rank's rows {start}:{stop} in columns {start}:N of the "
                 f"N = {bounds[-1]} columns, shape ({stop - start}, {bounds[-1] - start}); got "
-                f"{tuple(upper.shape)} (bounds {bounds} for {world} ranks)."
+                f"{tuple(upper.shape)}."
             )
         super().__init__(upper, bounds=bounds, group=group)
         self.upper, self.bounds, self.group = upper, bounds, group
@@ -390,10 +389,14 @@ class ShardedKernel(Kernel):
     def shard(self, x1: Tensor, x2: Tensor | None = None) -> RowShard:
         """This rank's rows of ``K(x1, x2)`` (``x2 = None``: ``K(x1, x1)``) and their range."""
         x2 = x1 if x2 is None else x2
-        rank, world = _world(self.process_group)
-        bounds = row_bounds(_work(self.base_kernel, x1, False), world)
-        rows = range(bounds[rank], bounds[rank + 1])
+        bounds, rows = self._split(x1, symmetric=False)
         return RowShard(self._rows(x1, x2, rows), rows, bounds)
+
+    def _split(self, x1: Tensor, symmetric: bool) -> tuple[tuple[int, ...], range]:
+        """All ranks' row bounds for ``x1`` (balanced by :func:`_work`) and this rank's rows."""
+        rank, world = _world(self.process_group)
+        bounds = row_bounds(_work(self.base_kernel, x1, symmetric), world)
+        return bounds, range(bounds[rank], bounds[rank + 1])
 
     def _rows(self, x1: Tensor, x2: Tensor, rows: range, upper: bool = False) -> Tensor:
         if x1.requires_grad or x2.requires_grad:
@@ -442,10 +445,9 @@ class ShardedKernel(Kernel):
             raise NotImplementedError("ShardedKernel does not support last_dim_is_batch=True.")
         if diag:
             return self.base_kernel.forward(x1, x2, diag=True)
-        rank, world = _world(self.process_group)
         symmetric = x1 is x2 or (x1.shape == x2.shape and torch.equal(x1, x2))
-        bounds = row_bounds(_work(self.base_kernel, x1, symmetric), world)
-        rows = self._rows(x1, x2, range(bounds[rank], bounds[rank + 1]), upper=symmetric)
+        bounds, mine = self._split(x1, symmetric)
+        rows = self._rows(x1, x2, mine, upper=symmetric)
         if symmetric:
             return ShardedGram(rows, bounds=bounds, group=self.process_group)
         return gather_rows(rows, bounds, self.process_group)

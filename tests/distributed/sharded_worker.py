@@ -204,11 +204,12 @@ def mismatch_case(rank: int) -> dict:
                     kernel.forward(x, x),
                 ),
             ),
+            ("bounds", lambda: ShardedGram(torch.zeros(1, 1), bounds=(0, 1))),
         ):
             try:
                 call()
                 errors[name] = None
-            except RuntimeError as error:
+            except (RuntimeError, ValueError) as error:
                 errors[name] = str(error)
     return errors
 

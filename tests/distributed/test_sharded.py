@@ -142,6 +142,7 @@ def test_ranks_that_disagree_get_an_error_not_a_wrong_product(tmp_path):
         assert "passed different inputs or hyperparameters" in errors["hyperparameters"]
         assert "passed different vectors to multiply" in errors["vectors"]
         assert "torch.manual_seed" in errors["vectors"]
+        assert "must have world_size + 1 = 3 entries" in errors["bounds"]
 
 
 def test_a_rank_that_fails_ends_the_run(tmp_path):
