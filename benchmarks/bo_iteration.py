@@ -5,12 +5,15 @@ length) with a smooth objective of the whole sequence; one iteration is what a B
 evaluation: build ``sequence_gp`` (warm-started from the previous iteration's hyperparameters, as
 in a running loop, unless ``--cold``), ``fit_gpytorch_mll``, then ``optimize_acqf`` of analytic
 LogEI with ``--restarts`` restarts from ``--raw-samples`` raw samples (at most ``--maxiter``
-L-BFGS-B iterations, BoTorch's default 200). It prints the seconds of each part per repeat and,
-for reference, the same iteration with BoTorch's default GP (RBF on the ``T * m`` vector) in the
+L-BFGS-B iterations, BoTorch's default 200). ``--settings`` compares acquisition settings
+``restarts,raw_samples,maxiter`` on the same fitted model, each timed and with the LogEI value
+it reached (higher is better). It prints the seconds of each part per repeat and, for
+reference, the same iteration with BoTorch's default GP (RBF on the ``T * m`` vector) in the
 same process.
 
     python benchmarks/bo_iteration.py                         # n = 100, T = 50, m = 1
     python benchmarks/bo_iteration.py --kernel-options nonlinearity=erf normalize=True
+    python benchmarks/bo_iteration.py --settings 4,128,200 16,512,25
     python benchmarks/bo_iteration.py --smoke
 """
 
@@ -52,13 +55,20 @@ def parse_options(items: list[str]) -> dict:
     return options
 
 
-def iteration(model, bounds, restarts: int, raw_samples: int, maxiter: int) -> tuple[float, float]:
-    """Fit ``model`` and optimise LogEI on it; the seconds of each part."""
+def fit(model) -> float:
+    """Fit ``model`` by BoTorch's default; the seconds it took."""
     start = time.perf_counter()
     fit_gpytorch_mll(ExactMarginalLogLikelihood(model.likelihood, model))
-    fitted = time.perf_counter()
+    return time.perf_counter() - start
+
+
+def acquire(model, bounds, restarts: int, raw_samples: int, maxiter: int) -> tuple[float, float]:
+    """Optimise LogEI on ``model`` (seeded, so that settings start from the same raw samples);
+    the seconds it took and the LogEI value reached."""
     acqf = LogExpectedImprovement(model, best_f=model.train_targets.max())
-    optimize_acqf(
+    torch.manual_seed(0)
+    start = time.perf_counter()
+    _, value = optimize_acqf(
         acqf,
         bounds,
         q=1,
@@ -66,7 +76,7 @@ def iteration(model, bounds, restarts: int, raw_samples: int, maxiter: int) -> t
         raw_samples=raw_samples,
         options={"maxiter": maxiter},
     )
-    return fitted - start, time.perf_counter() - fitted
+    return time.perf_counter() - start, float(value)
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -77,6 +87,13 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--restarts", type=int, default=4)
     parser.add_argument("--raw-samples", type=int, default=128)
     parser.add_argument("--maxiter", type=int, default=200, help="L-BFGS-B iterations at most")
+    parser.add_argument(
+        "--settings",
+        nargs="*",
+        default=None,
+        help="restarts,raw_samples,maxiter triples compared on the same fit (replace the three "
+        "options above)",
+    )
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--cold", action="store_true", help="no warm start between repeats")
     parser.add_argument("--threads", type=int, default=2, help="torch intra-op threads")
@@ -87,6 +104,11 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     if args.smoke:
         args.n, args.t, args.restarts, args.raw_samples, args.repeats = 12, 6, 1, 8, 1
+    settings = [(args.restarts, args.raw_samples, args.maxiter)]
+    if args.settings:
+        settings = [tuple(int(v) for v in text.split(",")) for text in args.settings]
+        if any(len(s) != 3 for s in settings):
+            parser.error("--settings takes restarts,raw_samples,maxiter triples")
     torch.set_num_threads(args.threads)
     warnings.filterwarnings("ignore", category=InputDataWarning)
     options = parse_options(args.kernel_options)
@@ -97,12 +119,11 @@ def main(argv: list[str] | None = None) -> None:
     y = objective(x, args.t, args.m)
     print(
         f"n = {args.n} (+1 per repeat), T = {args.t}, m = {args.m}, float64, "
-        f"{torch.get_num_threads()} threads, LogEI with {args.restarts} restarts from "
-        f"{args.raw_samples} raw samples, at most {args.maxiter} L-BFGS-B iterations; "
-        f"sequence_gp options {options or 'default'}"
+        f"{torch.get_num_threads()} threads, LogEI (restarts, raw samples, L-BFGS-B iterations "
+        f"at most): {settings}; sequence_gp options {options or 'default'}"
     )
-    print("| model | repeat | n | fit (s) | acquisition (s) | iteration (s) |")
-    print("|---|---:|---:|---:|---:|---:|")
+    print("| model | repeat | n | settings | fit (s) | acquisition (s) | iteration (s) | LogEI |")
+    print("|---|---:|---:|---|---:|---:|---:|---:|")
     for name in ("rntk", "rbf"):
         previous = None
         for r in range(args.repeats):
@@ -116,9 +137,15 @@ def main(argv: list[str] | None = None) -> None:
             if previous is not None and not args.cold:
                 model.covar_module.load_state_dict(previous.covar_module.state_dict())
                 model.likelihood.load_state_dict(previous.likelihood.state_dict())
-            fit_s, acq_s = iteration(model, bounds, args.restarts, args.raw_samples, args.maxiter)
+            fit_s = fit(model)
             previous = model
-            print(f"| {name} | {r} | {n} | {fit_s:.2f} | {acq_s:.2f} | {fit_s + acq_s:.2f} |")
+            for setting in settings:
+                acq_s, value = acquire(model, bounds, *setting)
+                print(
+                    f"| {name} | {r} | {n} | {','.join(map(str, setting))} | {fit_s:.2f} | "
+                    f"{acq_s:.2f} | {fit_s + acq_s:.2f} | {value:.4f} |",
+                    flush=True,
+                )
 
 
 if __name__ == "__main__":

@@ -11,17 +11,21 @@ transition that the function's banded transition matrix forbids. They come from 
 need).
 
 Every method starts from the same ``--init`` feasible designs per seed (samples of the function's
-own Markov process, as in the paper), then spends ``--rounds`` rounds of ``--batch`` evaluations:
+own Markov process, as in the paper), then spends ``--rounds`` rounds of ``--batch`` evaluations.
+Every method knows which transitions are allowed (random search by sampling the Markov process,
+the others through the same feasibility predicate), so none spends evaluations on infeasible
+designs:
 
 * ``rntk``: ``sequence_gp`` on one-hot steps (``encode_tokens``, ``input_dim = v``; options from
   ``--rntk-options``), ``qLogExpectedImprovement``, candidates from
-  ``optimize_acqf_tokens`` (substitution hill climbing from the ``--starts`` best designs, the
-  evaluated ones avoided, the batch chosen greedily with the pending points);
+  ``optimize_acqf_tokens`` (substitution hill climbing from the ``--starts`` best designs and
+  ``--fresh`` new samples of the Markov process, feasible mutations only, the evaluated designs
+  avoided, the batch chosen greedily with the pending points);
 * ``onehot``: BoTorch's ``SingleTaskGP`` with its default kernel (RBF with dimension-scaled
   priors) on the flattened ``T * v`` one-hot vector, the same acquisition and search;
 * ``ga``: a genetic algorithm with the same budget: the population is every design evaluated so
-  far; each child is the uniform crossover of two parents drawn by binary tournament, then each
-  position mutated to a random state with probability ``1 / T`` (no duplicates);
+  far; each child is the one-point crossover of two parents drawn by binary tournament, then
+  each position mutated to a random state with probability ``1 / T``, kept if feasible and new;
 * ``random``: fresh samples of the Markov process.
 
 It prints, per size and method, the best score after the initial design and after each round
@@ -68,6 +72,18 @@ def score(function, designs: list[torch.Tensor]) -> torch.Tensor:
     """The Ehrlich score of each design, infeasible ones counted 0 (the feasible floor)."""
     values = function(torch.stack(designs)).double()
     return torch.where(torch.isfinite(values), values, 0.0)
+
+
+def feasibility(function):
+    """The function's known constraint as a predicate on one design: every transition between
+    consecutive states allowed by its transition matrix (what sampling its Markov process, as
+    random search does, respects by construction)."""
+    allowed = function.transition_matrix > 0
+
+    def feasible(design: torch.Tensor) -> bool:
+        return bool(allowed[design[:-1], design[1:]].all())
+
+    return feasible
 
 
 def markov_samples(function, n: int, generator: torch.Generator) -> list[torch.Tensor]:
@@ -118,13 +134,15 @@ def propose_gp(method, designs, values, function, args, generator) -> list[torch
         if method != "rntk":
             acqf = _Flattened(acqf)
         best = values.argsort(descending=True)[: args.starts].tolist()
+        starts = [designs[i] for i in best] + markov_samples(function, args.fresh, generator)
         found, _ = optimize_acqf_tokens(
             acqf,
             states,
-            [designs[i] for i in best],
+            starts,
             length,
             q=args.batch,
             avoid=designs,
+            feasible=feasibility(function),
             num_neighbours=args.neighbours,
             max_steps=args.max_steps,
             generator=generator,
@@ -134,21 +152,24 @@ def propose_gp(method, designs, values, function, args, generator) -> list[torch
 
 def propose_ga(designs, values, function, batch, generator) -> list[torch.Tensor]:
     seen = {tuple(d.tolist()) for d in designs}
+    feasible = feasibility(function)
     children = []
-    while len(children) < batch:
+    for _ in range(100_000):
+        if len(children) == batch:
+            return children
         parents = []
         for _ in range(2):  # binary tournament
             a, b = torch.randint(len(designs), (2,), generator=generator).tolist()
             parents.append(designs[a] if values[a] >= values[b] else designs[b])
-        mask = torch.rand(function.dim, generator=generator) < 0.5
-        child = torch.where(mask, parents[0], parents[1])
+        cut = int(torch.randint(1, function.dim, (), generator=generator))
+        child = torch.cat([parents[0][:cut], parents[1][cut:]])
         mutate = torch.rand(function.dim, generator=generator) < 1 / function.dim
         random_states = torch.randint(function.num_states, (function.dim,), generator=generator)
         child = torch.where(mutate, random_states, child)
-        if tuple(child.tolist()) not in seen:
+        if tuple(child.tolist()) not in seen and feasible(child):
             seen.add(tuple(child.tolist()))
             children.append(child)
-    return children
+    raise RuntimeError("the genetic algorithm found no new feasible child in 100000 tries")
 
 
 def run(method, size, seed, args) -> tuple[list[float], float]:
@@ -186,6 +207,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--rounds", type=int, default=8)
     parser.add_argument("--batch", type=int, default=4, help="evaluations per round")
     parser.add_argument("--starts", type=int, default=4, help="hill climbs per candidate")
+    parser.add_argument(
+        "--fresh", type=int, default=4, help="Markov samples added to the climbs' starts"
+    )
     parser.add_argument("--neighbours", type=int, default=64, help="mutations per climb step")
     parser.add_argument("--max-steps", type=int, default=10)
     parser.add_argument(

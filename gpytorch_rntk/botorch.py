@@ -15,14 +15,21 @@ lacks:
 * :func:`optimize_acqf_variable_length`: the length as a discrete design variable together with
   continuous step values.
 
-Three design modes, and what to call:
+Four design modes, and what to call:
 
 * **Fixed length, continuous steps.** ``optimize_acqf(acq, sequence_bounds(T, m, lo, hi,
   variable_length=False), q, ...)`` with a ``variable_length=False`` kernel (or the variable-length
   layout with ``fixed_features={0: T}``). The kernel is differentiable in the step values except
   where a candidate coincides with a training sequence (the ReLU RNTK's ``V'`` term has a kink
   there, as ``arccos`` does at 1); gradient-based acquisition optimisation works, and L-BFGS-B may
-  occasionally stop early near such points.
+  occasionally stop early near such points. One evaluation of the acquisition function costs
+  about as much for 4 candidates as for 128 (the recursion's steps, not the pairs, dominate at
+  BO sizes), so many restarts with few iterations pay: ``num_restarts=16, raw_samples=512,
+  options={"maxiter": 25}`` reached an expected improvement within 0.5 % of BoTorch's 4
+  restarts with up to 200 iterations, in a fifth of the time or less (100 sequences of 50
+  steps; :doc:`/bayesian_optimisation`).
+* **Token strings.** :func:`~gpytorch_rntk.layout.encode_tokens` and
+  :func:`optimize_acqf_tokens` (mutation hill climbing; ``feasible=`` for known constraints).
 * **A pool of given sequences.** BoTorch's
   :func:`~botorch.optim.optimize.optimize_acqf_discrete` already evaluates the pool in chunks of
   ``max_batch_size`` rows, each a ``(chunk, 1, D)`` batch against the training set. GPyTorch
@@ -545,6 +552,7 @@ def optimize_acqf_tokens(
     *,
     min_len: int | None = None,
     avoid: Sequence[Sequence[int] | Tensor] = (),
+    feasible: Callable[[Tensor], bool] | None = None,
     num_neighbours: int = 256,
     max_steps: int = 50,
     batch_size: int = 512,
@@ -574,6 +582,10 @@ def optimize_acqf_tokens(
         min_len: Allow insertions and deletions, keeping lengths at least ``min_len``;
             ``None`` (default): substitutions only, every candidate as long as its start.
         avoid: Sequences never returned (e.g. those already evaluated).
+        feasible: A known constraint: a predicate on a token sequence (a 1-D long tensor) that
+            says whether it may be proposed, e.g. a grammar or validity check, or transitions
+            between tokens that are forbidden. Mutations it rejects are never evaluated, and a
+            start it rejects is climbed from but never returned. ``None``: every sequence.
         num_neighbours: Random mutations drawn per start and step.
         max_steps: Steps of the climb at most.
         batch_size: Candidates per call of the acquisition function.
@@ -619,6 +631,9 @@ def optimize_acqf_tokens(
         return [torch.as_tensor(t).long().cpu() for t in seqs]
 
     starts, avoided = as_tokens(starts), {key(t) for t in as_tokens(avoid)}
+    if feasible is not None and not callable(feasible):
+        raise TypeError(f"feasible must be a callable or None, got {type(feasible).__name__}.")
+    allowed = (lambda seq: True) if feasible is None else (lambda seq: bool(feasible(seq)))
     if min_len is not None and min(len(t) for t in starts) < min_len:
         raise ValueError(f"A start is shorter than min_len={min_len}.")
 
@@ -660,7 +675,7 @@ def optimize_acqf_tokens(
             current_values = evaluate(current)
             best, best_value = None, -math.inf
             for seq, value in zip(current, current_values.tolist(), strict=True):
-                if key(seq) not in avoided and value > best_value:
+                if key(seq) not in avoided and value > best_value and allowed(seq):
                     best, best_value = seq, value
             for _ in range(max_steps):
                 proposals, owners, seen = [], [], set()
@@ -669,6 +684,8 @@ def optimize_acqf_tokens(
                         k = key(new)
                         if k not in seen and k not in avoided:
                             seen.add(k)
+                            if not allowed(new):
+                                continue
                             proposals.append(new)
                             owners.append(i)
                 if not proposals:
@@ -690,7 +707,8 @@ def optimize_acqf_tokens(
                     break
             if best is None:
                 raise ValueError(
-                    "Every sequence met is in avoid and no mutation left it: widen the search "
+                    "Every sequence met is in avoid or rejected by feasible, and no mutation "
+                    "left them: widen the search "
                     "(more num_neighbours or max_steps, or min_len for insertions/deletions)."
                 )
             chosen.append(best)

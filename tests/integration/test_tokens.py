@@ -105,6 +105,39 @@ def test_q_candidates_are_distinct_avoid_is_respected_and_pending_restored():
     assert acqf.history == [1, 2, None]  # pending grew, then was restored
 
 
+def test_feasible_constrains_every_proposal_and_the_result():
+    """A known constraint (here: token 2 never follows token 1): the climb never evaluates a
+    sequence it rejects, returns the best feasible one, and a rejected start is climbed from
+    but not returned."""
+    size, max_len = 3, 6
+    evaluated = []
+
+    class Recording(_Matches):
+        def forward(self, x):
+            evaluated.extend(decode(x.squeeze(-2)))
+            return super().forward(x)
+
+    def decode(x):
+        steps = x[:, 1:].view(len(x), max_len, size)
+        return [steps[i, : int(x[i, 0])].argmax(-1).tolist() for i in range(len(x))]
+
+    def feasible(seq):
+        pairs = zip(seq[:-1].tolist(), seq[1:].tolist(), strict=True)
+        return not any(a == 1 and b == 2 for a, b in pairs)
+
+    assert not feasible(torch.tensor(TARGET))  # the unconstrained optimum is ruled out
+    acqf = Recording(size, max_len)
+    start = [1, 2, 0, 0]  # infeasible itself
+    found, values = optimize_acqf_tokens(
+        acqf, size, [start], max_len, feasible=feasible, generator=torch.Generator().manual_seed(3)
+    )
+    assert feasible(found[0]) and found[0].tolist() != start
+    assert all(feasible(torch.tensor(s)) for s in evaluated if s != start)
+    assert values.item() == 3.0  # one token off TARGET: the best a feasible sequence reaches
+    with pytest.raises(TypeError, match="feasible"):
+        optimize_acqf_tokens(acqf, size, [start], max_len, feasible=True)
+
+
 def test_bad_options_raise():
     acqf = _Matches(3, 6)
     with pytest.raises(ValueError, match="at least one start"):
