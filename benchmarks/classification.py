@@ -47,7 +47,9 @@ Every GP is a Dirichlet classifier (Milios et al., NeurIPS 2018; GPyTorch's
 ``DirichletClassificationLikelihood`` with learned extra noise, one constant mean per class,
 all classes sharing the kernel), its hyperparameters fitted by maximising the exact marginal
 likelihood of the training split only with Adam (``--iters``, ``--lr``); a test sequence gets the
-class of the largest posterior mean. ``all`` runs rntk/nngp x last/mean x uni/bi, select, rbf,
+class of the largest posterior mean, and the GPs' negative log predictive density (NLPD) is
+printed too: class probabilities from 512 draws of the latent posteriors, normalised after
+exponentiation, as in that paper. ``all`` runs rntk/nngp x last/mean x uni/bi, select, rbf,
 svm and 1nn; the default is select, rbf, svm and 1nn.
 The published accuracies of 1-NN with full-window DTW (UCR archive) are printed alongside where
 known.
@@ -305,12 +307,15 @@ def method_label(method: KernelVariant | str) -> str:
     return method.label if isinstance(method, KernelVariant) else OTHER_LABELS[method]
 
 
-def posterior_mean(model: SequenceGP, train_x: torch.Tensor, test_x: torch.Tensor) -> torch.Tensor:
-    """The ``(C, M)`` posterior mean of each class's latent GP at the test inputs.
+def posterior(
+    model: SequenceGP, train_x: torch.Tensor, test_x: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The ``(C, M)`` posterior mean and variance of each class's latent GP at the test inputs.
 
-    Computed from the training marginal and the test-train block only: GPyTorch's own
-    prediction would also evaluate the test-test kernel block, which is not needed for the mean
-    and costs as much as the training kernel on test sets like ItalyPowerDemand's 1029 series.
+    Computed from the training marginal, the test-train block and the test inputs' own
+    variances only: GPyTorch's own prediction would also evaluate the whole test-test kernel
+    block, which costs as much as the training kernel on test sets like ItalyPowerDemand's 1029
+    series.
     """
     model.train()  # the forward pass on the training inputs, not the prediction path
     with torch.no_grad():
@@ -319,10 +324,37 @@ def posterior_mean(model: SequenceGP, train_x: torch.Tensor, test_x: torch.Tenso
         chol = psd_safe_cholesky(marginal.covariance_matrix)
         residual = (model.train_targets - prior.mean).unsqueeze(-1)
         weights = torch.cholesky_solve(residual, chol)  # (C, N, 1)
-        cross = model.covar_module(test_x, train_x).to_dense()  # (M, N)
+        cross = model.covar_module(test_x, train_x).to_dense()  # (M, N) or (C, M, N)
         mean = model.mean_module(test_x) + (cross @ weights).squeeze(-1)
+        half = torch.linalg.solve_triangular(chol, cross.transpose(-1, -2), upper=False)
+        prior_var = model.covar_module(test_x, diag=True)  # (M,) or (C, M)
+        var = (prior_var - half.square().sum(-2)).clamp_min(0.0)
     model.eval()
-    return mean
+    return mean, var.expand_as(mean)
+
+
+def class_probabilities(
+    mean: torch.Tensor, var: torch.Tensor, samples: int = 512, seed: int = 0
+) -> torch.Tensor:
+    """The Dirichlet classifier's predictive class probabilities ``(C, M)``: the latent values
+    drawn from each class's posterior ``N(mean, var)`` and normalised after exponentiation
+    (Milios et al., 2018), averaged over ``samples`` draws."""
+    generator = torch.Generator(device=mean.device).manual_seed(seed)
+    noise = torch.randn(samples, *mean.shape, generator=generator, device=mean.device)
+    draws = mean + var.sqrt() * noise.to(mean.dtype)
+    return torch.softmax(draws, dim=-2).mean(0)
+
+
+def scores(
+    model: SequenceGP, train_x: torch.Tensor, test_x: torch.Tensor, test_y: torch.Tensor
+) -> tuple[float, float]:
+    """Test accuracy (the class of the largest posterior mean) and the negative log predictive
+    density per test series (NLPD, lower is better)."""
+    mean, var = posterior(model, train_x, test_x)
+    accuracy = (mean.argmax(dim=0) == test_y).double().mean().item()
+    probabilities = class_probabilities(mean, var)
+    picked = probabilities.gather(0, test_y.view(1, -1)).squeeze(0)
+    return accuracy, -picked.clamp_min(1e-300).log().mean().item()
 
 
 def fit(model: SequenceGP, train_x: torch.Tensor, iters: int, lr: float, budget_s: float) -> int:
@@ -353,8 +385,9 @@ def gp_accuracy(
     test_x: torch.Tensor,
     test_y: torch.Tensor,
     args: argparse.Namespace,
-) -> tuple[float, int]:
-    """Fit a Dirichlet GP classifier on the training split; test accuracy and Adam steps taken."""
+) -> tuple[float, float, int]:
+    """Fit a Dirichlet GP classifier on the training split; test accuracy, NLPD and Adam steps
+    taken."""
     likelihood, targets = make_likelihood(train_y, classification=True)
     kernel = gpytorch.kernels.ScaleKernel(base_kernel)
     model = SequenceGP(train_x, targets, likelihood, kernel).to(device=train_x.device, dtype=DTYPE)
@@ -364,8 +397,7 @@ def gp_accuracy(
         base_kernel.lengthscale = torch.pdist(train_x).median().clamp_min(1e-3)
     init_outputscale(kernel, train_x)
     steps = fit(model, train_x, args.iters, args.lr, args.fit_budget)
-    mean = posterior_mean(model, train_x, test_x)
-    return (mean.argmax(dim=0) == test_y).double().mean().item(), steps
+    return (*scores(model, train_x, test_x, test_y), steps)
 
 
 def dirichlet_model(
@@ -407,9 +439,10 @@ def select_accuracy(
     test_y: torch.Tensor,
     input_dim: int,
     args: argparse.Namespace,
-) -> tuple[float, Selection, dict[int, int]]:
+) -> tuple[float, float, Selection, dict[int, int]]:
     """Choose the configuration on the training split (select_kernel), then classify the test
-    split with the chosen fitted model; also returns the Adam steps per candidate."""
+    split with the chosen fitted model: accuracy, NLPD, the selection and the Adam steps per
+    candidate."""
     steps: dict[int, int] = {}  # candidate index -> Adam steps taken
     built = []
 
@@ -431,8 +464,7 @@ def select_accuracy(
         criterion=args.select_by,
         verbose=True,  # a line per candidate as it finishes: the search can take long
     )
-    mean = posterior_mean(selection.model, train_x, test_x)
-    return (mean.argmax(dim=0) == test_y).double().mean().item(), selection, steps
+    return (*scores(selection.model, train_x, test_x, test_y), selection, steps)
 
 
 def svm_accuracy(
@@ -501,6 +533,7 @@ class Row:
     classes: int = 0
     normalisation: str = ""
     accuracy: dict[str, float] | None = None  # NaN: the method failed
+    nlpd: dict[str, float] | None = None  # the GP classifiers' test NLPD
     seconds: dict[str, float] | None = None
     steps: dict[str, int] | None = None  # fits stopped early by --fit-budget
     chosen: dict[str, str] | None = None  # the select variant's choice, per label
@@ -536,6 +569,7 @@ def run_dataset(name: str, methods: list[KernelVariant | str], args: argparse.Na
         classes=data.num_classes,
         normalisation=rule,
         accuracy={},
+        nlpd={},
         seconds={},
         steps={},
         chosen={},
@@ -564,7 +598,7 @@ def run_dataset(name: str, methods: list[KernelVariant | str], args: argparse.Na
                     train_x[:, 1:], train_y, test_x[:, 1:], test_y, args.seed
                 )
             elif method == "select":
-                accuracy, selection, steps = select_accuracy(
+                accuracy, row.nlpd[label], selection, steps = select_accuracy(
                     train_x, train_y, test_x, test_y, data.channels, args
                 )
                 best = selection.best
@@ -593,7 +627,9 @@ def run_dataset(name: str, methods: list[KernelVariant | str], args: argparse.Na
                     kernel, inputs = gpytorch.kernels.RBFKernel(), (train_x[:, 1:], test_x[:, 1:])
                 else:
                     kernel, inputs = method.build(data.channels, args.engine), (train_x, test_x)
-                accuracy, steps = gp_accuracy(kernel, inputs[0], train_y, inputs[1], test_y, args)
+                accuracy, row.nlpd[label], steps = gp_accuracy(
+                    kernel, inputs[0], train_y, inputs[1], test_y, args
+                )
                 if steps < args.iters:
                     row.steps[label] = steps
                 names = ("lengthscale",) if method == "rbf" else RECURRENT_HYPERPARAMETERS
@@ -605,8 +641,9 @@ def run_dataset(name: str, methods: list[KernelVariant | str], args: argparse.Na
             detail = f"FAILED: {type(error).__name__}: {error}"
         row.seconds[label] = time.perf_counter() - start
         row.accuracy[label] = accuracy
+        nlpd = f", NLPD {row.nlpd[label]:.3f}" if label in row.nlpd else ""
         print(
-            f"  {label:<14} accuracy {accuracy:.3f}  ({row.seconds[label]:.1f} s)  {detail}",
+            f"  {label:<14} accuracy {accuracy:.3f}{nlpd}  ({row.seconds[label]:.1f} s)  {detail}",
             flush=True,
         )
     return row
@@ -647,6 +684,19 @@ def markdown_table(rows: list[Row], labels: list[str], with_times: bool = True) 
         if not r.available:
             where = WHERE_BUNDLED.get(r.name, "not in aeon's wheel")
             text += f"\n\n{r.name}: {r.note} ({where}; add a folder with --data-dir)."
+    gp_labels = [label for label in labels if any(label in (r.nlpd or {}) for r in rows)]
+    if gp_labels:
+        nlpd_lines = [
+            "| " + " | ".join(["data set", *gp_labels]) + " |",
+            "|" + "---|" * (1 + len(gp_labels)),
+        ]
+        for r in rows:
+            if r.available:
+                cells = [fmt((r.nlpd or {}).get(label)) for label in gp_labels]
+                nlpd_lines.append("| " + " | ".join([r.name, *cells]) + " |")
+        text += "\n\nTest NLPD of the GP classifiers (per series, lower is better; class "
+        text += "probabilities from 512 draws of the latent posterior):\n\n"
+        text += "\n".join(nlpd_lines)
     if with_times:
         time_header = ["data set", *labels]
         time_lines = ["| " + " | ".join(time_header) + " |", "|" + "---|" * len(time_header)]
@@ -796,6 +846,7 @@ def main(argv: Sequence[str] | None = None) -> dict:
         "table": text,
         "labels": labels,
         "accuracy": {r.name: r.accuracy for r in rows if r.available},
+        "nlpd": {r.name: r.nlpd for r in rows if r.available},
         "unavailable": [r.name for r in rows if not r.available],
         "output": str(args.output),
         "seconds": wall,

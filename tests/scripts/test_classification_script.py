@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import re
 import sys
 
@@ -30,6 +31,10 @@ def test_smoke_run_writes_the_table(classification, tmp_path):
     assert set(accuracy) == set(result["labels"])
     # Two balanced classes: chance is 0.5; every method sits well above it even at smoke size.
     assert all(0.6 < a <= 1.0 for a in accuracy.values()), accuracy
+    # The GP classifiers also get a test NLPD: below log 2 (chance for two classes) here.
+    nlpd = result["nlpd"]["ItalyPowerDemand"]
+    assert set(nlpd) == {"RNTK select", "RBF GP"}
+    assert all(0 < v < math.log(2) for v in nlpd.values()), nlpd
 
     table = output.read_text()
     assert table == result["table"]
@@ -46,6 +51,19 @@ def test_smoke_run_writes_the_table(classification, tmp_path):
     assert re.search(
         r"- ItalyPowerDemand: RNTK (last|mean)( bi)?, [12] layers? \(MLL/N -?\d", chosen
     )
+
+
+def test_class_probabilities_and_nlpd(classification):
+    mean = torch.tensor([[2.0, -1.0, 0.0], [0.0, 1.0, 0.0]], dtype=torch.float64)
+    # No posterior variance: the softmax of the means over the classes.
+    exact = classification.class_probabilities(mean, torch.zeros_like(mean))
+    assert torch.allclose(exact, torch.softmax(mean, dim=0))
+    # With variance the probabilities still sum to one, and move towards 1/2 (more uncertain).
+    spread = classification.class_probabilities(mean, torch.full_like(mean, 4.0), samples=4096)
+    assert torch.allclose(spread.sum(0), torch.ones(3, dtype=torch.float64))
+    assert ((spread[0] - 0.5).abs() < (exact[0] - 0.5).abs())[:2].all()
+    # equal means: 1/2 up to the Monte Carlo error (about 0.006 with 4096 draws)
+    assert (spread[:, 2] - 0.5).abs().max() < 0.03
 
 
 def test_variant_names(classification):

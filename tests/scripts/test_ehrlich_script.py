@@ -30,7 +30,18 @@ def test_initial_designs_are_feasible_and_the_optimum_scores_one(benchmark):
     assert benchmark.score(function, [bad]).item() == 0.0
 
 
-def test_ga_children_are_new_designs(benchmark):
+def test_feasibility_is_the_transition_matrix(benchmark):
+    function = benchmark.ehrlich(8, 12, 2, 3, seed=4)
+    feasible = benchmark.feasibility(function)
+    designs = benchmark.markov_samples(function, 20, torch.Generator().manual_seed(0))
+    assert all(feasible(d) for d in designs)
+    a, b = (function.transition_matrix == 0).nonzero()[0].tolist()
+    bad = designs[0].clone()
+    bad[4], bad[5] = a, b
+    assert not feasible(bad) and function(bad.unsqueeze(0)).item() == -float("inf")
+
+
+def test_ga_children_are_new_feasible_designs(benchmark):
     function = benchmark.ehrlich(8, 12, 2, 3, seed=4)
     gen = torch.Generator().manual_seed(1)
     designs = benchmark.markov_samples(function, 6, gen)
@@ -39,6 +50,7 @@ def test_ga_children_are_new_designs(benchmark):
     keys = {tuple(c.tolist()) for c in children}
     assert len(keys) == 5 and not keys & {tuple(d.tolist()) for d in designs}
     assert all(c.shape == (12,) and c.min() >= 0 and c.max() < 8 for c in children)
+    assert all(torch.isfinite(function(c.unsqueeze(0))).all() for c in children)
 
 
 def test_smoke_run_prints_every_method(benchmark, capsys):
