@@ -23,6 +23,9 @@ designs:
   avoided, the batch chosen greedily with the pending points);
 * ``onehot``: BoTorch's ``SingleTaskGP`` with its default kernel (RBF with dimension-scaled
   priors) on the flattened ``T * v`` one-hot vector, the same acquisition and search;
+  With ``--search evolve`` both GP methods instead rank ``--pool`` children of the genetic
+  algorithm below by the acquisition (``optimize_acqf_discrete``, greedy with pending points)
+  and evaluate the best ``--batch``: the GA's proposals, screened by the surrogate;
 * ``ga``: a genetic algorithm with the same budget: the population is every design evaluated so
   far; each child is the one-point crossover of two parents drawn by binary tournament, then
   each position mutated to a random state with probability ``1 / T``, kept if feasible and new;
@@ -47,9 +50,10 @@ import torch
 from botorch.acquisition import qLogExpectedImprovement
 from botorch.fit import fit_gpytorch_mll
 from botorch.models import SingleTaskGP
+from botorch.optim import optimize_acqf_discrete
 from gpytorch.mlls import ExactMarginalLogLikelihood
 
-from gpytorch_rntk import encode_tokens
+from gpytorch_rntk import decode_tokens, encode_tokens
 from gpytorch_rntk.botorch import optimize_acqf_tokens, sequence_gp
 
 METHODS = ("rntk", "onehot", "ga", "random")
@@ -133,6 +137,11 @@ def propose_gp(method, designs, values, function, args, generator) -> list[torch
         acqf = qLogExpectedImprovement(model, best_f=model.train_targets.max())
         if method != "rntk":
             acqf = _Flattened(acqf)
+        if args.search == "evolve":  # the GA's proposals, ranked by the acquisition
+            pool = propose_ga(designs, values, function, args.pool, generator)
+            choices = encode_tokens(pool, states, max_len=length)
+            found, _ = optimize_acqf_discrete(acqf, q=args.batch, choices=choices, unique=True)
+            return decode_tokens(found, states)
         best = values.argsort(descending=True)[: args.starts].tolist()
         starts = [designs[i] for i in best] + markov_samples(function, args.fresh, generator)
         found, _ = optimize_acqf_tokens(
@@ -208,6 +217,16 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--batch", type=int, default=4, help="evaluations per round")
     parser.add_argument("--starts", type=int, default=4, help="hill climbs per candidate")
     parser.add_argument(
+        "--search",
+        choices=("climb", "evolve"),
+        default="climb",
+        help="the GP methods' candidates: hill climbing on the acquisition (optimize_acqf_tokens)"
+        " or the best of --pool genetic-algorithm children by the acquisition",
+    )
+    parser.add_argument(
+        "--pool", type=int, default=256, help="children ranked with --search evolve"
+    )
+    parser.add_argument(
         "--fresh", type=int, default=4, help="Markov samples added to the climbs' starts"
     )
     parser.add_argument("--neighbours", type=int, default=64, help="mutations per climb step")
@@ -222,7 +241,7 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     if args.smoke:
         args.sizes, args.seeds, args.init, args.rounds = ["8,8,1,2"], 1, 6, 1
-        args.batch, args.neighbours, args.max_steps = 2, 16, 3
+        args.batch, args.neighbours, args.max_steps, args.pool = 2, 16, 3, 16
     torch.set_num_threads(args.threads)
     args.rntk_kwargs = {}
     for item in filter(None, args.rntk_options.split(",")):
@@ -236,7 +255,8 @@ def main(argv: list[str] | None = None) -> None:
         parser.error(f"unknown methods {sorted(unknown)}; choose from {METHODS}")
     print(
         f"# {args.seeds} seeds, {args.init} initial designs + {args.rounds} rounds of "
-        f"{args.batch}; RNTK options {args.rntk_kwargs}; float64, {args.threads} thread(s)"
+        f"{args.batch}; RNTK options {args.rntk_kwargs}; GP search {args.search}; float64, "
+        f"{args.threads} thread(s)"
     )
     for text in args.sizes:
         size = tuple(int(v) for v in text.split(","))

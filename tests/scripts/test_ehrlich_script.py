@@ -62,3 +62,20 @@ def test_smoke_run_prints_every_method(benchmark, capsys):
     for cells in table.values():
         best = [float(cell.split(" +- ")[0]) for cell in cells]
         assert len(best) == 2 and 0 <= best[0] <= best[1] <= 1
+
+
+def test_evolve_search_returns_new_feasible_children(benchmark, capsys):
+    """--search evolve: the GP methods evaluate GA children chosen by the acquisition."""
+    benchmark.main(["--smoke", "--search", "evolve", "--methods", "rntk,onehot"])
+    assert "GP search evolve" in capsys.readouterr().out
+    function = benchmark.ehrlich(8, 12, 2, 3, seed=4)
+    gen = torch.Generator().manual_seed(2)
+    designs = benchmark.markov_samples(function, 8, gen)
+    values = benchmark.score(function, designs)
+    options = benchmark.argparse.Namespace(
+        search="evolve", pool=32, batch=3, rntk_kwargs={}, starts=2, fresh=1
+    )
+    found = benchmark.propose_gp("rntk", designs, values, function, options, gen)
+    keys = {tuple(t.tolist()) for t in found}
+    assert len(keys) == 3 and not keys & {tuple(d.tolist()) for d in designs}
+    assert all(benchmark.feasibility(function)(t) for t in found)
