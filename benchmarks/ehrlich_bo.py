@@ -23,13 +23,14 @@ designs:
   avoided, the batch chosen greedily with the pending points);
 * ``onehot``: BoTorch's ``SingleTaskGP`` with its default kernel (RBF with dimension-scaled
   priors) on the flattened ``T * v`` one-hot vector, the same acquisition and search;
-  With ``--search evolve`` both GP methods instead rank ``--pool`` children of the genetic
-  algorithm below by the acquisition (``optimize_acqf_discrete``, greedy with pending points)
-  and evaluate the best ``--batch``: the GA's proposals, screened by the surrogate;
 * ``ga``: a genetic algorithm with the same budget: the population is every design evaluated so
   far; each child is the one-point crossover of two parents drawn by binary tournament, then
   each position mutated to a random state with probability ``1 / T``, kept if feasible and new;
 * ``random``: fresh samples of the Markov process.
+
+With ``--search evolve`` both GP methods instead rank ``--pool`` children of the genetic
+algorithm by the acquisition (``optimize_acqf_discrete``, greedy with pending points) and
+evaluate the best ``--batch``: the GA's proposals, screened by the surrogate.
 
 It prints, per size and method, the best score after the initial design and after each round
 (mean and standard error over seeds) and the seconds per round (fit and acquisition search).

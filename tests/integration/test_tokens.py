@@ -114,12 +114,8 @@ def test_feasible_constrains_every_proposal_and_the_result():
 
     class Recording(_Matches):
         def forward(self, x):
-            evaluated.extend(decode(x.squeeze(-2)))
+            evaluated.extend(t.tolist() for t in decode_tokens(x.squeeze(-2), size))
             return super().forward(x)
-
-    def decode(x):
-        steps = x[:, 1:].view(len(x), max_len, size)
-        return [steps[i, : int(x[i, 0])].argmax(-1).tolist() for i in range(len(x))]
 
     def feasible(seq):
         pairs = zip(seq[:-1].tolist(), seq[1:].tolist(), strict=True)
