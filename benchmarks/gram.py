@@ -8,12 +8,15 @@ algorithm pays for them.
 
 For each case it prints seconds, pair-steps-layers per second (``N^2 T L`` over the seconds, the
 whole matrix counted even where symmetry halves the work), peak memory beyond the output and the
-speed-up over the baseline. Where the baseline would take long it is timed on the first rows
-only and scaled by ``N / rows`` (its cost is exactly linear in rows); the table says so.
+speed-up over the baseline; with ``--fresh``, also the first and the steady calls' seconds in a
+new Python process (what a script pays, loading or compiling the compiled loop included).
+``--engine`` chooses the engine timed (default ``fused``; ``auto`` is what users get). Where
+the baseline would take long it is timed on the first rows only and scaled by ``N / rows`` (its
+cost is exactly linear in rows); the table says so.
 
     python benchmarks/gram.py                          # CPU grid of issue 5 (long)
     python benchmarks/gram.py --sizes 1000 --steps 150 --layers 1 --nonlinearities relu \\
-        --dtypes float32                               # the CPU target case
+        --dtypes float32 --engine auto --fresh         # the CPU target case
     python benchmarks/gram.py --device cuda --sizes 10000 --steps 150 --layers 2
     python benchmarks/gram.py --memory 20000 100      # peak memory of one large Gram
 """
@@ -22,8 +25,11 @@ from __future__ import annotations
 
 import argparse
 import math
+import subprocess
+import sys
 import threading
 import time
+from pathlib import Path
 
 import torch
 
@@ -156,6 +162,38 @@ def best_of(fn, device, repeats: int = 1) -> tuple[float, torch.Tensor]:
     return seconds, out
 
 
+def fresh_first_call(engine: str, threads: int, **case) -> tuple[float, float]:
+    """The first call's and the best of the next two calls' seconds of one Gram matrix
+    (:func:`fresh_case`) in a new Python process: what a user's script pays, including
+    loading a compiled loop from the on-disk cache (or compiling it)."""
+    code = (
+        f"import sys; sys.path.insert(0, {str(Path(__file__).parent)!r}); import torch; "
+        f"torch.set_num_threads({threads}); from gram import fresh_case; "
+        f"print(*fresh_case({engine!r}, **{case!r}))"
+    )
+    out = subprocess.run(
+        [sys.executable, "-W", "ignore", "-c", code], capture_output=True, text=True, check=True
+    )
+    first, steady = out.stdout.split()[-2:]
+    return float(first), float(steady)
+
+
+def fresh_case(engine, n, steps, layers, nonlinearity, dtype, device, variable, readout="last"):
+    """Seconds of the first and the best of the next two calls (see :func:`fresh_first_call`)."""
+    dtype, device = getattr(torch, dtype.removeprefix("torch.")), torch.device(device)
+    x, lengths = make_inputs(n, steps, dtype, device, variable)
+    variances = RecurrentVariances(
+        *(torch.tensor(v, dtype=dtype, device=device) for v in VARIANCES[nonlinearity])
+    )
+    options = dict(nonlinearity=nonlinearity, num_layers=layers, readout=readout, engine=engine)
+    with torch.no_grad():
+        calls = [
+            timed(lambda: recurrent_kernel(x, lengths, x, lengths, variances, **options), device)
+            for _ in range(3)
+        ]
+    return calls[0][0], min(c[0] for c in calls[1:])
+
+
 def run_case(n, steps, layers, nonlinearity, dtype, device, variable, args):
     x, lengths = make_inputs(n, steps, dtype, device, variable)
     sw2, su2, sb2 = VARIANCES[nonlinearity]
@@ -165,7 +203,7 @@ def run_case(n, steps, layers, nonlinearity, dtype, device, variable, args):
     options = dict(nonlinearity=nonlinearity, num_layers=layers)
 
     def fused_call():
-        return recurrent_kernel(x, lengths, x, lengths, variances, engine="fused", **options)
+        return recurrent_kernel(x, lengths, x, lengths, variances, engine=args.engine, **options)
 
     with torch.no_grad():
         # The first call compiles (Triton, or Inductor on the CPU) and warms caches: timed
@@ -190,6 +228,11 @@ def run_case(n, steps, layers, nonlinearity, dtype, device, variable, args):
                 ),
                 device,
             )
+    fresh = (None, None)
+    if args.fresh:
+        case = dict(n=n, steps=steps, layers=layers, nonlinearity=nonlinearity)
+        case.update(dtype=str(dtype), device=str(device), variable=variable)
+        fresh = fresh_first_call(args.engine, torch.get_num_threads(), **case)
     if not variable and rows == n:  # same inputs, same kernel: the values must agree
         # off the diagonal: on it the baseline's arccos of a rounded 1 is off by O(sqrt(eps))
         off = ~torch.eye(n, dtype=torch.bool, device=device)
@@ -206,6 +249,8 @@ def run_case(n, steps, layers, nonlinearity, dtype, device, variable, args):
         lengths="[T/4,T]" if variable else "T",
         fused_s=fused_s,
         first_call_s=first_call_s,
+        fresh_first_s=fresh[0],
+        fresh_steady_s=fresh[1],
         cells_per_s=rate,
         peak_MiB=(fused_mem - out_bytes) / 2**20,
         baseline_s=base_s,
@@ -270,6 +315,15 @@ def main(argv=None):
         help="time the baseline on fewer rows above this many pair-steps-layers",
     )
     parser.add_argument("--tensor", action="store_true", help="also time the tensor path")
+    parser.add_argument(
+        "--engine", default="fused", help="the engine timed (fused, auto, compiled, ...)"
+    )
+    parser.add_argument(
+        "--fresh",
+        action="store_true",
+        help="also time the first and the steady calls in a new process (fresh_first_s, "
+        "fresh_steady_s): loading or compiling included",
+    )
     parser.add_argument("--repeats", type=int, default=2, help="timed fused calls (best kept)")
     parser.add_argument("--threads", type=int, default=None)
     parser.add_argument("--memory", type=int, nargs=2, metavar=("N", "T"))

@@ -6,9 +6,12 @@ the Gram matrix plus the gradient of ``sum(K * W)`` for the three variances (the
 forward mode, the tensor path's checkpointed reverse mode), time pairs per second (``N N' T^2``
 over the seconds), the speed-ups and the largest difference between the engines, relative to
 the largest entry of the Gram matrix or to each gradient.
-The fused engine's first call (compilation) is timed apart and excluded.
+The fused engine's first call (compilation) is timed apart and excluded; ``--fresh`` also
+times the first and the steady calls of the Gram matrix in a new Python process (loading or
+compiling the compiled loop included), ``--engine auto`` what users get by default.
 
     python benchmarks/mean_gram.py                              # N = 100, T = 100, CPU
+    python benchmarks/mean_gram.py --sizes 200 --engine auto --fresh   # the CPU target case
     python benchmarks/mean_gram.py --device cuda --sizes 100 1000 --steps 100 400
 """
 
@@ -18,7 +21,7 @@ import argparse
 from functools import partial
 
 import torch
-from gram import best_of, timed  # benchmarks/gram.py, beside this script
+from gram import best_of, fresh_first_call, timed  # benchmarks/gram.py, beside this script
 
 from gpytorch_rntk.functional import RecurrentVariances, recurrent_kernel
 
@@ -38,11 +41,14 @@ def gram_and_gradient(x, lengths, engine: str, grad: bool, weights):
 
 COLUMNS = (
     "N | T | fused_s | tensor_s | speedup | fused+grad_s | tensor+grad_s | speedup | "
-    "grad/value (fused) | pairs_per_s | first_call_s | max_rel_diff"
+    "grad/value (fused) | pairs_per_s | first_call_s | fresh_first_s | fresh_steady_s | "
+    "max_rel_diff"
 )
 
 
-def run_case(n: int, steps: int, dtype, device, variable: bool, repeats: int) -> str:
+def run_case(
+    n: int, steps: int, dtype, device, variable: bool, repeats: int, engine: str, fresh: bool
+) -> str:
     gen = torch.Generator().manual_seed(0)
     lengths = torch.full((n,), steps)
     if variable:
@@ -53,7 +59,7 @@ def run_case(n: int, steps: int, dtype, device, variable: bool, repeats: int) ->
     lengths = lengths.to(device)
     seconds, errors, first = {}, [], 0.0
     for grad in (False, True):
-        fused = partial(gram_and_gradient, x, lengths, "fused", grad, weights)
+        fused = partial(gram_and_gradient, x, lengths, engine, grad, weights)
         first = max(first, timed(fused, device)[0])
         seconds["fused", grad], k_fused = best_of(fused, device, repeats)
         tensor = partial(gram_and_gradient, x, lengths, "tensor", grad, weights)
@@ -65,6 +71,11 @@ def run_case(n: int, steps: int, dtype, device, variable: bool, repeats: int) ->
                 zip(k_fused[-3:], k_tensor[-3:], strict=True)
             )
         errors += [((a - b).abs().max() / b.abs().max()).item() for a, b in parts]
+    fresh_s = ("-", "-")
+    if fresh:  # the same shapes in a new process (gram.py's inputs): loading or compiling
+        case = dict(n=n, steps=steps, layers=1, nonlinearity="relu", dtype=str(dtype))
+        case.update(device=str(device), variable=variable, readout="mean")
+        fresh_s = [f"{t:.3g}" for t in fresh_first_call(engine, torch.get_num_threads(), **case)]
     pairs = n * n * float(lengths.double().mean()) ** 2
     cells = [
         n,
@@ -78,6 +89,7 @@ def run_case(n: int, steps: int, dtype, device, variable: bool, repeats: int) ->
         f"{seconds['fused', True] / seconds['fused', False]:.2f}",
         f"{pairs / seconds['fused', False]:.2e}",
         f"{first:.3g}",
+        *fresh_s,
         f"{max(errors):.1e}",
     ]
     return "| " + " | ".join(map(str, cells)) + " |"
@@ -91,6 +103,10 @@ def main(argv=None) -> None:
     parser.add_argument("--dtype", default="float64", choices=["float32", "float64"])
     parser.add_argument("--variable", action="store_true", help="lengths uniform in [T/4, T]")
     parser.add_argument("--repeats", type=int, default=2)
+    parser.add_argument("--engine", default="fused", help="the engine timed against the tensor")
+    parser.add_argument(
+        "--fresh", action="store_true", help="also the first and steady calls in a new process"
+    )
     args = parser.parse_args(argv)
     device, dtype = torch.device(args.device), getattr(torch, args.dtype)
     threads = torch.get_num_threads()
@@ -99,7 +115,10 @@ def main(argv=None) -> None:
     print("|" + "---|" * len(COLUMNS.split("|")))
     for n in args.sizes:
         for steps in args.steps:
-            print(run_case(n, steps, dtype, device, args.variable, args.repeats), flush=True)
+            row = run_case(
+                n, steps, dtype, device, args.variable, args.repeats, args.engine, args.fresh
+            )
+            print(row, flush=True)
 
 
 if __name__ == "__main__":

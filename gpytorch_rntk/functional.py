@@ -135,7 +135,10 @@ def recurrent_kernel(
             all its steps in a loop compiled by :func:`torch.compile`), ``"triton"`` (the last
             readout as one Triton kernel, on CUDA), ``"fused"`` (``"triton"`` where it computes
             the request, else ``"compiled"``) or ``"auto"``: the fastest engine that computes
-            the request and repays its compilation. The compiled and Triton engines take
+            the request and repays its compilation (on the CPU, a compiled loop already in
+            this machine's on-disk cache repays its load from smaller sizes on:
+            ``python -m gpytorch_rntk.warmup`` compiles the common ones ahead). The compiled
+            and Triton engines take
             unbatched inputs and scalar variances and give first derivatives for the variances
             only; an engine named here that cannot compute the request raises a ``ValueError``
             saying why. Where ``torch.compile`` fails (e.g. no C++ compiler), ``"auto"`` falls

@@ -30,3 +30,16 @@ def pytest_configure(config):
     worth it on CUDA only); the tests that want it name the engine."""
     if not torch.cuda.is_available() and importlib.util.find_spec("triton") is not None:
         os.environ.setdefault("TRITON_INTERPRET", "1")
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _own_compiled_registry(tmp_path_factory):
+    """The session records the compiled loop's specialisations in a file of its own, so that
+    which engine ``engine="auto"`` picks (the compiled engine where a specialisation is cached)
+    depends on this session's compilations only, not on the machine's history."""
+    from gpytorch_rntk._core.engines import fused
+
+    saved = fused._REGISTRY
+    fused._REGISTRY = str(tmp_path_factory.mktemp("inductor") / "gpytorch_rntk_compiled.txt")
+    yield
+    fused._REGISTRY = saved

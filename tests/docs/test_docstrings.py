@@ -10,9 +10,13 @@ import pytest
 
 import gpytorch_rntk
 
-# Public modules without examples, and why: the demo is a script (its test runs it), the
-# deprecated alias has nothing new to show.
-WITHOUT_EXAMPLES = {"gpytorch_rntk.demo": "a script", "gpytorch_rntk.fused": "deprecated alias"}
+# Public modules without examples, and why: the demo and the warm-up are scripts (their tests
+# run them), the deprecated alias has nothing new to show.
+WITHOUT_EXAMPLES = {
+    "gpytorch_rntk.demo": "a script",
+    "gpytorch_rntk.fused": "deprecated alias",
+    "gpytorch_rntk.warmup": "a script that compiles for minutes (its test runs it eagerly)",
+}
 MODULES = sorted(
     f"gpytorch_rntk.{m.name}"
     for m in pkgutil.iter_modules(gpytorch_rntk.__path__)

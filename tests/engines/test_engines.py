@@ -191,6 +191,105 @@ def test_auto_falls_back_to_the_tensor_engine_without_a_compiler(monkeypatch):
     assert "GPYTORCH_RNTK_COMPILE" not in os.environ
 
 
+@pytest.fixture
+def eager_compilation(monkeypatch, tmp_path):
+    """The compiled engine's bookkeeping with its loop run eagerly (no 10-60 s compilation):
+    a registry of this test's own, and a count of the loops "compiled"."""
+    monkeypatch.delenv("GPYTORCH_RNTK_COMPILE", raising=False)
+    monkeypatch.setattr(fused_engines, "_compile_failure", [])
+    monkeypatch.setattr(fused_engines, "_seen", set())
+    monkeypatch.setattr(fused_engines, "_REGISTRY", str(tmp_path / "compiled.txt"))
+    loaded = []
+
+    def eager(steps, device):
+        loaded.append(steps.__name__)
+        return steps
+
+    monkeypatch.setattr(fused_engines, "_compiled", eager)
+    return loaded
+
+
+def test_auto_uses_the_compiled_engine_where_its_loop_is_cached(eager_compilation, monkeypatch):
+    """Below the size that repays compiling, engine="auto" computes on the tensor engine
+    (nothing loaded or compiled) until the loop's specialisation is cached on this machine
+    (compiled once by a named engine, here or in another process), then on the compiled engine
+    without a CompilationWarning; another specialisation (dtype) is not cached."""
+    monkeypatch.setattr(fused_engines.CompiledEngine, "threshold", 2**40)  # never cold
+    monkeypatch.setattr(fused_engines.CachedCompiledEngine, "threshold", 0)
+    x, lx = _sequences()
+    expected = recurrent_kernel(x, lx, x, lx, VARIANCES, engine="tensor")
+    problem = Problem.describe(x, x, VARIANCES.like(x))
+    assert isinstance(select(config_module.make_config(), problem), fused_engines.CompiledEngine)
+
+    got = recurrent_kernel(x, lx, x, lx, VARIANCES)
+    torch.testing.assert_close(got, expected, rtol=0, atol=0)  # the tensor engine's own
+    assert eager_compilation == [] and fused_engines.cached() == frozenset()
+
+    with pytest.warns(CompilationWarning, match="compiling the fused engine's loop"):
+        recurrent_kernel(x, lx, x, lx, VARIANCES, engine="compiled")
+    assert eager_compilation == ["_cross_steps"] and len(fused_engines.cached()) == 1
+
+    fused_engines._seen.clear()  # a new process: the registry on disk is what it knows
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", CompilationWarning)
+        got = recurrent_kernel(x, lx, x, lx, VARIANCES)
+    assert eager_compilation == ["_cross_steps"] * 2
+    torch.testing.assert_close(got, expected, rtol=1e-12, atol=0)
+
+    x32 = x.float()
+    got = recurrent_kernel(x32, lx, x32, lx, VARIANCES)
+    assert len(eager_compilation) == 2  # float32's loop is not cached: the tensor engine
+    torch.testing.assert_close(got, recurrent_kernel(x32, lx, x32, lx, VARIANCES, engine="tensor"))
+
+
+def test_the_cached_compiled_engine_repays_its_load_from_its_own_sizes(monkeypatch):
+    """The cached compiled engine is considered on the CPU only, for values from
+    ``threshold`` pair-steps and for variance gradients (a fit) from ``grad_threshold``."""
+    monkeypatch.delenv("GPYTORCH_RNTK_COMPILE", raising=False)
+    monkeypatch.setattr(fused_engines, "_compile_failure", [])
+    engine, config = fused_engines.CachedCompiledEngine(), config_module.make_config()
+    x = torch.zeros(8, 4, 1, dtype=torch.float64)  # 256 pair-steps
+    learned = RecurrentVariances(torch.tensor(1.3, dtype=torch.float64, requires_grad=True), 1, 0)
+    values, fit = Problem.describe(x, x, VARIANCES.like(x)), Problem.describe(x, x, learned)
+    monkeypatch.setattr(engine, "threshold", 257)
+    monkeypatch.setattr(engine, "grad_threshold", 256)
+    assert not engine.worth(config, values) and engine.worth(config, fit)
+    monkeypatch.setattr(engine, "threshold", 256)
+    assert engine.worth(config, values)
+    monkeypatch.setenv("GPYTORCH_RNTK_COMPILE", "0")
+    assert not engine.worth(config, values)
+
+
+def test_a_specialisation_names_what_the_compiled_loop_is_specialised_on():
+    """Equal shapes, strides, dtypes and constants give one key; any difference another."""
+    key = fused_engines.specialisation
+    a, b = torch.zeros(2, 3), torch.zeros(2, 3, dtype=torch.float64)
+    base = key(fused_engines._cross_steps, (a, (a, a), 1, 1e-7), {"k": a})
+    assert base == key(fused_engines._cross_steps, (a.clone(), (a, a), 1, 1e-7), {"k": a})
+    assert base != key(fused_engines._diagonal_steps, (a, (a, a), 1, 1e-7), {"k": a})
+    assert base != key(fused_engines._cross_steps, (b, (a, a), 1, 1e-7), {"k": a})
+    assert base != key(fused_engines._cross_steps, (a, (a, a.T), 1, 1e-7), {"k": a})
+    assert base != key(fused_engines._cross_steps, (a, (a, a), 2, 1e-7), {"k": a})
+    assert base != key(fused_engines._cross_steps, (a, (a, a), 1, 1e-7), {"k": b})
+
+
+def test_warm_up_records_what_it_compiles(eager_compilation, monkeypatch, capsys):
+    """python -m gpytorch_rntk.warmup compiles (here: runs eagerly) and records one
+    specialisation per configuration asked for, and says what it did."""
+    from gpytorch_rntk import warmup
+
+    monkeypatch.setattr(warmup, "LAST_SIZES", ((20, 3),))
+    monkeypatch.setattr(warmup, "MEAN_SIZES", ((6, 3),))
+    monkeypatch.setattr(warmup, "FIT_SIZES", (5,))
+    warmup.main(["--dtypes", "float64", "--channels", "1", "2", "--fits"])
+    assert eager_compilation.count("_cross_steps") == 4  # (last, fit) x (m = 1, 2)
+    assert eager_compilation.count("_diagonal_steps") == 2
+    assert len(fused_engines.cached()) == 6
+    printed = capsys.readouterr().out
+    assert "mean relu L=1 m=2 float64 N=6 values" in printed
+    assert "last relu L=1 m=1 float64 N=5 gradients" in printed
+
+
 @pytest.mark.parametrize("engine", ["tensor", "compiled"])
 def test_python_float_variances_keep_the_inputs_precision(engine, monkeypatch):
     """Python-float variances on float64 sequences enter in float64 (they were rounded through

@@ -2,8 +2,10 @@
 
 ``engine="auto"`` takes the first engine, fastest first, that computes the request
 (``unsupported()`` is ``None``) and repays its set-up cost (``worth()``); the tensor engine
-computes every request of the built-in options and is the fallback. An engine named explicitly
-that cannot compute the request raises :class:`~.base.EngineUnsupportedError` with its reason.
+computes every request of the built-in options and is the fallback (also where the compiled
+engine was chosen for a request that repays only a cached compilation, and none is cached).
+An engine named explicitly that cannot compute the request raises
+:class:`~.base.EngineUnsupportedError` with its reason.
 """
 
 from __future__ import annotations
@@ -15,7 +17,14 @@ from torch import Tensor
 from ..config import RecurrentConfig, RecurrentVariances
 from ..lanes import reverse_sequences
 from .base import Engine, EngineUnsupportedError, Problem
-from .fused import CompilationFailedError, CompilationWarning, CompiledEngine, TritonEngine
+from .fused import (
+    CachedCompiledEngine,
+    CompilationFailedError,
+    CompilationWarning,
+    CompiledEngine,
+    NotCachedError,
+    TritonEngine,
+)
 from .tensor import TensorEngine, batch_shape
 
 __all__ = [
@@ -30,10 +39,13 @@ __all__ = [
     "select",
 ]
 
-# Fastest first: the order in which engine="auto" considers them.
+# The engines a user names, fastest first.
 ENGINES: dict[str, Engine] = {
     engine.name: engine for engine in (TritonEngine(), CompiledEngine(), TensorEngine())
 }
+# The order in which engine="auto" considers them: the compiled engine where it repays
+# compiling, then where its specialisation is cached (else the tensor engine computes it).
+AUTO = (ENGINES["triton"], ENGINES["compiled"], CachedCompiledEngine(), ENGINES["tensor"])
 # "fused": the Triton kernel where it computes the request, else the compiled engine.
 ENGINE_NAMES = ("auto", "tensor", "fused", "compiled", "triton")
 
@@ -42,7 +54,7 @@ def select(config: RecurrentConfig, problem: Problem, engine: str = "auto") -> E
     """The engine that computes ``problem`` under ``config``: see the module docstring."""
     if engine == "auto":
         reasons = []
-        for candidate in ENGINES.values():
+        for candidate in AUTO:
             reason = candidate.unsupported(config, problem)
             if reason is None and candidate.worth(config, problem):
                 return candidate
@@ -83,6 +95,8 @@ def gram(
         options = dict(paired=paired, block_elements=block_elements)
         try:
             return chosen.gram(config, v1, l1, v2, l2, variances, **options)
+        except NotCachedError:  # (CachedCompiledEngine) the tensor engine is the cheaper
+            return ENGINES["tensor"].gram(config, v1, l1, v2, l2, variances, **options)
         except CompilationFailedError as error:
             fallback = ENGINES["tensor"] if engine == "auto" else chosen
             warnings.warn(

@@ -23,7 +23,9 @@ state. Gradients are for the variances only, in forward mode (see :func:`fused_g
 from __future__ import annotations
 
 import functools
+import hashlib
 import os
+import pathlib
 import warnings
 
 import torch
@@ -45,10 +47,19 @@ from ..lanes import diagonal_lanes, diagonal_length, right_align, row_ids
 from ..recursion import cell, on_clock, readout, readout_weights, self_terms
 from .base import Engine, Problem
 
-__all__ = ["CompiledEngine", "TritonEngine", "fused_gram", "clock_self_terms", "triton_available"]
+__all__ = [
+    "CachedCompiledEngine",
+    "CompiledEngine",
+    "NotCachedError",
+    "TritonEngine",
+    "fused_gram",
+    "clock_self_terms",
+    "triton_available",
+]
 
 # Rows x columns of one tile of the compiled scan at most (the state of one tile stays in a CPU's
-# cache), and the steps unrolled in one compiled call.
+# cache; K(x, x) takes square tiles of the rows' size), and the steps unrolled in one compiled
+# call.
 _TILE = (256, 1024)
 _UNROLL = 8
 # Cells per compiled call for the mean readout's forward-mode gradients on CUDA, where Inductor's
@@ -317,28 +328,134 @@ class CompilationFailedError(RuntimeError):
     """``torch.compile`` could not build the compiled engine's loop (e.g. no C++ compiler)."""
 
 
-def _steps_function(readout: Readout, compiled: bool):
+def _steps_function(readout: Readout, compiled: bool, cold_ok: bool = True):
     """:func:`_cross_steps` (last readout) or :func:`_diagonal_steps` (mean and geometric),
-    compiled once per process where ``compiled``."""
+    compiled once per process where ``compiled`` (through a :class:`_CompiledSteps` per Gram
+    matrix, whose first call decides whether its specialisation is compiled or cached)."""
     steps = _cross_steps if readout == LAST else _diagonal_steps
-    if not compiled:
-        return steps
+    return _CompiledSteps(steps, cold_ok) if compiled else steps
+
+
+def _compiled(steps, device: torch.device):
+    """``torch.compile(steps)``, once per process."""
     if steps not in _compiled_steps:
+        if device.type == "cpu":
+            _check_cpu_compiler()
         # One specialisation per configuration (depth, nonlinearity, directions, ...) and tile
         # shape: more than the default 8, after which Dynamo would silently run it eagerly.
         config = torch._dynamo.config
         name = "recompile_limit" if hasattr(config, "recompile_limit") else "cache_size_limit"
         setattr(config, name, max(getattr(config, name), 64))
         _compiled_steps[steps] = torch.compile(steps, dynamic=False)
-        warnings.warn(
-            "gpytorch_rntk: compiling the fused engine's loop with torch.compile, once per "
-            "process and configuration; the first call can take 10-60 s on a CPU (then Inductor's "
-            "on-disk cache helps). Set GPYTORCH_RNTK_COMPILE=0 to skip compiling (engine='auto' "
-            "then uses the tensor engine for such matrices).",
-            CompilationWarning,
-            stacklevel=2,
-        )
     return _compiled_steps[steps]
+
+
+class NotCachedError(RuntimeError):
+    """The compiled loop's specialisation for this request is in no on-disk cache of this
+    machine, and the request was not worth compiling it (``engine="auto"`` then uses the tensor
+    engine)."""
+
+
+class _CompiledSteps:
+    """The compiled loop for the chunks of one Gram matrix (each of the same shapes). Its first
+    call looks the specialisation up among those compiled on this machine (:func:`cached`),
+    before anything is imported or traced: one that is not there is compiled, with a
+    :class:`CompilationWarning`, and recorded, or refused with :class:`NotCachedError` where not
+    ``cold_ok``."""
+
+    def __init__(self, steps, cold_ok: bool):
+        self.steps, self.cold_ok, self.compiled = steps, cold_ok, None
+
+    def __call__(self, *args, **kwargs):
+        if self.compiled is not None:
+            return self.compiled(*args, **kwargs)
+        key = specialisation(self.steps, args, kwargs)
+        cold = key not in _seen and key not in cached()
+        if cold and not self.cold_ok:
+            raise NotCachedError(f"specialisation {key[:12]} is not cached")
+        compiled = _compiled(self.steps, args[1].device)  # (checks for a C++ compiler first)
+        if cold:
+            warnings.warn(
+                "gpytorch_rntk: compiling the fused engine's loop with torch.compile for a new "
+                "configuration or tile shape; the first call can take 10-60 s on a CPU, later "
+                "calls and processes read Inductor's on-disk cache (python -m "
+                "gpytorch_rntk.warmup compiles the common ones ahead). Set "
+                "GPYTORCH_RNTK_COMPILE=0 to skip compiling.",
+                CompilationWarning,
+                stacklevel=2,
+            )
+        out = compiled(*args, **kwargs)
+        self.compiled = compiled
+        if key not in _seen:
+            _seen.add(key)
+            if cold:
+                _record(key)
+        return out
+
+
+# Specialisations compiled or found cached in this process.
+_seen: set[str] = set()
+_REGISTRY = "gpytorch_rntk_compiled.txt"
+
+
+def _registry() -> str:
+    """The file, inside Inductor's on-disk cache (so that clearing the cache clears it), that
+    lists the specialisations compiled on this machine."""
+    from torch._inductor.runtime.cache_dir_utils import cache_dir
+
+    return os.path.join(cache_dir(), _REGISTRY)
+
+
+def cached() -> frozenset[str]:
+    """The specialisations of the compiled loop recorded as compiled on this machine."""
+    try:
+        with open(_registry()) as file:
+            return frozenset(line.strip() for line in file)
+    except OSError:
+        return frozenset()
+
+
+def _record(key: str) -> None:
+    try:
+        os.makedirs(os.path.dirname(_registry()), exist_ok=True)
+        with open(_registry(), "a") as file:
+            file.write(key + "\n")
+    except OSError:  # a read-only cache: nothing is recorded, so auto compiles nothing small
+        pass
+
+
+def specialisation(steps, args, kwargs) -> str:
+    """A digest of what ``torch.compile(dynamic=False)`` specialises a call of ``steps`` on
+    (every tensor's shape, strides, dtype and device; every other argument's value), of the
+    torch version and of the source of the engines (new code is compiled anew)."""
+
+    def describe(value):
+        if isinstance(value, Tensor):
+            return ("T", tuple(value.shape), value.stride(), str(value.dtype), value.device.type)
+        if isinstance(value, (tuple, list)):
+            return tuple(describe(v) for v in value)
+        return repr(value)
+
+    text = repr(
+        (
+            steps.__name__,
+            torch.__version__,
+            _source_digest(),
+            describe(args),
+            sorted((k, describe(v)) for k, v in kwargs.items()),
+        )
+    )
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+@functools.cache
+def _source_digest() -> str:
+    """A digest of the package's core, whose code the compiled loop traces."""
+    core = pathlib.Path(__file__).resolve().parents[1]
+    digest = hashlib.sha256()
+    for path in sorted(core.rglob("*.py")):
+        digest.update(path.read_bytes())
+    return digest.hexdigest()
 
 
 class CompilationWarning(UserWarning):
@@ -430,6 +547,32 @@ class CompiledEngine(Engine):
         return fused_gram(config, values1, lengths1, values2, lengths2, variances, "compiled")
 
 
+class CachedCompiledEngine(CompiledEngine):
+    """The compiled engine for CPU requests too small to repay compiling, where its loop's
+    specialisation is already compiled on this machine (a fresh process then spends about 4 s
+    once loading it, not 10-60 s compiling): ``engine="auto"`` considers it after
+    :class:`CompiledEngine`. Its ``gram`` raises :class:`NotCachedError` for a specialisation
+    not cached, and the dispatcher computes the request on the tensor engine instead."""
+
+    # Pair-steps (time pairs for the mean readout) from which a cached loop repays its load:
+    # values where the tensor engine takes about 0.3 s (2 CPU threads); variance gradients,
+    # which a fit evaluates a hundred times or more, where the tensor engine's per-step
+    # overhead dominates (docs/performance.md).
+    threshold = 2**26
+    grad_threshold = 2**18
+
+    def worth(self, config: RecurrentConfig, problem: Problem) -> bool:
+        if not compile_enabled() or problem.device.type != "cpu":
+            return False
+        pair_steps = _pair_steps(config, problem)
+        return pair_steps >= (self.grad_threshold if problem.variance_grad else self.threshold)
+
+    def gram(self, config, values1, lengths1, values2, lengths2, variances, **_) -> Tensor:
+        return fused_gram(
+            config, values1, lengths1, values2, lengths2, variances, "compiled", cold_ok=False
+        )
+
+
 class TritonEngine(Engine):
     """The last readout's cross scan as one Triton kernel, a program per tile of pairs with
     every layer's state in registers (CUDA, or Triton's interpreter on the CPU)."""
@@ -465,6 +608,7 @@ def fused_gram(
     lengths2: Tensor,
     variances: RecurrentVariances,
     backend: str,
+    cold_ok: bool = True,
 ) -> Tensor:
     r"""The RNTK / NNGP Gram matrix ``(N, N')`` by a fused engine, ``backend`` ``"triton"`` or
     ``"compiled"``: unbatched inputs, scalar variances (checked by the engines' ``unsupported``).
@@ -485,7 +629,10 @@ def fused_gram(
     if not (len(lengths1) and len(lengths2)):
         return values1.new_zeros(len(lengths1), len(lengths2))
     setup = dict(
-        config=config, backend=backend, symmetric=values1 is values2 and lengths1 is lengths2
+        config=config,
+        backend=backend,
+        symmetric=values1 is values2 and lengths1 is lengths2,
+        cold_ok=cold_ok,
     )
     # Five 0-d tensors of the inputs' dtype (init_var 0 where not given).
     variances = [v.reshape(()) for v in RecurrentVariances(*variances).like(values1)]
@@ -539,6 +686,7 @@ def _fused(
     config: RecurrentConfig,
     backend: str,
     symmetric: bool,
+    cold_ok: bool = True,
     directions=None,
 ):
     """The Gram matrix, or with ``directions`` the list of it and its derivatives along the
@@ -611,11 +759,13 @@ def _fused(
 
         triton_cross(*sides, variances, planes, order1, order2, config, symmetric, directions)
         return list(planes) if listed else planes[0]
-    options = dict(config=config, symmetric=symmetric, directions=directions, weights=weights)
-    if compile_enabled() and values1.device.type == "cpu" and not _compiled_steps:
-        _check_cpu_compiler()
+    options = dict(
+        config=config, symmetric=symmetric, directions=directions, weights=weights, cold_ok=cold_ok
+    )
     try:
         _compiled_cross(*sides, variances, list(planes), order1, order2, **options)
+    except (NotCachedError, CompilationFailedError):
+        raise
     except torch._dynamo.exc.TorchDynamoException as error:
         if not compile_enabled():
             raise
@@ -639,6 +789,7 @@ def _compiled_cross(
     symmetric: bool,
     directions=(),
     weights=(),
+    cold_ok: bool = True,
 ):
     """The cross scan through :func:`_cross_steps` (last readout, tile by tile) or
     :func:`_diagonal_steps` (mean and geometric readouts, see :func:`_compiled_mean`, with each
@@ -655,16 +806,18 @@ def _compiled_cross(
         frozen_layers=config.frozen_layers,
         init_mode=int(config.initial_state),
         eps=torch.finfo(side1[0].dtype).eps,
-        steps_fn=_steps_function(config.readout, compile_enabled()),
+        steps_fn=_steps_function(config.readout, compile_enabled(), cold_ok),
         directions=directions,
     )
     if config.readout != LAST:
         _compiled_mean(side1, side2, outs, order1, order2, weights, symmetric=symmetric, tile=tile)
         return
     n1, n2 = len(side1[1]), len(side2[1])
+    # K(x, x): square tiles, so that more of them lie below the diagonal and are skipped
+    # (N = 1000, T = 150, float32: 0.19 s against 0.27 s with 256 x 1024; docs/performance.md)
+    largest = (_TILE[0], _TILE[0]) if symmetric else _TILE
     rows, cols = (
-        _tile_size(n, largest, low)
-        for largest, n, low in zip(_TILE, (n1, n2), (16, 64), strict=True)
+        _tile_size(n, most, low) for most, n, low in zip(largest, (n1, n2), (16, 64), strict=True)
     )
     side1 = _pad_side(side1, -(-n1 // rows) * rows, -1)
     side2 = _pad_side(side2, -(-n2 // cols) * cols, -2)
