@@ -6,18 +6,20 @@ already compiled on this machine, in Inductor's on-disk cache: a fresh process t
 about 4 s once and runs the compiled engine (2-3x the tensor engine in float32 at N = 1000,
 T = 150). This module compiles the usual ones ahead::
 
-    python -m gpytorch_rntk.warmup                  # the defaults below (a few minutes, once)
+    python -m gpytorch_rntk.warmup                  # the presets below (a few minutes, once)
     python -m gpytorch_rntk.warmup --channels 1 12 --nonlinearities relu erf --fits
 
 What it compiles is keyed by everything the compiled loop is specialised on: readout,
-nonlinearity, depth, channels, dtype, tile shape and the variances differentiated. The defaults
-cover the kernels' defaults (ReLU, one layer, last and mean readouts) on univariate series in
-float32 and float64, at the tile shapes of large matrices ``K(x, x)``; ``--fits`` adds the
-marginal likelihood's gradients (recurrent, input and bias variances) for 33 to 64, 65 to 128,
-129 to 256 and more training sequences. Other shapes are compiled the first time a request
-repays it, or whenever the engine is named (``engine="fused"``). Clearing Inductor's cache
-directory (``TORCHINDUCTOR_CACHE_DIR``, by default ``torchinductor_<user>`` in the temporary
-directory) forgets it all.
+nonlinearity, depth, channels, dtype, tile shape and the variances differentiated. Without
+options it covers the kernels' defaults (ReLU, one layer, last and mean readouts) on univariate
+series in float32 and float64 at the tile shapes of large matrices ``K(x, x)``, and the
+marginal likelihood's gradients of :func:`~gpytorch_rntk.botorch.sequence_gp`'s defaults (erf,
+float64; recurrent, input and bias variances) for 17 to 32, 33 to 64, 65 to 128 and more
+training sequences, which makes a BO iteration's fit several times faster. With options it
+compiles those combinations only (``--fits`` adds the gradients). Other shapes are compiled the
+first time a request repays it, or whenever the engine is named (``engine="fused"``). Clearing
+Inductor's cache directory (``TORCHINDUCTOR_CACHE_DIR``, by default ``torchinductor_<user>`` in
+the temporary directory) forgets it all, and so does a new version of the package or of torch.
 """
 
 from __future__ import annotations
@@ -33,10 +35,10 @@ from .functional import RecurrentVariances, recurrent_kernel
 # K(x, x) of this many sequences of this many steps uses the compiled loop's shapes of large
 # matrices: tiles of 256 x 256 pairs (last readout), 1024 lanes of 16 x 16 pairs (mean readout,
 # equal lengths; the lanes' count decides how many run side by side). Fits: each power of two
-# up to 256 sequences has its own tile, larger sets that of 256.
+# up to 256 has its own tile (that of 32 serves 17 to 32 sequences), larger sets that of 256.
 LAST_SIZES = ((1024, 16),)
 MEAN_SIZES = ((256, 64),)
-FIT_SIZES = (64, 128, 256, 512)
+FIT_SIZES = (32, 64, 128, 256)
 
 
 def warm_up(
@@ -101,23 +103,34 @@ def warm_up(
             )
 
 
+# What ``python -m gpytorch_rntk.warmup`` compiles without options: the kernels' defaults, and
+# the marginal likelihood's gradients of ``sequence_gp``'s (erf, float64) for BO.
+PRESETS = (
+    dict(),
+    dict(readouts=("last",), nonlinearities=("erf",), dtypes=(torch.float64,), fits=True),
+)
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--readouts", nargs="+", default=["last", "mean"])
-    parser.add_argument("--nonlinearities", nargs="+", default=["relu"])
-    parser.add_argument("--dtypes", nargs="+", default=["float32", "float64"])
-    parser.add_argument("--channels", nargs="+", type=int, default=[1])
-    parser.add_argument("--layers", nargs="+", type=int, default=[1])
+    parser.add_argument("--readouts", nargs="+")
+    parser.add_argument("--nonlinearities", nargs="+")
+    parser.add_argument("--dtypes", nargs="+")
+    parser.add_argument("--channels", nargs="+", type=int)
+    parser.add_argument("--layers", nargs="+", type=int)
     parser.add_argument("--fits", action="store_true", help="also the variances' gradients")
     args = parser.parse_args(argv)
-    warm_up(
+    given = dict(
         readouts=args.readouts,
         nonlinearities=args.nonlinearities,
-        dtypes=[getattr(torch, name) for name in args.dtypes],
+        dtypes=args.dtypes and [getattr(torch, name) for name in args.dtypes],
         channels=args.channels,
         num_layers=args.layers,
-        fits=args.fits,
+        fits=args.fits or None,
     )
+    given = {name: value for name, value in given.items() if value is not None}
+    for preset in [given] if given else PRESETS:
+        warm_up(**preset)
 
 
 if __name__ == "__main__":

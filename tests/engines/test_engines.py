@@ -288,6 +288,10 @@ def test_warm_up_records_what_it_compiles(eager_compilation, monkeypatch, capsys
     printed = capsys.readouterr().out
     assert "mean relu L=1 m=2 float64 N=6 values" in printed
     assert "last relu L=1 m=1 float64 N=5 gradients" in printed
+    warmup.main([])  # the presets: the kernels' defaults, and sequence_gp's fits (erf, float64)
+    printed = capsys.readouterr().out.splitlines()
+    assert len(printed) == 4 + 2 and "last erf L=1 m=1 float64 N=5 gradients" in printed[-1]
+    assert len(fused_engines.cached()) == 6 + 2 + 2  # float32 last and mean; erf: values, fit
 
 
 @pytest.mark.parametrize("engine", ["tensor", "compiled"])
