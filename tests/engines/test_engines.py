@@ -198,6 +198,7 @@ def eager_compilation(monkeypatch, tmp_path):
     monkeypatch.delenv("GPYTORCH_RNTK_COMPILE", raising=False)
     monkeypatch.setattr(fused_engines, "_compile_failure", [])
     monkeypatch.setattr(fused_engines, "_seen", set())
+    monkeypatch.setattr(fused_engines, "_not_cached", set())
     monkeypatch.setattr(fused_engines, "_REGISTRY", str(tmp_path / "compiled.txt"))
     loaded = []
 
@@ -211,9 +212,10 @@ def eager_compilation(monkeypatch, tmp_path):
 
 def test_auto_uses_the_compiled_engine_where_its_loop_is_cached(eager_compilation, monkeypatch):
     """Below the size that repays compiling, engine="auto" computes on the tensor engine
-    (nothing loaded or compiled) until the loop's specialisation is cached on this machine
-    (compiled once by a named engine, here or in another process), then on the compiled engine
-    without a CompilationWarning; another specialisation (dtype) is not cached."""
+    (nothing loaded or compiled, and not even tried again in this process) until the loop's
+    specialisation is cached on this machine (compiled once by a named engine, here or in
+    another process), then on the compiled engine without a CompilationWarning; another
+    specialisation (dtype) is not cached."""
     monkeypatch.setattr(fused_engines.CompiledEngine, "threshold", 2**40)  # never cold
     monkeypatch.setattr(fused_engines.CachedCompiledEngine, "threshold", 0)
     x, lx = _sequences()
@@ -224,10 +226,13 @@ def test_auto_uses_the_compiled_engine_where_its_loop_is_cached(eager_compilatio
     got = recurrent_kernel(x, lx, x, lx, VARIANCES)
     torch.testing.assert_close(got, expected, rtol=0, atol=0)  # the tensor engine's own
     assert eager_compilation == [] and fused_engines.cached() == frozenset()
+    # declined at once from then on (a fit does not set the compiled engine up each step)
+    assert select(config_module.make_config(), problem) is ENGINES["tensor"]
 
     with pytest.warns(CompilationWarning, match="compiling the fused engine's loop"):
         recurrent_kernel(x, lx, x, lx, VARIANCES, engine="compiled")
     assert eager_compilation == ["_cross_steps"] and len(fused_engines.cached()) == 1
+    assert isinstance(select(config_module.make_config(), problem), fused_engines.CompiledEngine)
 
     fused_engines._seen.clear()  # a new process: the registry on disk is what it knows
     with warnings.catch_warnings():

@@ -96,6 +96,7 @@ def gram(
         try:
             return chosen.gram(config, v1, l1, v2, l2, variances, **options)
         except NotCachedError:  # (CachedCompiledEngine) the tensor engine is the cheaper
+            chosen.not_cached(config, problem)
             return ENGINES["tensor"].gram(config, v1, l1, v2, l2, variances, **options)
         except CompilationFailedError as error:
             fallback = ENGINES["tensor"] if engine == "auto" else chosen

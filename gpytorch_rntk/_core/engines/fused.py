@@ -390,11 +390,14 @@ class _CompiledSteps:
             _seen.add(key)
             if cold:
                 _record(key)
+                _not_cached.clear()
         return out
 
 
-# Specialisations compiled or found cached in this process.
+# Specialisations compiled or found cached in this process, and the requests (config, problem)
+# whose specialisation was not cached when the cached compiled engine last tried them.
 _seen: set[str] = set()
+_not_cached: set = set()
 _REGISTRY = "gpytorch_rntk_compiled.txt"
 
 
@@ -564,6 +567,8 @@ class CachedCompiledEngine(CompiledEngine):
     def worth(self, config: RecurrentConfig, problem: Problem) -> bool:
         if not compile_enabled() or problem.device.type != "cpu":
             return False
+        if (config, problem) in _not_cached:  # (refused before: not set up again each call)
+            return False
         pair_steps = _pair_steps(config, problem)
         return pair_steps >= (self.grad_threshold if problem.variance_grad else self.threshold)
 
@@ -571,6 +576,12 @@ class CachedCompiledEngine(CompiledEngine):
         return fused_gram(
             config, values1, lengths1, values2, lengths2, variances, "compiled", cold_ok=False
         )
+
+    @staticmethod
+    def not_cached(config: RecurrentConfig, problem: Problem) -> None:
+        """Remember that this request's loop is not cached: until a loop is next compiled in
+        this process, :meth:`worth` declines it at once (a fit repeats it hundreds of times)."""
+        _not_cached.add((config, problem))
 
 
 class TritonEngine(Engine):
