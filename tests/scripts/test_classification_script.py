@@ -175,3 +175,19 @@ def test_read_ts_matches_aeon(classification):
         for ours, theirs in zip(seqs, expected, strict=True):
             np.testing.assert_array_equal(ours, np.asarray(theirs, dtype=np.float64).T)
         np.testing.assert_array_equal(labels, np.asarray(expected_labels).astype(str))
+
+
+def test_geometric_decay_starts_keep_the_best_training_likelihood(classification, capsys):
+    """With several starting decays the geometric readout keeps the fit of the highest training
+    marginal likelihood: the same model as a single fit from that start."""
+    common = ["--smoke", "--datasets", "ItalyPowerDemand", "--variants", "rntk-geo"]
+    several = classification.main([*common, "--decay-starts", "0.5,0.99"])
+    printed = capsys.readouterr().out
+    found = re.search(
+        r"decay starts \[0\.5, 0\.99\]: the best training MLL \(.*\) from (\S+)", printed
+    )
+    assert found, printed
+    decay = re.search(r"readout_decay (\S+)", printed).group(1)
+    single = classification.main([*common, "--decay-starts", found.group(1)])
+    assert re.search(r"readout_decay (\S+)", capsys.readouterr().out).group(1) == decay
+    assert single["accuracy"] == several["accuracy"] and single["nlpd"] == several["nlpd"]
