@@ -29,7 +29,7 @@ Four design modes, and what to call:
   restarts with up to 200 iterations, in a fifth of the time or less (100 sequences of 50
   steps; :doc:`/bayesian_optimisation`). The fit runs on the compiled engine where its loop is
   in the machine's on-disk cache (``python -m gpytorch_rntk.warmup`` compiles those of
-  :func:`sequence_gp`'s defaults once): an iteration then took 3.2-3.3 s there, against
+  :func:`sequence_gp`'s defaults once): an iteration then took 3.2-3.4 s there, against
   7-12 s with the fit on the tensor engine.
 * **Token strings.** :func:`~gpytorch_rntk.layout.encode_tokens` and
   :func:`optimize_acqf_tokens` (mutation hill climbing; ``feasible=`` for known constraints).
