@@ -162,6 +162,13 @@ def best_of(fn, device, repeats: int = 1) -> tuple[float, torch.Tensor]:
     return seconds, out
 
 
+def variances_of(nonlinearity: str, dtype, device) -> RecurrentVariances:
+    """The benchmark's variances for ``nonlinearity`` as tensors of ``dtype`` on ``device``."""
+    return RecurrentVariances(
+        *(torch.tensor(v, dtype=dtype, device=device) for v in VARIANCES[nonlinearity])
+    )
+
+
 def fresh_first_call(engine: str, threads: int, **case) -> tuple[float, float]:
     """The first call's and the best of the next two calls' seconds of one Gram matrix
     (:func:`fresh_case`) in a new Python process: what a user's script pays, including
@@ -182,9 +189,7 @@ def fresh_case(engine, n, steps, layers, nonlinearity, dtype, device, variable, 
     """Seconds of the first and the best of the next two calls (see :func:`fresh_first_call`)."""
     dtype, device = getattr(torch, dtype.removeprefix("torch.")), torch.device(device)
     x, lengths = make_inputs(n, steps, dtype, device, variable)
-    variances = RecurrentVariances(
-        *(torch.tensor(v, dtype=dtype, device=device) for v in VARIANCES[nonlinearity])
-    )
+    variances = variances_of(nonlinearity, dtype, device)
     options = dict(nonlinearity=nonlinearity, num_layers=layers, readout=readout, engine=engine)
     with torch.no_grad():
         calls = [
@@ -197,9 +202,7 @@ def fresh_case(engine, n, steps, layers, nonlinearity, dtype, device, variable, 
 def run_case(n, steps, layers, nonlinearity, dtype, device, variable, args):
     x, lengths = make_inputs(n, steps, dtype, device, variable)
     sw2, su2, sb2 = VARIANCES[nonlinearity]
-    variances = RecurrentVariances(
-        *(torch.tensor(v, dtype=dtype, device=device) for v in (sw2, su2, sb2))
-    )
+    variances = variances_of(nonlinearity, dtype, device)
     options = dict(nonlinearity=nonlinearity, num_layers=layers)
 
     def fused_call():
@@ -266,9 +269,7 @@ def run_case(n, steps, layers, nonlinearity, dtype, device, variable, args):
 
 def memory_check(n, steps, device, dtype):
     x, lengths = make_inputs(n, steps, dtype, device, variable=False)
-    variances = RecurrentVariances(
-        *(torch.tensor(v, dtype=dtype, device=device) for v in VARIANCES["relu"])
-    )
+    variances = variances_of("relu", dtype, device)
     recurrent_kernel(x[:1024], lengths[:1024], x[:1024], lengths[:1024], variances, engine="fused")
     seconds, peak, out = timed(
         lambda: recurrent_kernel(x, lengths, x, lengths, variances, engine="fused"), device

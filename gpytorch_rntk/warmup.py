@@ -96,8 +96,9 @@ def warm_up(
                 gram.sum().backward()
         if verbose:
             what = "gradients" if grad else "values"
+            name = str(dtype).removeprefix("torch.")
             print(
-                f"{readout:>4} {nonlinearity} L={layers} m={m} {str(dtype)[6:]} N={n} {what}: "
+                f"{readout:>4} {nonlinearity} L={layers} m={m} {name} N={n} {what}: "
                 f"{time.perf_counter() - start:.1f} s",
                 flush=True,
             )

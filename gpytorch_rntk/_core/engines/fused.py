@@ -419,9 +419,10 @@ def cached() -> frozenset[str]:
 
 
 def _record(key: str) -> None:
+    path = _registry()
     try:
-        os.makedirs(os.path.dirname(_registry()), exist_ok=True)
-        with open(_registry(), "a") as file:
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        with open(path, "a") as file:
             file.write(key + "\n")
     except OSError:  # a read-only cache: nothing is recorded, so auto compiles nothing small
         pass
@@ -775,6 +776,7 @@ def _fused(
     )
     try:
         _compiled_cross(*sides, variances, list(planes), order1, order2, **options)
+    # (these two can come before Dynamo is imported, which naming its exceptions would do)
     except (NotCachedError, CompilationFailedError):
         raise
     except torch._dynamo.exc.TorchDynamoException as error:
