@@ -34,11 +34,12 @@ from triton.compiler import ASTSource
 from gpytorch_rntk._core.engines import triton_kernels as _triton
 
 
-def resources(dtype, num_layers, directions, tile, nonlinearity="relu") -> tuple:
+def resources(dtype, num_layers, directions, tile, nonlinearity="relu", readout="last") -> tuple:
     """``(registers, spill-store bytes, spill-load bytes, instructions, fp64, mufu, calls)``
-    per thread of ``_cross_kernel`` (the last four per pair-step, see the module's text) for
-    ``num_layers`` layers, ``directions`` forward-mode directions (along sw2, su2, sb2,
-    init_var in that order) and ``tile = (rows, columns, warps)``."""
+    per thread of the kernel of ``readout`` (``_cross_kernel`` for the last, ``_grid_kernel``
+    for the mean and geometric: the last four per pair-step, or per pair-cell of the time grid,
+    see the module's text) for ``num_layers`` layers, ``directions`` forward-mode directions
+    (along sw2, su2, sb2, init_var in that order) and ``tile = (rows, columns, warps)``."""
     rows, cols, warps = tile
     constants = dict(
         M=1,
@@ -51,12 +52,17 @@ def resources(dtype, num_layers, directions, tile, nonlinearity="relu") -> tuple
         BM=rows,
         BN=cols,
     )
-    types = dict.fromkeys(("LX", "LY", "IX", "IY"), "*i32") | dict.fromkeys(("O1", "O2"), "*i64")
-    types |= dict.fromkeys(("n1", "n2", "clock"), "i32") | dict.fromkeys(constants, "constexpr")
+    kernel = _triton._cross_kernel
+    if readout != "last":  # the geometric readout along the decay too where it learns more
+        kernel = _triton._grid_kernel
+        constants["WEIGHTS"] = 0 if readout == "mean" else 1 + (directions > 0)
+    types = dict.fromkeys(("LX", "LY", "IX", "IY", "DIAG"), "*i32")
+    types |= dict.fromkeys(("O1", "O2"), "*i64") | dict.fromkeys(constants, "constexpr")
+    types |= dict.fromkeys(("n1", "n2", "clock", "per_group"), "i32")
     pointer = {torch.float32: "*fp32", torch.float64: "*fp64"}[dtype]
-    names = _triton._cross_kernel.arg_names
+    names = kernel.arg_names
     source = ASTSource(
-        fn=_triton._cross_kernel,
+        fn=kernel,
         signature={name: types.get(name, pointer) for name in names},
         constexprs={(names.index(k),): v for k, v in constants.items()},
     )
@@ -85,8 +91,8 @@ def resources(dtype, num_layers, directions, tile, nonlinearity="relu") -> tuple
 
 
 def loop_instructions(sass: str) -> collections.Counter:
-    """Instructions of the longest loop in ``cuobjdump -sass`` text (from a backward branch's
-    target to the branch), by kind: ``all``, ``fp64``, ``mufu`` and ``calls``."""
+    """Instructions of the longest innermost loop in ``cuobjdump -sass`` text (from a backward
+    branch's target to the branch), by kind: ``all``, ``fp64``, ``mufu`` and ``calls``."""
     code = [
         (int(address, 16), text.strip())
         for address, text in re.findall(r"/\*([0-9a-f]{4,})\*/\s+([^;]*);", sass)
@@ -96,7 +102,9 @@ def loop_instructions(sass: str) -> collections.Counter:
         target = re.search(r"\bBRA\s+(?:\S+\s+)?0x([0-9a-f]+)", text)
         if target and int(target.group(1), 16) < address:
             loops.append((int(target.group(1), 16), address))
-    first, last = max(loops, key=lambda span: span[1] - span[0])
+    # (the mean readout's kernel loops over diagonals around its loop over cells: the inner)
+    innermost = [a for a in loops if not any(a[0] <= b[0] and b[1] < a[1] for b in loops)]
+    first, last = max(innermost, key=lambda span: span[1] - span[0])
     counts = collections.Counter()
     for address, text in code:
         if first <= address <= last:
@@ -115,6 +123,7 @@ def main(argv=None) -> None:
     parser.add_argument("--directions", type=int, nargs="+", default=[0, 3, 4])
     parser.add_argument("--nonlinearities", nargs="+", default=["relu", "erf"])
     parser.add_argument("--tile", type=int, nargs=3, metavar=("ROWS", "COLS", "WARPS"))
+    parser.add_argument("--readout", choices=["last", "mean", "geometric"], default="last")
     args = parser.parse_args(argv)
     print(
         "| dtype | L | P | phi | tile | registers | spill stores | spill loads "
@@ -125,9 +134,9 @@ def main(argv=None) -> None:
         dtype = getattr(torch, name)
         for layers in args.layers:
             for directions in args.directions:
-                tile = tuple(args.tile or _triton.TILES[dtype, directions > 0])
+                tile = tuple(args.tile or _triton.tiles(dtype, directions > 0, args.readout))
                 for phi in args.nonlinearities:
-                    found = resources(dtype, layers, directions, tile, phi)
+                    found = resources(dtype, layers, directions, tile, phi, args.readout)
                     cells = " | ".join(map(str, found))
                     print(f"| {name} | {layers} | {directions} | {phi} | {tile} | {cells} |")
 

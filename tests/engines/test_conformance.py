@@ -69,8 +69,6 @@ def unsupported(engine: str, problem: Problem) -> str | None:
     if problem.sequence_grad:
         return f"{engine}: the fused engines give gradients for the variances only"
     if engine == "triton":
-        if problem.readout != "last":
-            return "triton: the Triton kernel computes the last readout only"
         if problem.num_layers > TRITON_MAX_LAYERS:
             return f"triton: the Triton kernel holds at most {TRITON_MAX_LAYERS} layers"
         if not triton_available(torch.device("cuda" if CUDA else "cpu")):

@@ -92,7 +92,6 @@ def test_explicit_engines_give_their_reasons():
     x, lx = _sequences()
     cases = [
         (dict(paired=True), "compiled", "not paired rows"),
-        (dict(readout="mean"), "triton", "last readout, not mean"),
         (dict(num_layers=4), "triton", "at most 3 layers"),
     ]
     for options, engine, reason in cases:

@@ -188,6 +188,50 @@ def test_triton_kernel_tiles(dtype, device, symmetric, monkeypatch):
     _check_triton_forward_mode(dtype, device, symmetric, frozen_layers=0, **options)
 
 
+@pytest.mark.parametrize(
+    "readout,symmetric,programs",
+    [("mean", False, 1), ("mean", True, 64), ("geometric", False, 64), ("geometric", True, 1)],
+)
+def test_triton_grid_kernel(dtype, device, symmetric, readout, programs, monkeypatch):
+    """The mean and geometric readouts' Triton kernel on tiles smaller than the sets (ragged
+    edges; K(x, x)'s tiles below the diagonal mirrored), with the diagonals of the time grids
+    in one group or dealt to as many as there are diagonals (partial sums added after):
+    values and forward-mode gradients (the decay's included) equal the tensor path's."""
+    if not fused_available(device):
+        pytest.skip("Triton cannot run on this device")
+    from gpytorch_rntk._core.engines import triton_kernels as _triton
+
+    monkeypatch.setitem(_triton.GRID_TILES, (dtype, False), (8, 16, 4))
+    monkeypatch.setitem(_triton.GRID_TILES, (dtype, True), (16, 8, 4))
+    monkeypatch.setattr(_triton, "_INTERPRETED_PROGRAMS", programs)
+    monkeypatch.setattr(_triton, "_PROGRAMS_PER_SM", programs)
+    options = dict(nonlinearity="relu", num_layers=2, initial_state="per_input")
+    _check("triton", dtype, device, symmetric, readout=readout, **options)
+    x1, l1, x2, l2 = _pair_sets(dtype, device)
+    args = (x1, l1, x1, l1) if symmetric else (x1, l1, x2, l2)
+    weights = torch.randn(23, 23, dtype=torch.float64, generator=torch.Generator().manual_seed(5))
+    expected = _variance_gradients("tensor", args, weights, options, readout, dtype)
+    got = _variance_gradients("triton", args, weights, options, readout, dtype)
+    assert _scale_error(got, expected) < _tolerance(dtype)
+
+
+@pytest.mark.parametrize("longest", [1, 2, 7])
+@pytest.mark.parametrize("groups", [1, 3, 13])
+def test_diagonals_dealt_once(longest, groups):
+    """The time grid's diagonals are dealt to the groups once each (the rest padding past
+    every grid), and the groups' cells differ by at most two diagonals' worth."""
+    from gpytorch_rntk._core.engines.triton_kernels import _diagonals
+
+    dealt, per_group = _diagonals(longest, groups, "cpu")
+    assert dealt.shape == (groups, per_group)
+    real = dealt[dealt.abs() < longest]
+    assert sorted(real.tolist()) == list(range(1 - longest, longest))
+    assert (dealt[dealt.abs() >= longest] == longest + 1).all()
+    cells = ((longest - dealt.abs()).clamp(min=0)).sum(1)
+    assert cells.sum() == longest**2
+    assert cells.max() - cells.min() <= 2 * longest
+
+
 @pytest.mark.parametrize("options", TRITON_CONFIGS, ids=lambda o: "-".join(map(str, o.values())))
 def test_triton_self_terms(dtype, device, options):
     """The self-term recursion as one Triton kernel equals the loop of tensor operations, on
@@ -237,9 +281,6 @@ def test_engine_dispatch(monkeypatch):
         recurrent_kernel(x.requires_grad_(), lengths, x, lengths, variances, engine="fused")
     with pytest.raises(ValueError, match="not paired rows"):
         recurrent_kernel(x, lengths, x, lengths, variances, engine="fused", paired=True)
-    with pytest.raises(ValueError, match="triton engine computes the last readout, not mean"):
-        x = x.detach()
-        fused_kernel(x, lengths, x, lengths, variances, backend="triton", readout="mean")
 
 
 def test_kernel_engine_option(monkeypatch):

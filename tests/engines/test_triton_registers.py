@@ -38,8 +38,10 @@ def _resources(*options: str) -> list[list[str]]:
         (("--layers", "3", "--directions", "4"), 4),  # forward mode, 2 dtypes x relu, erf
         (("--layers", "3", "--directions", "0", "--dtypes", "float64"), 2),  # values
         (("--layers", "2", "--directions", "0", "--dtypes", "float32"), 2),
+        (("--readout", "mean", "--layers", "3", "--directions", "0"), 4),
+        (("--readout", "geometric", "--layers", "2", "--directions", "4"), 4),
     ],
-    ids=["forward-mode", "values-float64", "values-float32"],
+    ids=["forward-mode", "values-float64", "values-float32", "mean", "geometric"],
 )
 def test_tiles_do_not_spill(options, cases):
     rows = _resources(*options)

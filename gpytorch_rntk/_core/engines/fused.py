@@ -586,8 +586,9 @@ class CachedCompiledEngine(CompiledEngine):
 
 
 class TritonEngine(Engine):
-    """The last readout's cross scan as one Triton kernel, a program per tile of pairs with
-    every layer's state in registers (CUDA, or Triton's interpreter on the CPU)."""
+    """The cross scan as one Triton kernel, a program per tile of pairs with every layer's
+    state in registers (CUDA, or Triton's interpreter on the CPU); for the mean and geometric
+    readouts a program per tile of pairs and group of diagonals of their time grids."""
 
     name = "triton"
     threshold = 2**22  # a Triton kernel compiles in about a second
@@ -596,8 +597,6 @@ class TritonEngine(Engine):
         reason = _fused_unsupported(config, problem, "triton")
         if reason is not None:
             return reason
-        if config.readout != LAST:
-            return f"the triton engine computes the last readout, not {config.readout}"
         if config.num_layers > TRITON_MAX_LAYERS:
             return f"the triton engine keeps at most {TRITON_MAX_LAYERS} layers in registers"
         if not triton_available(problem.device):
@@ -769,7 +768,9 @@ def _fused(
     if backend == "triton":
         from .triton_kernels import triton_cross
 
-        triton_cross(*sides, variances, planes, order1, order2, config, symmetric, directions)
+        triton_cross(
+            *sides, variances, planes, order1, order2, config, symmetric, directions, weights
+        )
         return list(planes) if listed else planes[0]
     options = dict(
         config=config, symmetric=symmetric, directions=directions, weights=weights, cold_ok=cold_ok

@@ -18,7 +18,7 @@ import triton
 import triton.language as tl
 from triton.language.extra.cuda import libdevice
 
-from ..config import RECURSION_VARIANCES, InitialState, RecurrentConfig
+from ..config import LAST, RECURSION_VARIANCES, InitialState, RecurrentConfig
 from ..duals import RELU as RELU_CODE
 
 # Whether the kernels below run under Triton's interpreter (decided when this module is imported).
@@ -206,6 +206,134 @@ def _selves(S, DS, layer, u, clock, n, idx, ok, ND: tl.constexpr, ROWS: tl.const
 
 
 @triton.jit
+def _step(
+    X,
+    Y,
+    SX,
+    SY,
+    DSX,
+    DSY,
+    u1,
+    u2,
+    n1,
+    n2,
+    clock,
+    rows,
+    cols,
+    in_r,
+    in_c,
+    cont,
+    boundary,
+    d_boundary,
+    same,
+    sw2,
+    su2,
+    sb2,
+    pi,
+    half_over_pi,
+    eps,
+    zero,
+    zeros,
+    M: tl.constexpr,
+    L: tl.constexpr,
+    FROZEN: tl.constexpr,
+    RELU: tl.constexpr,
+    KINDS: tl.constexpr,
+    vs,
+    vds,
+    ths,
+    dvs,
+    dvds,
+    dths,
+):
+    """One cell of the scan: the rows at step ``u1`` and the columns at step ``u2`` of the
+    clock through every layer. Per layer ``V, V', Th`` and their derivatives (a tuple of
+    directions each) in, the new ones out; ``cont`` where a pair continues its previous cell
+    (else it starts from ``boundary``, whose derivative ``d_boundary`` is along init_var)."""
+    ND: tl.constexpr = len(KINDS)
+    below = zero
+    for c in tl.static_range(M):
+        xa = tl.load(X + (u1 * M + c) * n1 + rows, mask=in_r, other=0.0)
+        yb = tl.load(Y + (u2 * M + c) * n2 + cols, mask=in_c, other=0.0)
+        below += xa[:, None] * yb[None, :]
+    below = below * (1.0 / M)
+    below_th, d_below, d_below_th = zero, zeros, zeros  # the data: no Th, no derivative
+    new_vs, new_vds, new_ths, new_dvs, new_dvds, new_dths = (), (), (), (), (), ()
+    for layer in tl.static_range(L):
+        sa, dsa = _selves(SX, DSX, layer, u1, clock, n1, rows, in_r, ND, True)
+        sb, dsb = _selves(SY, DSY, layer, u2, clock, n2, cols, in_c, ND, False)
+        v, vd, th, dv, dvd, dth = _layer(
+            vs[layer], vds[layer], ths[layer], below, below_th, sa, sb, cont, boundary,
+            same, sw2, su2, sb2, pi, half_over_pi, eps, layer >= FROZEN, layer > FROZEN,
+            layer == 0, RELU, KINDS, dvs[layer], dvds[layer], dths[layer], d_below,
+            d_below_th, dsa, dsb, d_boundary,
+        )  # fmt: skip
+        below, below_th = v, vd * th  # what the layer above reads
+        d_below, d_below_th = dv, _handed_up(dv, dvd, dth, vd, th, layer >= FROZEN)
+        new_vs, new_vds, new_ths = new_vs + (v,), new_vds + (vd,), new_ths + (th,)
+        new_dvs, new_dvds, new_dths = new_dvs + (dv,), new_dvds + (dvd,), new_dths + (dth,)
+    return new_vs, new_vds, new_ths, new_dvs, new_dvds, new_dths
+
+
+@triton.jit
+def _readout(vs, vds, ths, dvs, dvds, dths, L: tl.constexpr, FROZEN: tl.constexpr):
+    """The kernel of the top layer's state, then its derivatives along each direction: the
+    NNGP's ``V`` plus, for a trained top layer, the NTK's ``V' Th``."""
+    v, vd, th = vs[L - 1], vds[L - 1], ths[L - 1]
+    dv, dvd, dth = dvs[L - 1], dvds[L - 1], dths[L - 1]
+    up = _handed_up(dv, dvd, dth, vd, th, FROZEN < L)
+    planes = (v + vd * th if FROZEN < L else v,)
+    for i in tl.static_range(len(dv)):
+        planes = planes + (dv[i] + up[i],)
+    return planes
+
+
+@triton.jit
+def _start(
+    tx, ty, rows, cols, in_r, in_c, IX, IY, pid_m, pid_n, BM: tl.constexpr, BN: tl.constexpr,
+    SYMMETRIC: tl.constexpr,
+):  # fmt: skip
+    """A program's pairs: ``same`` (identical sequences), ``keep`` (the pairs it stores: in
+    K(x, x) each unordered pair once) and whether its tile lies wholly below K(x, x)'s
+    diagonal (mirrored from above it: nothing to compute)."""
+    same = (
+        tl.load(IX + rows, mask=in_r, other=-1)[:, None]
+        == tl.load(IY + cols, mask=in_c, other=-2)[None, :]
+    )
+    keep = in_r[:, None] & in_c[None, :]
+    below_diagonal = False
+    if SYMMETRIC:
+        below_diagonal = (pid_n + 1) * BN <= pid_m * BM
+        keep = keep & (rows[:, None] <= cols[None, :])
+    return same, keep, below_diagonal
+
+
+@triton.jit
+def _zero_state(zero, ND: tl.constexpr, L: tl.constexpr):
+    """Every layer's ``V, V', Th`` and their derivatives along ``ND`` directions, all 0."""
+    zeros = ()
+    for _ in tl.static_range(ND):
+        zeros = zeros + (zero,)
+    vs, vds, ths, dvs, dvds, dths = (), (), (), (), (), ()
+    for _ in tl.static_range(L):
+        vs, vds, ths = vs + (zero,), vds + (zero,), ths + (zero,)
+        dvs, dvds, dths = dvs + (zeros,), dvds + (zeros,), dths + (zeros,)
+    return zeros, vs, vds, ths, dvs, dvds, dths
+
+
+@triton.jit
+def _store(OUT, O1, O2, rows, cols, in_r, in_c, n1, n2, planes, keep, SYMMETRIC: tl.constexpr):
+    """``planes[i]`` of pair (a, b) of the sorted sets to ``OUT[i, O1[a], O2[b]]`` (and for
+    K(x, x), where ``n1 = n2``, to ``OUT[i, O2[b], O1[a]]`` too)."""
+    a = tl.load(O1 + rows, mask=in_r, other=0).to(tl.int64)
+    b = tl.load(O2 + cols, mask=in_c, other=0).to(tl.int64)
+    for i in tl.static_range(len(planes)):
+        tl.store(OUT + (i * n1 + a[:, None]) * n2 + b[None, :], planes[i], mask=keep)
+        if SYMMETRIC:
+            tl.store(OUT + (i * n2 + b[None, :]) * n1 + a[:, None], planes[i], mask=keep)
+
+
+@triton.jit
 def _cross_kernel(
     X,
     Y,
@@ -234,13 +362,13 @@ def _cross_kernel(
     BM: tl.constexpr,
     BN: tl.constexpr,
 ):
-    """X: (clock, M, n1) right-aligned values; SX: (L, clock, 2, n1) the self terms' tables
-    (``fused.side_tables``); LX lengths (sorted); IX ids of identical rows; P: (sw2, su2, sb2,
-    init_var, pi, eps) in the working dtype. OUT: (1 + P, n1, n2), pair (a, b) of the sorted
-    sets going to OUT[:, O1[a], O2[b]]: the Gram matrix and (forward mode) its derivatives
-    along the ``P = len(KINDS)`` variances ``KINDS`` numbers (0 sw2, 1 su2, 2 sb2, 3
-    init_var), with DSX (L, clock, P, n1) the self terms' ``h``. Each direction's state is its
-    own tiles (a tuple), in registers like the values'."""
+    """The last readout. X: (clock, M, n1) right-aligned values; SX: (L, clock, 2, n1) the
+    self terms' tables (``fused.side_tables``); LX lengths (sorted); IX ids of identical rows;
+    P: (sw2, su2, sb2, init_var, pi, eps) in the working dtype. OUT: (1 + P, n1, n2), pair (a,
+    b) of the sorted sets going to OUT[:, O1[a], O2[b]]: the Gram matrix and (forward mode) its
+    derivatives along the ``P = len(KINDS)`` variances ``KINDS`` numbers (0 sw2, 1 su2, 2 sb2,
+    3 init_var), with DSX (L, clock, P, n1) the self terms' ``h``. Each direction's state is
+    its own tiles (a tuple), in registers like the values'."""
     ND: tl.constexpr = len(KINDS)
     pid_m = tl.program_id(0)
     pid_n = tl.program_id(1)
@@ -257,31 +385,17 @@ def _cross_kernel(
     in_c = cols < n2
     tx = tl.load(LX + rows, mask=in_r, other=0)
     ty = tl.load(LY + cols, mask=in_c, other=0)
-    same = (
-        tl.load(IX + rows, mask=in_r, other=-1)[:, None]
-        == tl.load(IY + cols, mask=in_c, other=-2)[None, :]
+    same, keep, below_diagonal = _start(
+        tx, ty, rows, cols, in_r, in_c, IX, IY, pid_m, pid_n, BM, BN, SYMMETRIC
     )
     shorter = tl.minimum(tx[:, None], ty[None, :])
     need = tl.max(tl.max(shorter, axis=1), axis=0)  # steps the tile's longest pair needs
-    keep = in_r[:, None] & in_c[None, :]
-    if SYMMETRIC:  # a tile wholly below the diagonal is mirrored from above it
-        below_diagonal = (pid_n + 1) * BN <= pid_m * BM
-        need = tl.where(below_diagonal, 0, need)
-        keep = keep & (rows[:, None] <= cols[None, :])  # each unordered pair once
-
+    need = tl.where(below_diagonal, 0, need)
     zero = tl.zeros((BM, BN), dtype=OUT.dtype.element_ty)
-    zeros = ()
-    for _ in tl.static_range(ND):
-        zeros = zeros + (zero,)
-    # Per layer: V, V', Th and their derivatives (a tuple of directions each).
-    vs, vds, ths, dvs, dvds, dths = (), (), (), (), (), ()
-    for _ in tl.static_range(L):
-        vs, vds, ths = vs + (zero,), vds + (zero,), ths + (zero,)
-        dvs, dvds, dths = dvs + (zeros,), dvds + (zeros,), dths + (zeros,)
+    zeros, vs, vds, ths, dvs, dvds, dths = _zero_state(zero, ND, L)
     for k in range(0, need):
         remaining = need - k
         u = clock - remaining
-        cont = shorter > remaining
         boundary = zero
         d_boundary = zero
         if INIT_MODE > 0:
@@ -290,52 +404,148 @@ def _cross_kernel(
                 start = start & same
             boundary = tl.where(start, init_var, zero)
             d_boundary = tl.where(start, 1.0, zero)
-        below = zero
-        for c in tl.static_range(M):
-            xa = tl.load(X + (u * M + c) * n1 + rows, mask=in_r, other=0.0)
-            yb = tl.load(Y + (u * M + c) * n2 + cols, mask=in_c, other=0.0)
-            below += xa[:, None] * yb[None, :]
-        below = below * (1.0 / M)
-        below_th, d_below, d_below_th = zero, zeros, zeros  # the data: no Th, no derivative
-        new_vs, new_vds, new_ths, new_dvs, new_dvds, new_dths = (), (), (), (), (), ()
-        for layer in tl.static_range(L):
-            sa, dsa = _selves(SX, DSX, layer, u, clock, n1, rows, in_r, ND, True)
-            sb, dsb = _selves(SY, DSY, layer, u, clock, n2, cols, in_c, ND, False)
-            v, vd, th, dv, dvd, dth = _layer(
-                vs[layer], vds[layer], ths[layer], below, below_th, sa, sb, cont, boundary,
-                same, sw2, su2, sb2, pi, half_over_pi, eps, layer >= FROZEN, layer > FROZEN,
-                layer == 0, RELU, KINDS, dvs[layer], dvds[layer], dths[layer], d_below,
-                d_below_th, dsa, dsb, d_boundary,
+        vs, vds, ths, dvs, dvds, dths = _step(
+            X, Y, SX, SY, DSX, DSY, u, u, n1, n2, clock, rows, cols, in_r, in_c,
+            shorter > remaining, boundary, d_boundary, same, sw2, su2, sb2, pi, half_over_pi,
+            eps, zero, zeros, M, L, FROZEN, RELU, KINDS, vs, vds, ths, dvs, dvds, dths,
+        )  # fmt: skip
+    planes = _readout(vs, vds, ths, dvs, dvds, dths, L, FROZEN)
+    _store(OUT, O1, O2, rows, cols, in_r, in_c, n1, n2, planes, keep, SYMMETRIC)
+
+
+@triton.jit
+def _grid_kernel(
+    X,
+    Y,
+    SX,
+    SY,
+    DSX,
+    DSY,
+    LX,
+    LY,
+    IX,
+    IY,
+    WX,
+    WY,
+    DIAG,
+    P,
+    OUT,
+    O1,
+    O2,
+    n1,
+    n2,
+    clock,
+    per_group,
+    M: tl.constexpr,
+    L: tl.constexpr,
+    FROZEN: tl.constexpr,
+    RELU: tl.constexpr,
+    INIT_MODE: tl.constexpr,
+    SYMMETRIC: tl.constexpr,
+    KINDS: tl.constexpr,
+    WEIGHTS: tl.constexpr,
+    BM: tl.constexpr,
+    BN: tl.constexpr,
+):
+    """The mean and geometric readouts: the sum over each pair's ``T_a x T_b`` time grid of
+    the readout of every cell (each diagonal ``d = t' - t`` of the grid the last readout's
+    recursion from its own boundary, sequences aligned at their starts). Program ``(i, j,
+    g)`` runs tile ``(i, j)`` of pairs through the diagonals ``DIAG[g, :per_group]`` (the
+    clock's length past the last: none) and writes its sums to ``OUT[g]``, ``(G, planes, n1,
+    n2)``. X, SX, DSX, LX, IX, P, O1 and KINDS as for :func:`_cross_kernel`, on a clock of
+    steps from the start; WEIGHTS 1: each cell's readout weighted by ``WX[t, a] WY[t', b]``
+    (``(clock, n1)``, the steps' weights), 2: also one more plane, the value weighted by
+    their derivative along the decay (``WX[clock + t, a]``)."""
+    ND: tl.constexpr = len(KINDS)
+    pid_m = tl.program_id(0)
+    pid_n = tl.program_id(1)
+    group = tl.program_id(2)
+    sw2 = tl.load(P + 0)
+    su2 = tl.load(P + 1)
+    sb2 = tl.load(P + 2)
+    init_var = tl.load(P + 3)
+    pi = tl.load(P + 4)
+    half_over_pi = 0.5 / pi
+    eps = tl.load(P + 5)
+    rows = pid_m * BM + tl.arange(0, BM)
+    cols = pid_n * BN + tl.arange(0, BN)
+    in_r = rows < n1
+    in_c = cols < n2
+    tx = tl.load(LX + rows, mask=in_r, other=0)
+    ty = tl.load(LY + cols, mask=in_c, other=0)
+    same, keep, below_diagonal = _start(
+        tx, ty, rows, cols, in_r, in_c, IX, IY, pid_m, pid_n, BM, BN, SYMMETRIC
+    )
+    zero = tl.zeros((BM, BN), dtype=OUT.dtype.element_ty)
+    sums = (zero,)
+    for _ in tl.static_range(ND + (WEIGHTS == 2)):
+        sums = sums + (zero,)
+    for j in range(0, per_group):
+        d = tl.load(DIAG + group * per_group + j)
+        off1 = tl.maximum(-d, 0)  # the diagonal's first cell: (off1, off2)
+        off2 = tl.maximum(d, 0)
+        cells = tl.minimum(tx[:, None] - off1, ty[None, :] - off2)  # each pair's, on it
+        need = tl.max(tl.max(cells, axis=1), axis=0)
+        need = tl.where(below_diagonal, 0, need)
+        on_origin = d == 0  # where exact self pairs meet themselves, and the initial state
+        zeros, vs, vds, ths, dvs, dvds, dths = _zero_state(zero, ND, L)
+        for k in range(0, need):
+            active = cells > k
+            boundary = zero
+            d_boundary = zero
+            if INIT_MODE > 0:
+                start = (on_origin & (k == 0)) & active
+                if INIT_MODE == 1:
+                    start = start & same
+                boundary = tl.where(start, init_var, zero)
+                d_boundary = tl.where(start, 1.0, zero)
+            u1 = off1 + k
+            u2 = off2 + k
+            vs, vds, ths, dvs, dvds, dths = _step(
+                X, Y, SX, SY, DSX, DSY, u1, u2, n1, n2, clock, rows, cols, in_r, in_c,
+                active & (k > 0), boundary, d_boundary, same & on_origin, sw2, su2, sb2, pi,
+                half_over_pi, eps, zero, zeros, M, L, FROZEN, RELU, KINDS, vs, vds, ths, dvs,
+                dvds, dths,
             )  # fmt: skip
-            below, below_th = v, vd * th  # what the layer above reads
-            d_below, d_below_th = dv, _handed_up(dv, dvd, dth, vd, th, layer >= FROZEN)
-            new_vs, new_vds, new_ths = new_vs + (v,), new_vds + (vd,), new_ths + (th,)
-            new_dvs, new_dvds, new_dths = new_dvs + (dv,), new_dvds + (dvd,), new_dths + (dth,)
-        vs, vds, ths, dvs, dvds, dths = new_vs, new_vds, new_ths, new_dvs, new_dvds, new_dths
-    v, vd, th = vs[L - 1], vds[L - 1], ths[L - 1]
-    dv, dvd, dth = dvs[L - 1], dvds[L - 1], dths[L - 1]
-    a = tl.load(O1 + rows, mask=in_r, other=0).to(tl.int64)
-    b = tl.load(O2 + cols, mask=in_c, other=0).to(tl.int64)
-    up = _handed_up(dv, dvd, dth, vd, th, FROZEN < L)
-    planes = (v + vd * th if FROZEN < L else v,)  # the Gram matrix, then its derivatives
-    for i in tl.static_range(ND):
-        planes = planes + (dv[i] + up[i],)
-    for i in tl.static_range(ND + 1):
-        tl.store(OUT + (i * n1 + a[:, None]) * n2 + b[None, :], planes[i], mask=keep)
-        if SYMMETRIC:  # n1 = n2
-            tl.store(OUT + (i * n2 + b[None, :]) * n1 + a[:, None], planes[i], mask=keep)
+            planes = _readout(vs, vds, ths, dvs, dvds, dths, L, FROZEN)
+            if WEIGHTS > 0:
+                wa = tl.load(WX + u1 * n1 + rows, mask=in_r, other=0.0)[:, None]
+                wb = tl.load(WY + u2 * n2 + cols, mask=in_c, other=0.0)[None, :]
+                weighted = ()
+                for i in tl.static_range(len(planes)):
+                    weighted = weighted + (planes[i] * (wa * wb),)
+                if WEIGHTS == 2:  # d(w w') = dw w' + w dw' along the decay
+                    dwa = tl.load(WX + (clock + u1) * n1 + rows, mask=in_r, other=0.0)[:, None]
+                    dwb = tl.load(WY + (clock + u2) * n2 + cols, mask=in_c, other=0.0)[None, :]
+                    weighted = weighted + (planes[0] * (dwa * wb + wa * dwb),)
+                planes = weighted
+            new_sums = ()
+            for i in tl.static_range(len(sums)):
+                new_sums = new_sums + (sums[i] + tl.where(active, planes[i], 0.0),)
+            sums = new_sums
+    mine = OUT + group.to(tl.int64) * len(sums) * n1 * n2  # this group's planes
+    _store(mine, O1, O2, rows, cols, in_r, in_c, n1, n2, sums, keep, SYMMETRIC)
 
 
 # One program's tile (rows x columns) and warps, for values only and for forward mode (whose
 # state per pair is 1 + P times larger), by dtype: tiles that ptxas compiles for sm_90 without
 # spilling registers up to three layers and four directions (benchmarks/triton_registers.py;
-# float32 values keep the measured 32 x 64, 4 warps, which spill 144 bytes at three layers).
+# float32 values keep the measured 32 x 64, 4 warps, which spill at three layers). The mean
+# and geometric readouts' kernel holds each pair's sums too: float32 values there take 8 warps
+# (no spill up to three layers); forward mode spills 28 (float32) and 48 bytes (float64) at
+# three layers, four directions and the decay.
 TILES = {
     (torch.float32, False): (32, 64, 4),
     (torch.float64, False): (32, 32, 8),
     (torch.float32, True): (16, 32, 8),
     (torch.float64, True): (16, 16, 8),
 }
+GRID_TILES = TILES | {(torch.float32, False): (32, 64, 8)}
+
+
+def tiles(dtype: torch.dtype, forward_mode: bool, readout: str = "last") -> tuple[int, int, int]:
+    """``(rows, columns, warps)`` of one program's tile for ``readout``."""
+    return (TILES if readout == "last" else GRID_TILES)[dtype, forward_mode]
 
 
 def _params(variances, like: torch.Tensor) -> torch.Tensor:
@@ -496,20 +706,24 @@ def triton_cross(
     config: RecurrentConfig,
     symmetric: bool,
     directions=(),
+    weights=(),
 ) -> None:
-    """The cross scan of sorted, right-aligned inputs (see ``fused._compiled_cross``) into
-    ``out`` ``(1 + P, n1, n2)``: the Gram matrix and, in forward mode (each side carrying its
-    self terms' ``h`` ``(L, steps, P, n)`` after their tables ``(L, steps, 2, n)``, see
-    ``duals.side_tables``), its derivatives along the variances numbered ``directions``."""
+    """The cross scan of sorted inputs (see ``fused._compiled_cross``; right-aligned for the
+    last readout, aligned at their starts for the others) into ``out`` ``(planes, n1, n2)``:
+    the Gram matrix and, in forward mode (each side carrying its self terms' ``h`` ``(L,
+    steps, P, n)`` after their tables ``(L, steps, 2, n)``, see ``duals.side_tables``), its
+    derivatives along the variances numbered ``directions``; for the geometric readout each
+    side's ``weights`` ``(w,)`` or ``(w, dw/d decay)``, ``(n, steps)``, the latter adding the
+    derivative along the decay as the last plane."""
     (x1, lengths1, ids1, selves1, *tangent1), (x2, lengths2, ids2, selves2, *tangent2) = (
         side1,
         side2,
     )
     n1, n2 = len(lengths1), len(lengths2)
     clock, m = x1.shape[-2:]
-    bm, bn, warps = TILES[x1.dtype, bool(directions)]
+    bm, bn, warps = tiles(x1.dtype, bool(directions), config.readout.name)
     grid = (triton.cdiv(n1, bm), triton.cdiv(n2, bn))
-    _cross_kernel[grid](
+    inputs = (
         x1.permute(1, 2, 0).contiguous(),
         x2.permute(1, 2, 0).contiguous(),
         selves1.contiguous(),
@@ -520,13 +734,8 @@ def triton_cross(
         lengths2.to(torch.int32).contiguous(),
         ids1.to(torch.int32).contiguous(),
         ids2.to(torch.int32).contiguous(),
-        _params(variances, x1),
-        out,
-        order1.contiguous(),
-        order2.contiguous(),
-        n1,
-        n2,
-        clock,
+    )
+    constants = dict(
         M=m,
         L=config.num_layers,
         FROZEN=config.frozen_layers,
@@ -538,3 +747,69 @@ def triton_cross(
         BN=bn,
         num_warps=warps,
     )
+    params = _params(variances, x1)
+    if config.readout == LAST:
+        _cross_kernel[grid](*inputs, params, out, order1, order2, n1, n2, clock, **constants)
+        return
+    working = -(-grid[0] * grid[1] // (1 + symmetric))  # tiles (K(x, x): about those above)
+    groups = _diagonal_groups(clock - 1, working, out)
+    diagonals, per_group = _diagonals(clock - 1, groups, x1.device)
+    # Each group's sums on its own plane, added after (a fixed order: reproducible)
+    part = out.unsqueeze(0) if groups == 1 else out.new_zeros(groups, *out.shape)
+    tables = [torch.cat(w, -1).T.contiguous() for w in weights[:2]] or [params, params]
+    _grid_kernel[(*grid, groups)](
+        *inputs,
+        *tables,
+        diagonals,
+        params,
+        part,
+        order1.contiguous(),
+        order2.contiguous(),
+        n1,
+        n2,
+        clock,
+        per_group,
+        WEIGHTS=len(weights[0]) if weights else 0,
+        **constants,
+    )
+    while len(part) > 1:  # (by elementwise additions, the same for every pair: K(x, x) stays
+        half = len(part) // 2  # exactly symmetric, which torch.sum's vectorised tails break)
+        part = torch.cat([part[:half] + part[half : 2 * half], part[2 * half :]])
+    if groups > 1:
+        out.copy_(part[0])
+    if not weights:  # the mean over each pair's time grid
+        counts = torch.empty_like(lengths1), torch.empty_like(lengths2)
+        counts[0][order1], counts[1][order2] = lengths1, lengths2
+        out /= (counts[0][:, None] * counts[1][None, :]).clamp(min=1).to(out.dtype)
+
+
+# Programs of the mean readout's kernel in flight at least, per multiprocessor (on the CPU,
+# under Triton's interpreter: in all), and the bytes its groups' partial sums may take.
+_PROGRAMS_PER_SM = 8
+_INTERPRETED_PROGRAMS = 8
+_GROUP_BYTES = 2**28
+
+
+def _diagonal_groups(longest: int, tiles: int, out: torch.Tensor) -> int:
+    """How many groups the ``2 T - 1`` diagonals of the time grid are split into, each run
+    by its own programs: enough for ``tiles`` tiles to fill the GPU, within ``_GROUP_BYTES``."""
+    if out.device.type == "cuda":
+        count = torch.cuda.get_device_properties(out.device).multi_processor_count
+        programs = count * _PROGRAMS_PER_SM
+    else:
+        programs = _INTERPRETED_PROGRAMS
+    most = max(1, _GROUP_BYTES // (out.numel() * out.element_size()))
+    return max(1, min(2 * longest - 1, -(-programs // tiles), most))
+
+
+def _diagonals(longest: int, groups: int, device) -> tuple[torch.Tensor, int]:
+    """The diagonals ``d = t' - t`` of a ``longest x longest`` time grid dealt to ``groups``
+    groups, ``(groups, per_group)``, longest first and in a snake order (0, 1, ..., G - 1, G -
+    1, ..., 0, ...) so that every group gets about as many cells; the padding ``longest + 1``
+    is past every grid (no cells)."""
+    by_length = [0] + [d for k in range(1, longest) for d in (k, -k)]
+    per_group = -(-len(by_length) // groups)
+    by_length += [longest + 1] * (per_group * groups - len(by_length))
+    rounds = torch.tensor(by_length, dtype=torch.int32).view(per_group, groups)
+    rounds[1::2] = rounds[1::2].flip(-1)
+    return rounds.T.contiguous().to(device), per_group
