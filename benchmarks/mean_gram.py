@@ -13,6 +13,11 @@ compiling the compiled loop included), ``--engine auto`` what users get by defau
     python benchmarks/mean_gram.py                              # N = 100, T = 100, CPU
     python benchmarks/mean_gram.py --sizes 200 --engine auto --fresh   # the CPU target case
     python benchmarks/mean_gram.py --device cuda --sizes 100 1000 --steps 100 400
+
+At large sizes the tensor path's gradient is out of reach (minutes, or the GPU's memory):
+``--no-tensor-grad`` times the engine's gradient alone (checked against the tensor path by the
+tests at small sizes). On CUDA the last column is the fraction of an H100's (or H200's) FP32
+peak, at 40 operations per time-pair cell (as ``gram.py`` counts a step).
 """
 
 from __future__ import annotations
@@ -21,7 +26,13 @@ import argparse
 from functools import partial
 
 import torch
-from gram import best_of, fresh_first_call, timed  # benchmarks/gram.py, beside this script
+from gram import (  # benchmarks/gram.py, beside this script
+    H100_FP32_PEAK,
+    OPS_PER_CELL,
+    best_of,
+    fresh_first_call,
+    timed,
+)
 
 from gpytorch_rntk.functional import RecurrentVariances, recurrent_kernel
 
@@ -42,12 +53,20 @@ def gram_and_gradient(x, lengths, engine: str, grad: bool, weights):
 COLUMNS = (
     "N | T | fused_s | tensor_s | speedup | fused+grad_s | tensor+grad_s | speedup | "
     "grad/value (fused) | pairs_per_s | first_call_s | fresh_first_s | fresh_steady_s | "
-    "max_rel_diff"
+    "max_rel_diff | fp32_peak_frac"
 )
 
 
 def run_case(
-    n: int, steps: int, dtype, device, variable: bool, repeats: int, engine: str, fresh: bool
+    n: int,
+    steps: int,
+    dtype,
+    device,
+    variable: bool,
+    repeats: int,
+    engine: str,
+    fresh: bool,
+    tensor_grad: bool = True,
 ) -> str:
     gen = torch.Generator().manual_seed(0)
     lengths = torch.full((n,), steps)
@@ -62,6 +81,9 @@ def run_case(
         fused = partial(gram_and_gradient, x, lengths, engine, grad, weights)
         first = max(first, timed(fused, device)[0])
         seconds["fused", grad], k_fused = best_of(fused, device, repeats)
+        if grad and not tensor_grad:
+            seconds["tensor", grad] = float("nan")
+            continue
         tensor = partial(gram_and_gradient, x, lengths, "tensor", grad, weights)
         seconds["tensor", grad], k_tensor = best_of(tensor, device)
         # (with gradients: the Gram matrix and the three gradients, each to its own scale)
@@ -91,6 +113,9 @@ def run_case(
         f"{first:.3g}",
         *fresh_s,
         f"{max(errors):.1e}",
+        f"{pairs * OPS_PER_CELL / seconds['fused', False] / H100_FP32_PEAK:.3f}"
+        if device.type == "cuda"
+        else "-",
     ]
     return "| " + " | ".join(map(str, cells)) + " |"
 
@@ -107,6 +132,12 @@ def main(argv=None) -> None:
     parser.add_argument(
         "--fresh", action="store_true", help="also the first and steady calls in a new process"
     )
+    parser.add_argument(
+        "--no-tensor-grad",
+        dest="tensor_grad",
+        action="store_false",
+        help="time the engine's gradient alone (the tensor path's is out of reach)",
+    )
     args = parser.parse_args(argv)
     device, dtype = torch.device(args.device), getattr(torch, args.dtype)
     threads = torch.get_num_threads()
@@ -116,7 +147,15 @@ def main(argv=None) -> None:
     for n in args.sizes:
         for steps in args.steps:
             row = run_case(
-                n, steps, dtype, device, args.variable, args.repeats, args.engine, args.fresh
+                n,
+                steps,
+                dtype,
+                device,
+                args.variable,
+                args.repeats,
+                args.engine,
+                args.fresh,
+                args.tensor_grad,
             )
             print(row, flush=True)
 
