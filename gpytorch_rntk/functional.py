@@ -132,8 +132,8 @@ def recurrent_kernel(
             gradients are needed (each block then replays one chunk of steps at a time).
         engine: ``"tensor"`` (one tensor operation per term on whole blocks of pairs: any
             input, any gradient; the reference), ``"compiled"`` (each tile of pairs through
-            all its steps in a loop compiled by :func:`torch.compile`), ``"triton"`` (the last
-            readout as one Triton kernel, on CUDA), ``"fused"`` (``"triton"`` where it computes
+            all its steps in a loop compiled by :func:`torch.compile`), ``"triton"`` (one
+            Triton kernel, on CUDA), ``"fused"`` (``"triton"`` where it computes
             the request, else ``"compiled"``) or ``"auto"``: the fastest engine that computes
             the request and repays its compilation (on the CPU, a compiled loop already in
             this machine's on-disk cache repays its load from smaller sizes on:

@@ -5,11 +5,12 @@ recursion to whole ``N x N'`` matrices, so every step reads and writes a few doz
 Here the work is split in two:
 
 * the *self terms* :math:`S^l(t, t)` of every sequence (``O(N T L)``, plain tensor code), and
-* the *cross scan*, which walks each tile of pairs through all its steps and layers at once: for
-  the last readout a Triton kernel on CUDA (state in registers, ``triton_kernels``),
-  and otherwise a loop over chunks of steps compiled by :func:`torch.compile` (state in cache;
-  eager if compilation is unavailable). The mean readout runs each tile's diagonals of the time
-  grid in lanes side by side through the same kind of loop.
+* the *cross scan*, which walks each tile of pairs through all its steps and layers at once:
+  a Triton kernel on CUDA (state in registers, ``triton_kernels``; for the mean and geometric
+  readouts a program per tile and group of diagonals of the time grids), and otherwise a loop
+  over chunks of steps compiled by :func:`torch.compile` (state in cache; eager if compilation
+  is unavailable), where the mean readout runs each tile's diagonals of the time grid in lanes
+  side by side.
 
 Rows and columns are sorted by length, so that a tile of pairs scans only the
 :math:`\min(T_i, T_j)` steps its longest pair needs (the last readout), or each pair of blocks
