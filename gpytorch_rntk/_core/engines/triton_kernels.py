@@ -289,13 +289,27 @@ def _readout(vs, vds, ths, dvs, dvds, dths, L: tl.constexpr, FROZEN: tl.constexp
 
 
 @triton.jit
-def _start(
-    tx, ty, rows, cols, in_r, in_c, IX, IY, pid_m, pid_n, BM: tl.constexpr, BN: tl.constexpr,
-    SYMMETRIC: tl.constexpr,
+def _program(
+    P, LX, LY, IX, IY, n1, n2, BM: tl.constexpr, BN: tl.constexpr, SYMMETRIC: tl.constexpr
 ):  # fmt: skip
-    """A program's pairs: ``same`` (identical sequences), ``keep`` (the pairs it stores: in
-    K(x, x) each unordered pair once) and whether its tile lies wholly below K(x, x)'s
-    diagonal (mirrored from above it: nothing to compute)."""
+    """What a program of either cross kernel starts from: the parameters ``(sw2, su2, sb2,
+    init_var, pi, 1 / (2 pi), eps)``, its tile's rows and columns (and which are in range),
+    their lengths, ``same`` (identical sequences), ``keep`` (the pairs it stores: in K(x, x)
+    each unordered pair once) and whether the tile lies wholly below K(x, x)'s diagonal
+    (mirrored from above it: nothing to compute)."""
+    pi = tl.load(P + 4)
+    params = (
+        tl.load(P + 0), tl.load(P + 1), tl.load(P + 2), tl.load(P + 3), pi, 0.5 / pi,
+        tl.load(P + 5),
+    )  # fmt: skip
+    pid_m = tl.program_id(0)
+    pid_n = tl.program_id(1)
+    rows = pid_m * BM + tl.arange(0, BM)
+    cols = pid_n * BN + tl.arange(0, BN)
+    in_r = rows < n1
+    in_c = cols < n2
+    tx = tl.load(LX + rows, mask=in_r, other=0)
+    ty = tl.load(LY + cols, mask=in_c, other=0)
     same = (
         tl.load(IX + rows, mask=in_r, other=-1)[:, None]
         == tl.load(IY + cols, mask=in_c, other=-2)[None, :]
@@ -305,7 +319,7 @@ def _start(
     if SYMMETRIC:
         below_diagonal = (pid_n + 1) * BN <= pid_m * BM
         keep = keep & (rows[:, None] <= cols[None, :])
-    return same, keep, below_diagonal
+    return params, rows, cols, in_r, in_c, tx, ty, same, keep, below_diagonal
 
 
 @triton.jit
@@ -370,24 +384,10 @@ def _cross_kernel(
     3 init_var), with DSX (L, clock, P, n1) the self terms' ``h``. Each direction's state is
     its own tiles (a tuple), in registers like the values'."""
     ND: tl.constexpr = len(KINDS)
-    pid_m = tl.program_id(0)
-    pid_n = tl.program_id(1)
-    sw2 = tl.load(P + 0)
-    su2 = tl.load(P + 1)
-    sb2 = tl.load(P + 2)
-    init_var = tl.load(P + 3)
-    pi = tl.load(P + 4)
-    half_over_pi = 0.5 / pi
-    eps = tl.load(P + 5)
-    rows = pid_m * BM + tl.arange(0, BM)
-    cols = pid_n * BN + tl.arange(0, BN)
-    in_r = rows < n1
-    in_c = cols < n2
-    tx = tl.load(LX + rows, mask=in_r, other=0)
-    ty = tl.load(LY + cols, mask=in_c, other=0)
-    same, keep, below_diagonal = _start(
-        tx, ty, rows, cols, in_r, in_c, IX, IY, pid_m, pid_n, BM, BN, SYMMETRIC
+    params, rows, cols, in_r, in_c, tx, ty, same, keep, below_diagonal = _program(
+        P, LX, LY, IX, IY, n1, n2, BM, BN, SYMMETRIC
     )
+    sw2, su2, sb2, init_var, pi, half_over_pi, eps = params
     shorter = tl.minimum(tx[:, None], ty[None, :])
     need = tl.max(tl.max(shorter, axis=1), axis=0)  # steps the tile's longest pair needs
     need = tl.where(below_diagonal, 0, need)
@@ -457,25 +457,11 @@ def _grid_kernel(
     (``(clock, n1)``, the steps' weights), 2: also one more plane, the value weighted by
     their derivative along the decay (``WX[clock + t, a]``)."""
     ND: tl.constexpr = len(KINDS)
-    pid_m = tl.program_id(0)
-    pid_n = tl.program_id(1)
-    group = tl.program_id(2)
-    sw2 = tl.load(P + 0)
-    su2 = tl.load(P + 1)
-    sb2 = tl.load(P + 2)
-    init_var = tl.load(P + 3)
-    pi = tl.load(P + 4)
-    half_over_pi = 0.5 / pi
-    eps = tl.load(P + 5)
-    rows = pid_m * BM + tl.arange(0, BM)
-    cols = pid_n * BN + tl.arange(0, BN)
-    in_r = rows < n1
-    in_c = cols < n2
-    tx = tl.load(LX + rows, mask=in_r, other=0)
-    ty = tl.load(LY + cols, mask=in_c, other=0)
-    same, keep, below_diagonal = _start(
-        tx, ty, rows, cols, in_r, in_c, IX, IY, pid_m, pid_n, BM, BN, SYMMETRIC
+    params, rows, cols, in_r, in_c, tx, ty, same, keep, below_diagonal = _program(
+        P, LX, LY, IX, IY, n1, n2, BM, BN, SYMMETRIC
     )
+    sw2, su2, sb2, init_var, pi, half_over_pi, eps = params
+    group = tl.program_id(2)
     zero = tl.zeros((BM, BN), dtype=OUT.dtype.element_ty)
     sums = (zero,)
     for _ in tl.static_range(ND + (WEIGHTS == 2)):
