@@ -134,7 +134,9 @@ def main(argv=None) -> None:
         dtype = getattr(torch, name)
         for layers in args.layers:
             for directions in args.directions:
-                tile = tuple(args.tile or _triton.tiles(dtype, directions > 0, args.readout))
+                tile = tuple(
+                    args.tile or _triton.tiles(dtype, directions > 0, args.readout, layers)
+                )
                 for phi in args.nonlinearities:
                     found = resources(dtype, layers, directions, tile, phi, args.readout)
                     cells = " | ".join(map(str, found))

@@ -37,7 +37,7 @@ def _resources(*options: str) -> list[list[str]]:
     [
         (("--layers", "3", "--directions", "4"), 4),  # forward mode, 2 dtypes x relu, erf
         (("--layers", "3", "--directions", "0", "--dtypes", "float64"), 2),  # values
-        (("--layers", "2", "--directions", "0", "--dtypes", "float32"), 2),
+        (("--layers", "2", "3", "--directions", "0", "--dtypes", "float32"), 4),
         (("--readout", "mean", "--layers", "3", "--directions", "0"), 4),
         (("--readout", "geometric", "--layers", "2", "--directions", "4"), 4),
     ],

@@ -2,9 +2,11 @@
 
 Runs on CUDA, and on CPU tensors under Triton's interpreter (``TRITON_INTERPRET=1``), which is
 how the tests check it without a GPU. Every layer's state, and in forward mode each direction's
-derivatives beside it, are tuples of tiles held in registers; :data:`TILES` keeps them from
-spilling for up to ``fused.TRITON_MAX_LAYERS`` layers (but for float32 values at three
-layers, 144 bytes), and deeper networks use the compiled engine.
+derivatives beside it, are tuples of tiles held in registers; :func:`tiles` keeps them from
+spilling for up to ``fused.TRITON_MAX_LAYERS`` layers, and deeper networks use the compiled
+engine. The last readout's kernel (:func:`_cross_kernel`) walks each tile through the steps of
+its sequences aligned at their ends; the mean and geometric readouts' (:func:`_grid_kernel`)
+walks the diagonals of the tile's time grids, summing the readout of every cell.
 """
 
 from __future__ import annotations
@@ -515,9 +517,10 @@ def _grid_kernel(
 
 # One program's tile (rows x columns) and warps, for values only and for forward mode (whose
 # state per pair is 1 + P times larger), by dtype: tiles that ptxas compiles for sm_90 without
-# spilling registers up to three layers and four directions (benchmarks/triton_registers.py;
-# float32 values keep the measured 32 x 64, 4 warps, which spill at three layers). The mean
-# and geometric readouts' kernel holds each pair's sums too: float32 values there take 8 warps
+# spilling registers up to three layers and four directions (benchmarks/triton_registers.py).
+# Float32 values take the 32 x 64 pairs measured fastest on an H100 on 4 warps up to two
+# layers, and on 8 warps at three layers (4 warps spill 320 bytes there). The mean and
+# geometric readouts' kernel holds each pair's sums too: float32 values there take 8 warps
 # (no spill up to three layers); forward mode spills 28 (float32) and 48 bytes (float64) at
 # three layers, four directions and the decay.
 TILES = {
@@ -529,9 +532,13 @@ TILES = {
 GRID_TILES = TILES | {(torch.float32, False): (32, 64, 8)}
 
 
-def tiles(dtype: torch.dtype, forward_mode: bool, readout: str = "last") -> tuple[int, int, int]:
-    """``(rows, columns, warps)`` of one program's tile for ``readout``."""
-    return (TILES if readout == "last" else GRID_TILES)[dtype, forward_mode]
+def tiles(
+    dtype: torch.dtype, forward_mode: bool, readout: str = "last", num_layers: int = 1
+) -> tuple[int, int, int]:
+    """``(rows, columns, warps)`` of one program's tile for ``readout`` and depth."""
+    if readout != "last" or (num_layers > 2 and (dtype, forward_mode) == (torch.float32, False)):
+        return GRID_TILES[dtype, forward_mode]
+    return TILES[dtype, forward_mode]
 
 
 def _params(variances, like: torch.Tensor) -> torch.Tensor:
@@ -707,7 +714,7 @@ def triton_cross(
     )
     n1, n2 = len(lengths1), len(lengths2)
     clock, m = x1.shape[-2:]
-    bm, bn, warps = tiles(x1.dtype, bool(directions), config.readout.name)
+    bm, bn, warps = tiles(x1.dtype, bool(directions), config.readout.name, config.num_layers)
     grid = (triton.cdiv(n1, bm), triton.cdiv(n2, bn))
     inputs = (
         x1.permute(1, 2, 0).contiguous(),
