@@ -14,6 +14,11 @@ paths of float64 division and square root).
 
     python benchmarks/triton_registers.py                    # TILES, 1-3 layers, P = 0, 3, 4
     python benchmarks/triton_registers.py --dtypes float64 --directions 3 --tile 16 32 4
+    python benchmarks/triton_registers.py --layers 2 --directions 0 --dtypes float32 --mix
+
+``--mix`` splits the loop's instructions per pair-step by kind (``KINDS``): floating-point
+arithmetic, the special-function unit, compares and selects (with predicate moves), loads and
+stores, integer and address arithmetic, register moves, the rest (control flow).
 """
 
 from __future__ import annotations
@@ -86,8 +91,30 @@ def resources(dtype, num_layers, directions, tile, nonlinearity="relu", readout=
     stores, loads = re.search(r"(\d+) bytes spill stores, (\d+) bytes spill loads", report).groups()
     counts = loop_instructions(sass)
     pairs = rows * cols / (32 * warps)  # a thread's share of the tile
-    per_pair = (round(counts[k] / pairs, 1) for k in ("all", "fp64", "mufu", "calls"))
+    per_pair = (round(counts[k] / pairs, 1) for k in (*COLUMNS, *KINDS, "other"))
     return registers, int(stores), int(loads), *per_pair
+
+
+COLUMNS = ("all", "fp64", "mufu", "calls")
+
+
+# Where a pair-step's instructions go (--mix): each SASS opcode's kind.
+KINDS = {
+    "arithmetic": ("FADD", "FMUL", "FFMA", "FMNMX", "DADD", "DMUL", "DFMA", "DMNMX", "FRND"),
+    "special": ("MUFU",),
+    "compare and select": ("FSETP", "DSETP", "ISETP", "FSEL", "SEL", "PLOP3", "P2R", "R2P"),
+    "load and store": ("LDG", "STG", "LDL", "STL", "LDS", "STS", "LDC", "ULDC"),
+    "integer and address": ("IADD3", "IMAD", "LEA", "SHF", "LOP3", "IABS", "I2F", "F2I", "IMNMX"),
+    "move": ("MOV", "IMAD.MOV", "CS2R", "S2R", "UMOV"),
+}
+
+
+def kind(opcode: str) -> str:
+    """The kind (:data:`KINDS`) of a SASS opcode, ``other`` (control flow, conversions) else."""
+    for name, prefixes in reversed(KINDS.items()):  # (IMAD.MOV is a move, IMAD arithmetic)
+        if any(opcode == p or opcode.startswith(p + ".") for p in prefixes):
+            return name
+    return "other"
 
 
 def loop_instructions(sass: str) -> collections.Counter:
@@ -113,6 +140,7 @@ def loop_instructions(sass: str) -> collections.Counter:
             counts["fp64"] += opcode.split(".")[0] in ("DFMA", "DMUL", "DADD")
             counts["mufu"] += opcode.startswith("MUFU")
             counts["calls"] += opcode.startswith("CALL")
+            counts[kind(opcode)] += 1
     return counts
 
 
@@ -124,12 +152,15 @@ def main(argv=None) -> None:
     parser.add_argument("--nonlinearities", nargs="+", default=["relu", "erf"])
     parser.add_argument("--tile", type=int, nargs=3, metavar=("ROWS", "COLS", "WARPS"))
     parser.add_argument("--readout", choices=["last", "mean", "geometric"], default="last")
-    args = parser.parse_args(argv)
-    print(
-        "| dtype | L | P | phi | tile | registers | spill stores | spill loads "
-        "| instructions | fp64 | mufu | calls |"
+    parser.add_argument(
+        "--mix", action="store_true", help="also the instructions per pair-step by kind"
     )
-    print("|---|---|---|---|---|---|---|---|---|---|---|---|")
+    args = parser.parse_args(argv)
+    header = "registers | spill stores | spill loads | instructions | fp64 | mufu | calls"
+    if args.mix:
+        header += " | " + " | ".join([*KINDS, "other"])
+    print(f"| dtype | L | P | phi | tile | {header} |")
+    print("|---|---|---|---|---|" + "---|" * len(header.split("|")))
     for name in args.dtypes:
         dtype = getattr(torch, name)
         for layers in args.layers:
@@ -139,7 +170,7 @@ def main(argv=None) -> None:
                 )
                 for phi in args.nonlinearities:
                     found = resources(dtype, layers, directions, tile, phi, args.readout)
-                    cells = " | ".join(map(str, found))
+                    cells = " | ".join(map(str, found if args.mix else found[:7]))
                     print(f"| {name} | {layers} | {directions} | {phi} | {tile} | {cells} |")
 
 
