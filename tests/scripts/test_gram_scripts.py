@@ -6,6 +6,8 @@ from __future__ import annotations
 import sys
 from functools import partial
 
+import pytest
+import torch
 from helpers import BENCHMARKS, load_script
 
 
@@ -58,3 +60,32 @@ def test_mean_gram_reports_fresh_first_calls(monkeypatch, capsys):
     (row,) = _table(capsys.readouterr().out)
     assert row["N"] == "5" and float(row["fresh_first_s"]) > 0
     assert float(row["fresh_steady_s"]) > 0 and float(row["max_rel_diff"]) == 0
+
+
+def test_mean_gram_without_the_tensor_gradient(monkeypatch, capsys):
+    """``--no-tensor-grad`` times the engine's gradient alone (the tensor path's columns say
+    nan) and still checks the values against the tensor path."""
+    monkeypatch.setenv("GPYTORCH_RNTK_COMPILE", "0")
+    mean_gram = _load(monkeypatch, "mean_gram")
+    mean_gram.main(["--sizes", "6", "--steps", "4", "--engine", "compiled", "--no-tensor-grad"])
+    (row,) = _table(capsys.readouterr().out)
+    assert row["tensor+grad_s"] == "nan" and float(row["fused+grad_s"]) > 0
+    assert float(row["max_rel_diff"]) < 1e-12 and row["fp32_peak_frac"] == "-"
+
+
+def test_triton_tiles_times_each_tile(monkeypatch, capsys):
+    """``triton_tiles.py`` runs the Triton kernel (here under Triton's interpreter) on each
+    tile asked for, the same Gram matrix on every one."""
+    from gpytorch_rntk._core.engines.fused import triton_available
+
+    if not triton_available(torch.device("cpu")):
+        pytest.skip("Triton cannot run here")
+    tiles = _load(monkeypatch, "triton_tiles")
+    monkeypatch.setattr(tiles._triton, "GRID_TILES", dict(tiles._triton.GRID_TILES))
+    tiles.main(
+        ["--device", "cpu", "--n", "9", "--t", "3", "--layers", "1", "--readout", "mean"]
+        + ["--dtype", "float64", "--gradient", "--repeats", "1", "--tiles", "16x16x4", "8x8x4"]
+    )
+    rows = _table(capsys.readouterr().out)
+    assert [r["tile"] for r in rows] == ["16x16x4", "8x8x4"]
+    assert float(rows[0]["baseline/tile"]) == 1.0 and float(rows[1]["max_rel_diff"]) < 1e-12
