@@ -69,6 +69,9 @@ def main(argv=None) -> None:
     parser.add_argument("--dtype", default="float64", choices=["float32", "float64"])
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument(
+        "--equal", action="store_true", help="equal lengths T (default: uniform over [T/4, T])"
+    )
+    parser.add_argument(
         "--engine",
         default="fused",
         choices=["fused", "tensor"],
@@ -77,7 +80,7 @@ def main(argv=None) -> None:
     )
     args = parser.parse_args(argv)
     dtype, device = getattr(torch, args.dtype), torch.device(args.device)
-    x, lengths = make_inputs(args.n, args.t, dtype, device, variable=True)
+    x, lengths = make_inputs(args.n, args.t, dtype, device, variable=not args.equal)
     with tempfile.TemporaryDirectory() as folder:
         if args.engine == "fused":  # the old fused_kernel against engine="fused" (the same)
             old = load_revision(args.against, Path(folder)).fused_kernel
@@ -113,7 +116,8 @@ def main(argv=None) -> None:
                     elapsed, _, _ = timed(lambda m=module, g=mode == "gradient": run(m, g), device)
                     seconds[name, mode] = min(seconds.get((name, mode), elapsed), elapsed)
     print(
-        f"device {args.device}, N {args.n}, T {args.t} (lengths over [T/4, T]), L {args.layers}, "
+        f"device {args.device}, N {args.n}, T {args.t} "
+        f"({'equal lengths' if args.equal else 'lengths over [T/4, T]'}), L {args.layers}, "
         f"{args.nonlinearity}, {args.readout} readout, {args.dtype}, {args.engine} engine, "
         f"old = {args.against}, best of {args.repeats}"
     )

@@ -4,7 +4,9 @@
 # the steps come in order of importance, each with its own time limit, about 7 minutes in all.
 # Step 5 compares with engines carried beside the checkout (no git history needed there):
 #   mkdir -p outputs/old_engine && git archive 4a7a62e gpytorch_rntk | tar -x -C outputs/old_engine
-#   outputs/variant/gpytorch_rntk: a variant of the package to time against this one
+#   mkdir -p outputs/variant && git archive triton-uniform-tiles gpytorch_rntk | tar -x -C outputs/variant
+# (the branch triton-uniform-tiles: the last readout's kernel without per-pair masks on tiles
+# of one length; equal lengths are where it differs)
 set -uo pipefail
 out="${OUT:-outputs}"; mkdir -p "$out"
 export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1
@@ -31,5 +33,5 @@ timeout 50 $t --readout mean --n 1000 --t 150 --layers 1 --dtype float64 --gradi
 # 5. this engine against the one before the mean kernel (4a7a62e) and against outputs/variant
 c="python3 benchmarks/compare_revisions.py --device cuda --n 10000 --t 150 --layers 2 --dtype float32"
 [ -d outputs/old_engine ] && timeout 50 $c --against outputs/old_engine 2>&1 | tee "$out/compare.log"
-[ -d outputs/variant ] && timeout 50 $c --against outputs/variant 2>&1 | tee -a "$out/compare.log"
+[ -d outputs/variant ] && timeout 50 $c --equal --against outputs/variant 2>&1 | tee -a "$out/compare.log"
 cat "$out/tests.log"
