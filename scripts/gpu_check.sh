@@ -18,7 +18,7 @@ timeout 170 python3 -m pytest -q -p no:cacheprovider -k "cuda and (triton or gri
     tests/engines/test_fused.py 2>&1 | tail -15 | tee "$out/tests.log"
 # 2. the mean readout: the Triton kernel against the tensor path (values), and its gradient
 timeout 150 python3 benchmarks/mean_gram.py --device cuda --sizes 100 1000 --steps 150 \
-    --engine triton --no-tensor-grad --repeats 3 2>&1 | tee "$out/mean.log"
+    --engine triton --no-tensor-grad --fresh --repeats 3 2>&1 | tee "$out/mean.log"
 # 3. the last readout's target case (equal lengths)
 timeout 80 python3 benchmarks/gram.py --device cuda --sizes 10000 --steps 150 --layers 2 \
     --nonlinearities relu --dtypes float32 --variable no 2>&1 | tee "$out/target.log"
