@@ -292,12 +292,19 @@ def add_triton_tile_option(parser: argparse.ArgumentParser) -> None:
 
 
 def use_triton_tile(tile, dtypes, forward_mode: bool) -> None:
-    """Run the Triton kernel (values, or forward mode) on ``tile`` for ``dtypes``."""
+    """Run the Triton kernel (values, or forward mode) on ``tile`` for ``dtypes``, whatever
+    the readout and depth (``triton_kernels.tiles``, which the launcher asks, answers it)."""
     if tile:
         from gpytorch_rntk._core.engines import triton_kernels as _triton
 
-        for dtype in dtypes:
-            _triton.TILES[dtype, forward_mode] = tuple(tile)
+        default = _triton.tiles
+
+        def tiles(dtype, mode, readout="last", num_layers=1):
+            if dtype in dtypes and mode == forward_mode:
+                return tuple(tile)
+            return default(dtype, mode, readout, num_layers)
+
+        _triton.tiles = tiles
 
 
 def main(argv=None):

@@ -38,6 +38,9 @@ from triton.compiler import ASTSource
 
 from gpytorch_rntk._core.engines import triton_kernels as _triton
 
+# The per-pair-step columns after registers and spills, then (--mix) the kinds below.
+COLUMNS = ("all", "fp64", "mufu", "calls")
+
 
 def resources(dtype, num_layers, directions, tile, nonlinearity="relu", readout="last") -> tuple:
     """``(registers, spill-store bytes, spill-load bytes, instructions, fp64, mufu, calls)``
@@ -58,7 +61,7 @@ def resources(dtype, num_layers, directions, tile, nonlinearity="relu", readout=
         BN=cols,
     )
     kernel = _triton._cross_kernel
-    if readout != "last":  # the geometric readout along the decay too where it learns more
+    if readout != "last":  # (the geometric readout's forward mode with the decay's plane too)
         kernel = _triton._grid_kernel
         constants["WEIGHTS"] = 0 if readout == "mean" else 1 + (directions > 0)
     types = dict.fromkeys(("LX", "LY", "IX", "IY", "DIAG"), "*i32")
@@ -95,9 +98,6 @@ def resources(dtype, num_layers, directions, tile, nonlinearity="relu", readout=
     return registers, int(stores), int(loads), *per_pair
 
 
-COLUMNS = ("all", "fp64", "mufu", "calls")
-
-
 # Where a pair-step's instructions go (--mix): each SASS opcode's kind.
 KINDS = {
     "arithmetic": ("FADD", "FMUL", "FFMA", "FMNMX", "DADD", "DMUL", "DFMA", "DMNMX", "FRND"),
@@ -119,7 +119,8 @@ def kind(opcode: str) -> str:
 
 def loop_instructions(sass: str) -> collections.Counter:
     """Instructions of the longest innermost loop in ``cuobjdump -sass`` text (from a backward
-    branch's target to the branch), by kind: ``all``, ``fp64``, ``mufu`` and ``calls``."""
+    branch's target to the branch), by kind: ``all``, ``fp64``, ``mufu``, ``calls`` and each of
+    :data:`KINDS` (or ``other``)."""
     code = [
         (int(address, 16), text.strip())
         for address, text in re.findall(r"/\*([0-9a-f]{4,})\*/\s+([^;]*);", sass)
@@ -170,7 +171,7 @@ def main(argv=None) -> None:
                 )
                 for phi in args.nonlinearities:
                     found = resources(dtype, layers, directions, tile, phi, args.readout)
-                    cells = " | ".join(map(str, found if args.mix else found[:7]))
+                    cells = " | ".join(map(str, found if args.mix else found[: 3 + len(COLUMNS)]))
                     print(f"| {name} | {layers} | {directions} | {phi} | {tile} | {cells} |")
 
 

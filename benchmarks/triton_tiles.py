@@ -18,7 +18,14 @@ from __future__ import annotations
 import argparse
 
 import torch
-from gram import H100_FP32_PEAK, OPS_PER_CELL, VARIANCES, best_of, make_inputs  # beside this
+from gram import (  # beside this script
+    H100_FP32_PEAK,
+    OPS_PER_CELL,
+    VARIANCES,
+    best_of,
+    make_inputs,
+    use_triton_tile,
+)
 
 from gpytorch_rntk._core.engines import triton_kernels as _triton
 from gpytorch_rntk.functional import RecurrentVariances, recurrent_kernel
@@ -52,7 +59,7 @@ def main(argv=None) -> None:
     args = parser.parse_args(argv)
     dtype, device = getattr(torch, args.dtype), torch.device(args.device)
     x, lengths = make_inputs(args.n, args.t, dtype, device, variable=False)
-    table = _triton.TILES if args.readout == "last" else _triton.GRID_TILES
+    default = _triton.tiles
     cells = args.n**2 * args.layers * (args.t if args.readout == "last" else args.t**2)
     print(
         f"device {device}, N {args.n}, T {args.t}, L {args.layers}, relu, {args.readout} "
@@ -63,7 +70,8 @@ def main(argv=None) -> None:
     print("|---|---|---|---|---|---|")
     first = reference = None
     for tile in args.tiles:
-        table[dtype, args.gradient] = tuple(int(v) for v in tile.split("x"))
+        _triton.tiles = default  # (each tile on the kernel's own choice, not the previous one)
+        use_triton_tile([int(v) for v in tile.split("x")], [dtype], args.gradient)
         run = lambda: gram(x, lengths, args.layers, args.readout, args.gradient)  # noqa: E731
         run()  # compile
         seconds, k = best_of(run, device, args.repeats)

@@ -81,7 +81,7 @@ def test_triton_tiles_times_each_tile(monkeypatch, capsys):
     if not triton_available(torch.device("cpu")):
         pytest.skip("Triton cannot run here")
     tiles = _load(monkeypatch, "triton_tiles")
-    monkeypatch.setattr(tiles._triton, "GRID_TILES", dict(tiles._triton.GRID_TILES))
+    monkeypatch.setattr(tiles._triton, "tiles", tiles._triton.tiles)  # (restored after)
     tiles.main(
         ["--device", "cpu", "--n", "9", "--t", "3", "--layers", "1", "--readout", "mean"]
         + ["--dtype", "float64", "--gradient", "--repeats", "1", "--tiles", "16x16x4", "8x8x4"]

@@ -783,16 +783,17 @@ _INTERPRETED_PROGRAMS = 8
 _GROUP_BYTES = 2**28
 
 
-def _diagonal_groups(longest: int, tiles: int, out: torch.Tensor) -> int:
+def _diagonal_groups(longest: int, working: int, out: torch.Tensor) -> int:
     """How many groups the ``2 T - 1`` diagonals of the time grid are split into, each run
-    by its own programs: enough for ``tiles`` tiles to fill the GPU, within ``_GROUP_BYTES``."""
+    by its own programs: enough for ``working`` tiles to fill the GPU, within
+    ``_GROUP_BYTES``."""
     if out.device.type == "cuda":
         count = torch.cuda.get_device_properties(out.device).multi_processor_count
         programs = count * _PROGRAMS_PER_SM
     else:
         programs = _INTERPRETED_PROGRAMS
     most = max(1, _GROUP_BYTES // (out.numel() * out.element_size()))
-    return max(1, min(2 * longest - 1, -(-programs // tiles), most))
+    return max(1, min(2 * longest - 1, -(-programs // working), most))
 
 
 def _diagonals(longest: int, groups: int, device) -> tuple[torch.Tensor, int]:
