@@ -27,8 +27,8 @@ Four design modes, and what to call:
   BO sizes), so many restarts with few iterations pay: ``num_restarts=16, raw_samples=512,
   options={"maxiter": 25}`` reached an expected improvement within 0.5 % of BoTorch's 4
   restarts with up to 200 iterations, in a fifth of the time or less (100 sequences of 50
-  steps; :doc:`/bayesian_optimisation`). The fit runs on the compiled engine where its loop is
-  in the machine's on-disk cache (``python -m gpytorch_rntk.warmup`` compiles those of
+  steps; :doc:`/bayesian_optimisation`). The fit runs on the compiled engine where its loop's
+  package is built on the machine (``python -m gpytorch_rntk.warmup`` builds those of
   :func:`sequence_gp`'s defaults once): an iteration then took 3.2-3.4 s there, against
   7-12 s with the fit on the tensor engine.
 * **Token strings.** :func:`~gpytorch_rntk.layout.encode_tokens` and

@@ -132,17 +132,17 @@ def recurrent_kernel(
             gradients are needed (each block then replays one chunk of steps at a time).
         engine: ``"tensor"`` (one tensor operation per term on whole blocks of pairs: any
             input, any gradient; the reference), ``"compiled"`` (each tile of pairs through
-            all its steps in a loop compiled by :func:`torch.compile`), ``"triton"`` (one
-            Triton kernel, on CUDA), ``"fused"`` (``"triton"`` where it computes
-            the request, else ``"compiled"``) or ``"auto"``: the fastest engine that computes
-            the request and repays its compilation (on the CPU, a compiled loop already in
-            this machine's on-disk cache repays its load from smaller sizes on:
-            ``python -m gpytorch_rntk.warmup`` compiles the common ones ahead). The compiled
+            all its steps in a compiled loop: ahead of time on the CPU, by
+            :func:`torch.compile` on CUDA), ``"triton"`` (one Triton kernel, on CUDA),
+            ``"fused"`` (``"triton"`` where it computes the request, else ``"compiled"``) or
+            ``"auto"``: the fastest engine that computes the request and repays its
+            compilation (on the CPU, a loop already built on this machine at every size:
+            ``python -m gpytorch_rntk.warmup`` builds the common ones ahead). The compiled
             and Triton engines take
             unbatched inputs and scalar variances and give first derivatives for the variances
             only; an engine named here that cannot compute the request raises a ``ValueError``
-            saying why. Where ``torch.compile`` fails (e.g. no C++ compiler), ``"auto"`` falls
-            back to the tensor engine with one warning.
+            saying why. Where compiling fails (e.g. no C++ compiler), ``"auto"`` falls back to
+            the tensor engine with one warning.
 
     Returns:
         ``(..., N, N')``, or ``(..., N)`` if ``paired``.

@@ -84,8 +84,8 @@ def worth_fusing(
     values1: Tensor, lengths1: Tensor, values2: Tensor, lengths2: Tensor, readout: str = "last"
 ) -> bool:
     """Whether ``engine="auto"`` picks a fused engine for this Gram matrix (on the CPU below
-    the size that repays compiling: the compiled engine where its loop is cached, else the
-    tensor engine computes it after all)."""
+    the size that repays compiling: the compiled engine where its loop's package is built,
+    else the tensor engine computes it after all)."""
     config = make_config(readout=readout)
     variances = RecurrentVariances(*(torch.ones(()),) * 3)
     problem = Problem.describe(values1, values2, variances)

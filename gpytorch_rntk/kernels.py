@@ -609,12 +609,11 @@ class RNTKKernel(_RecurrentKernel):
             large matrices whose sequences need no gradient (predictions, marginal-likelihood
             training of the variances), on the CPU also for marginal-likelihood training on
             sequences of 100 steps or more whatever their number (a fit repays the one
-            compilation), also for smaller matrices whose compiled loop is already in this
-            machine's on-disk cache (``python -m gpytorch_rntk.warmup``), and the tensor
-            engine elsewhere; ``"fused"`` uses it
-            whatever the size (compiling takes seconds to a minute once per configuration, then
-            many small Gram matrices gain too) and raises, saying why, where it does not apply:
-            batched inputs (BoTorch's ``(b, q, D)`` candidates), ``diag=True`` between
+            compilation), at every size where its loop is already built on this machine
+            (``python -m gpytorch_rntk.warmup``), and the tensor engine elsewhere; ``"fused"``
+            uses it whatever the size (building a CPU loop takes 15-100 s once per
+            configuration and machine, then many small Gram matrices gain too) and raises,
+            saying why, where it does not apply: batched inputs (BoTorch's ``(b, q, D)`` candidates), ``diag=True`` between
             different inputs, gradients for the sequences or of second order.
         normalize: Return :math:`k(x, x') / \sqrt{k(x, x)\, k(x', x')}`: the kernel of the
             network's output normalised to unit prior variance (a correlation; positive

@@ -1,25 +1,25 @@
-"""Compile the compiled engine's loop ahead, once per machine, for the common configurations.
+"""Build the compiled engine's CPU loop ahead, once per machine, for the common configurations.
 
-On the CPU, ``engine="auto"`` computes a Gram matrix too small to repay compiling (10-60 s
-per configuration and tile shape) on the tensor engine, unless that configuration's loop is
-already compiled on this machine, in Inductor's on-disk cache: a fresh process then loads it in
-about 4 s once and runs the compiled engine (2-3x the tensor engine in float32 at N = 1000,
-T = 150). This module compiles the usual ones ahead::
+On the CPU the compiled engine runs a loop compiled ahead of time by AOTInductor, one package
+per configuration, kept on disk (``$GPYTORCH_RNTK_CACHE_DIR``, by default
+``~/.cache/gpytorch_rntk``) and loaded by a new process in milliseconds. Building one takes
+10-90 s, so ``engine="auto"`` computes a Gram matrix too small to repay it on the tensor engine,
+unless its package is already built: then it uses the compiled engine from small sizes on. This
+module builds the usual ones ahead::
 
     python -m gpytorch_rntk.warmup                  # the presets below (a few minutes, once)
     python -m gpytorch_rntk.warmup --channels 1 12 --nonlinearities relu erf --fits
 
-What it compiles is keyed by everything the compiled loop is specialised on: readout,
-nonlinearity, depth, channels, dtype, tile shape and the variances differentiated. Without
-options it covers the kernels' defaults (ReLU, one layer, last and mean readouts) on univariate
-series in float32 and float64 at the tile shapes of large matrices ``K(x, x)``, and the
-marginal likelihood's gradients of :func:`~gpytorch_rntk.botorch.sequence_gp`'s defaults (erf,
-float64; recurrent, input and bias variances) for 17 to 32, 33 to 64, 65 to 128 and more
-training sequences, which makes a BO iteration's fit several times faster. With options it
-compiles those combinations only (``--fits`` adds the gradients). Other shapes are compiled the
-first time a request repays it, or whenever the engine is named (``engine="fused"``). Clearing
-Inductor's cache directory (``TORCHINDUCTOR_CACHE_DIR``, by default ``torchinductor_<user>`` in
-the temporary directory) forgets it all, and so does a new version of the package or of torch.
+A package is specialised on the readout, nonlinearity, depth, channels, dtype and the variances
+differentiated, not on the number of sequences or steps: one serves every size. Without options
+this builds the kernels' defaults (ReLU, one layer, last and mean readouts) on univariate series
+in float32 and float64, and the marginal likelihood's gradients of
+:func:`~gpytorch_rntk.botorch.sequence_gp`'s defaults (erf, float64, last readout; recurrent,
+input and bias variances), which makes a BO iteration's fit several times faster. With options
+it builds those combinations only (``--fits`` adds the gradients). Other configurations are
+built the first time a request repays it, or whenever the engine is named
+(``engine="compiled"``). Deleting the cache directory forgets them all; a new version of the
+package or of torch builds anew.
 """
 
 from __future__ import annotations
@@ -32,13 +32,10 @@ import torch
 
 from .functional import RecurrentVariances, recurrent_kernel
 
-# K(x, x) of this many sequences of this many steps uses the compiled loop's shapes of large
-# matrices: tiles of 256 x 256 pairs (last readout), 1024 lanes of 16 x 16 pairs (mean readout,
-# equal lengths; the lanes' count decides how many run side by side). Fits: each power of two
-# up to 256 has its own tile (that of 32 serves 17 to 32 sequences), larger sets that of 256.
-LAST_SIZES = ((1024, 16),)
-MEAN_SIZES = ((256, 64),)
-FIT_SIZES = (32, 64, 128, 256)
+# The Gram matrix K(x, x) that builds a configuration's package: its size does not matter (the
+# package serves every size), so a small one. The mean readout's blocks of sequences are those
+# of equal or close lengths.
+SEQUENCES, STEPS = 40, 12
 
 
 def warm_up(
@@ -51,30 +48,21 @@ def warm_up(
     fits: bool = False,
     verbose: bool = True,
 ) -> None:
-    """Compile (or find cached) the compiled engine's loop for every combination of the
-    arguments, on the CPU: see the module docstring."""
+    """Build (or find built) the compiled engine's CPU loop for every combination of the
+    arguments: see the module docstring."""
     cases = [
-        (readout, nonlinearity, dtype, m, layers, n, steps, False)
+        (readout, nonlinearity, dtype, m, layers, grad)
         for readout in readouts
         for nonlinearity in nonlinearities
         for dtype in dtypes
         for m in channels
         for layers in num_layers
-        for n, steps in (LAST_SIZES if readout == "last" else MEAN_SIZES)
+        for grad in ((False, True) if fits else (False,))
     ]
-    if fits:
-        cases += [
-            ("last", nonlinearity, dtype, m, layers, n, 16, True)
-            for nonlinearity in nonlinearities
-            for dtype in dtypes
-            for m in channels
-            for layers in num_layers
-            for n in FIT_SIZES
-        ]
     generator = torch.Generator().manual_seed(0)
-    for readout, nonlinearity, dtype, m, layers, n, steps, grad in cases:
-        values = torch.randn(n, steps, m, generator=generator, dtype=dtype)
-        lengths = torch.full((n,), steps)
+    for readout, nonlinearity, dtype, m, layers, grad in cases:
+        values = torch.randn(SEQUENCES, STEPS, m, generator=generator, dtype=dtype)
+        lengths = torch.full((SEQUENCES,), STEPS)
         variances = RecurrentVariances(
             *(torch.tensor(v, dtype=dtype, requires_grad=grad) for v in (1.0, 1.0, 0.1))
         )
@@ -98,13 +86,13 @@ def warm_up(
             what = "gradients" if grad else "values"
             name = str(dtype).removeprefix("torch.")
             print(
-                f"{readout:>4} {nonlinearity} L={layers} m={m} {name} N={n} {what}: "
+                f"{readout:>4} {nonlinearity} L={layers} m={m} {name} {what}: "
                 f"{time.perf_counter() - start:.1f} s",
                 flush=True,
             )
 
 
-# What ``python -m gpytorch_rntk.warmup`` compiles without options: the kernels' defaults, and
+# What ``python -m gpytorch_rntk.warmup`` builds without options: the kernels' defaults, and
 # the marginal likelihood's gradients of ``sequence_gp``'s (erf, float64) for BO.
 PRESETS = (
     dict(),

@@ -33,13 +33,14 @@ def pytest_configure(config):
 
 
 @pytest.fixture(autouse=True, scope="session")
-def _own_compiled_registry(tmp_path_factory):
-    """The session records the compiled loop's specialisations in a file of its own, so that
-    which engine ``engine="auto"`` picks (the compiled engine where a specialisation is cached)
-    depends on this session's compilations only, not on the machine's history."""
-    from gpytorch_rntk._core.engines import fused
-
-    saved = fused._REGISTRY
-    fused._REGISTRY = str(tmp_path_factory.mktemp("inductor") / "gpytorch_rntk_compiled.txt")
+def _own_compiled_packages(tmp_path_factory):
+    """The session keeps the compiled loop's packages in a directory of its own, so that which
+    engine ``engine="auto"`` picks (the compiled engine where a package is built) depends on
+    this session's builds only, not on the machine's history."""
+    saved = os.environ.get("GPYTORCH_RNTK_CACHE_DIR")
+    os.environ["GPYTORCH_RNTK_CACHE_DIR"] = str(tmp_path_factory.mktemp("gpytorch_rntk_cache"))
     yield
-    fused._REGISTRY = saved
+    if saved is None:
+        del os.environ["GPYTORCH_RNTK_CACHE_DIR"]
+    else:
+        os.environ["GPYTORCH_RNTK_CACHE_DIR"] = saved

@@ -17,6 +17,7 @@ from gpytorch_rntk._core.engines import (
     CompilationWarning,
     EngineUnsupportedError,
     Problem,
+    ahead,
     select,
 )
 from gpytorch_rntk._core.engines import fused as fused_engines
@@ -136,7 +137,7 @@ def test_auto_picks_by_size(monkeypatch):
     variances = VARIANCES.like(x)
     config = config_module.make_config()
     problem = Problem.describe(x, x, variances)
-    assert select(config, problem) is ENGINES["tensor"]  # small: compiling does not repay
+    assert select(config, problem) is not ENGINES["compiled"]  # small: building does not repay
     monkeypatch.setattr(fused_engines.CompiledEngine, "threshold", 0)
     monkeypatch.delenv("GPYTORCH_RNTK_COMPILE", raising=False)
     assert select(config, problem) is ENGINES["compiled"]
@@ -156,9 +157,10 @@ def test_auto_compiles_long_scans_that_need_variance_gradients(monkeypatch):
     x = torch.randn(3, steps, 1, dtype=torch.float64)
     learned = RecurrentVariances(torch.tensor(1.3, dtype=torch.float64, requires_grad=True), 1, 0.1)
     assert select(config, Problem.describe(x, x, learned)) is ENGINES["compiled"]
-    assert select(config, Problem.describe(x, x, VARIANCES.like(x))) is ENGINES["tensor"]
+    # (the others: the cached compiled engine, which uses the package only where it is built)
+    assert select(config, Problem.describe(x, x, VARIANCES.like(x))) is not ENGINES["compiled"]
     short = x[:, : steps - 1]
-    assert select(config, Problem.describe(short, short, learned)) is ENGINES["tensor"]
+    assert select(config, Problem.describe(short, short, learned)) is not ENGINES["compiled"]
     moved = x.clone().requires_grad_()
     assert select(config, Problem.describe(moved, x, learned)) is ENGINES["tensor"]
     monkeypatch.setenv("GPYTORCH_RNTK_COMPILE", "0")
@@ -192,29 +194,40 @@ def test_auto_falls_back_to_the_tensor_engine_without_a_compiler(monkeypatch):
 
 @pytest.fixture
 def eager_compilation(monkeypatch, tmp_path):
-    """The compiled engine's bookkeeping with its loop run eagerly (no 10-60 s compilation):
-    a registry of this test's own, and a count of the loops "compiled"."""
+    """The compiled engine's bookkeeping with its loop run eagerly (no 10-90 s build): packages
+    "built" as empty files in a directory of this test's own, and a list of the loops built and
+    loaded."""
     monkeypatch.delenv("GPYTORCH_RNTK_COMPILE", raising=False)
+    monkeypatch.setenv("GPYTORCH_RNTK_CACHE_DIR", str(tmp_path))
     monkeypatch.setattr(fused_engines, "_compile_failure", [])
-    monkeypatch.setattr(fused_engines, "_seen", set())
+    monkeypatch.setattr(fused_engines, "_loaded", {})
     monkeypatch.setattr(fused_engines, "_not_cached", set())
-    monkeypatch.setattr(fused_engines, "_REGISTRY", str(tmp_path / "compiled.txt"))
-    loaded = []
+    events = []
 
-    def eager(steps, device):
-        loaded.append(steps.__name__)
+    def build(steps, args, kwargs, path):
+        events.append(("built", steps.__name__))
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.touch()
+
+    def load(steps, path):
+        events.append(("loaded", steps.__name__))
         return steps
 
-    monkeypatch.setattr(fused_engines, "_compiled", eager)
-    return loaded
+    monkeypatch.setattr(ahead, "build", build)
+    monkeypatch.setattr(ahead, "load", load)
+    return events
 
 
-def test_auto_uses_the_compiled_engine_where_its_loop_is_cached(eager_compilation, monkeypatch):
+def _packages() -> int:
+    return len(list((ahead.cache_dir() / "aot").glob("*.pt2")))
+
+
+def test_auto_uses_the_compiled_engine_where_its_loop_is_built(eager_compilation, monkeypatch):
     """Below the size that repays compiling, engine="auto" computes on the tensor engine
-    (nothing loaded or compiled, and not even tried again in this process) until the loop's
-    specialisation is cached on this machine (compiled once by a named engine, here or in
-    another process), then on the compiled engine without a CompilationWarning; another
-    specialisation (dtype) is not cached."""
+    (nothing built or loaded, and not even tried again in this process) until the loop's
+    package is on this machine (built once by a named engine, here or in another process),
+    then on the compiled engine without a CompilationWarning, for any number of sequences;
+    another configuration (dtype) has no package."""
     monkeypatch.setattr(fused_engines.CompiledEngine, "threshold", 2**40)  # never cold
     monkeypatch.setattr(fused_engines.CachedCompiledEngine, "threshold", 0)
     x, lx = _sequences()
@@ -224,78 +237,92 @@ def test_auto_uses_the_compiled_engine_where_its_loop_is_cached(eager_compilatio
 
     got = recurrent_kernel(x, lx, x, lx, VARIANCES)
     torch.testing.assert_close(got, expected, rtol=0, atol=0)  # the tensor engine's own
-    assert eager_compilation == [] and fused_engines.cached() == frozenset()
+    assert eager_compilation == [] and _packages() == 0
     # declined at once from then on (a fit does not set the compiled engine up each step)
     assert select(config_module.make_config(), problem) is ENGINES["tensor"]
 
-    with pytest.warns(CompilationWarning, match="compiling the fused engine's loop"):
+    with pytest.warns(CompilationWarning, match="compiling the fused engine's loop ahead"):
         recurrent_kernel(x, lx, x, lx, VARIANCES, engine="compiled")
-    assert eager_compilation == ["_cross_steps"] and len(fused_engines.cached()) == 1
+    assert eager_compilation == [("built", "_cross_steps"), ("loaded", "_cross_steps")]
+    assert _packages() == 1
     assert isinstance(select(config_module.make_config(), problem), fused_engines.CompiledEngine)
 
-    fused_engines._seen.clear()  # a new process: the registry on disk is what it knows
+    fused_engines._loaded.clear()  # a new process: the package on disk is what it finds
     with warnings.catch_warnings():
         warnings.simplefilter("error", CompilationWarning)
         got = recurrent_kernel(x, lx, x, lx, VARIANCES)
-    assert eager_compilation == ["_cross_steps"] * 2
+        more, lmore = _sequences(n=3, steps=5, seed=1)  # another tile size: the same package
+        other = recurrent_kernel(more, lmore, x, lx, VARIANCES)
+    assert eager_compilation[2:] == [("loaded", "_cross_steps")] and _packages() == 1
     torch.testing.assert_close(got, expected, rtol=1e-12, atol=0)
+    torch.testing.assert_close(
+        other, recurrent_kernel(more, lmore, x, lx, VARIANCES, engine="tensor"), rtol=1e-12, atol=0
+    )
 
     x32 = x.float()
     got = recurrent_kernel(x32, lx, x32, lx, VARIANCES)
-    assert len(eager_compilation) == 2  # float32's loop is not cached: the tensor engine
+    assert len(eager_compilation) == 3  # float32's loop has no package: the tensor engine
     torch.testing.assert_close(got, recurrent_kernel(x32, lx, x32, lx, VARIANCES, engine="tensor"))
 
 
-def test_the_cached_compiled_engine_repays_its_load_from_its_own_sizes(monkeypatch):
-    """The cached compiled engine is considered on the CPU only, for values from
-    ``threshold`` pair-steps and for variance gradients (a fit) from ``grad_threshold``."""
+def test_the_cached_compiled_engine_is_worth_it_on_the_cpu_at_any_size(monkeypatch):
+    """The cached compiled engine is considered on the CPU for requests of any size, values
+    and variance gradients, unless compiling is switched off."""
     monkeypatch.delenv("GPYTORCH_RNTK_COMPILE", raising=False)
     monkeypatch.setattr(fused_engines, "_compile_failure", [])
+    monkeypatch.setattr(fused_engines, "_not_cached", set())
     engine, config = fused_engines.CachedCompiledEngine(), config_module.make_config()
-    x = torch.zeros(8, 4, 1, dtype=torch.float64)  # 256 pair-steps
+    x = torch.zeros(2, 3, 1, dtype=torch.float64)
     learned = RecurrentVariances(torch.tensor(1.3, dtype=torch.float64, requires_grad=True), 1, 0)
     values, fit = Problem.describe(x, x, VARIANCES.like(x)), Problem.describe(x, x, learned)
-    monkeypatch.setattr(engine, "threshold", 257)
-    monkeypatch.setattr(engine, "grad_threshold", 256)
-    assert not engine.worth(config, values) and engine.worth(config, fit)
-    monkeypatch.setattr(engine, "threshold", 256)
-    assert engine.worth(config, values)
+    assert engine.worth(config, values) and engine.worth(config, fit)
     monkeypatch.setenv("GPYTORCH_RNTK_COMPILE", "0")
     assert not engine.worth(config, values)
 
 
-def test_a_specialisation_names_what_the_compiled_loop_is_specialised_on():
-    """Equal shapes, strides, dtypes and constants give one key; any difference another."""
-    key = fused_engines.specialisation
-    a, b = torch.zeros(2, 3), torch.zeros(2, 3, dtype=torch.float64)
-    base = key(fused_engines._cross_steps, (a, (a, a), 1, 1e-7), {"k": a})
-    assert base == key(fused_engines._cross_steps, (a.clone(), (a, a), 1, 1e-7), {"k": a})
-    assert base != key(fused_engines._diagonal_steps, (a, (a, a), 1, 1e-7), {"k": a})
-    assert base != key(fused_engines._cross_steps, (b, (a, a), 1, 1e-7), {"k": a})
-    assert base != key(fused_engines._cross_steps, (a, (a, a.T), 1, 1e-7), {"k": a})
-    assert base != key(fused_engines._cross_steps, (a, (a, a), 2, 1e-7), {"k": a})
-    assert base != key(fused_engines._cross_steps, (a, (a, a), 1, 1e-7), {"k": b})
+def test_a_package_key_names_what_the_compiled_loop_is_specialised_on():
+    """Equal dtypes, constants and fixed dimensions give one package, whatever the tile's size
+    (its rows and columns are dynamic dimensions); any other difference another."""
+    key = ahead.package_key
+    steps = fused_engines._cross_steps
+
+    def call(n1=4, n2=6, dtype=torch.float64, k=8, code=0, eps=1e-7):
+        state = tuple(torch.zeros(n1, n2, dtype=dtype) for _ in range(3))
+        xs, ys = torch.zeros(k, n1, 1, dtype=dtype), torch.zeros(k, n2, 1, dtype=dtype)
+        sxs, sys_ = torch.zeros(k, 1, 2, n1, 1), torch.zeros(k, 1, 2, 1, n2)
+        lengths1, lengths2 = torch.zeros(n1, dtype=torch.long), torch.zeros(n2, dtype=torch.long)
+        variances = tuple(torch.zeros((), dtype=dtype) for _ in range(5))
+        top = torch.tensor(k)
+        args = (state, xs, ys, sxs, sys_, lengths1, lengths2, lengths1, lengths2, top, variances)
+        return key(steps, (*args, code, 0, 0, eps), {})
+
+    base = call()
+    assert base == call(n1=16, n2=3)
+    assert base != call(dtype=torch.float32)
+    assert base != call(k=4)  # steps per call are unrolled: fixed
+    assert base != call(code=1)
+    assert base != call(eps=1e-15)
 
 
-def test_warm_up_records_what_it_compiles(eager_compilation, monkeypatch, capsys):
-    """python -m gpytorch_rntk.warmup compiles (here: runs eagerly) and records one
-    specialisation per configuration asked for, and says what it did."""
+def test_warm_up_builds_one_package_per_configuration(eager_compilation, monkeypatch, capsys):
+    """python -m gpytorch_rntk.warmup builds (here: runs eagerly) one package per configuration
+    asked for, none again for one already built, and says what it did."""
     from gpytorch_rntk import warmup
 
-    monkeypatch.setattr(warmup, "LAST_SIZES", ((20, 3),))
-    monkeypatch.setattr(warmup, "MEAN_SIZES", ((6, 3),))
-    monkeypatch.setattr(warmup, "FIT_SIZES", (5,))
+    monkeypatch.setattr(warmup, "SEQUENCES", 6)
+    monkeypatch.setattr(warmup, "STEPS", 3)
     warmup.main(["--dtypes", "float64", "--channels", "1", "2", "--fits"])
-    assert eager_compilation.count("_cross_steps") == 4  # (last, fit) x (m = 1, 2)
-    assert eager_compilation.count("_diagonal_steps") == 2
-    assert len(fused_engines.cached()) == 6
+    built = [steps for event, steps in eager_compilation if event == "built"]
+    assert built.count("_cross_steps") == 4  # (values, gradients) x (m = 1, 2)
+    assert built.count("_diagonal_steps") == 4
+    assert _packages() == 8
     printed = capsys.readouterr().out
-    assert "mean relu L=1 m=2 float64 N=6 values" in printed
-    assert "last relu L=1 m=1 float64 N=5 gradients" in printed
+    assert "mean relu L=1 m=2 float64 values" in printed
+    assert "last relu L=1 m=1 float64 gradients" in printed
     warmup.main([])  # the presets: the kernels' defaults, and sequence_gp's fits (erf, float64)
     printed = capsys.readouterr().out.splitlines()
-    assert len(printed) == 4 + 2 and "last erf L=1 m=1 float64 N=5 gradients" in printed[-1]
-    assert len(fused_engines.cached()) == 6 + 2 + 2  # float32 last and mean; erf: values, fit
+    assert len(printed) == 4 + 2 and "last erf L=1 m=1 float64 gradients" in printed[-1]
+    assert _packages() == 8 + 2 + 2  # float32 last and mean; erf: values, gradients
 
 
 @pytest.mark.parametrize("engine", ["tensor", "compiled"])

@@ -89,3 +89,19 @@ def test_triton_tiles_times_each_tile(monkeypatch, capsys):
     rows = _table(capsys.readouterr().out)
     assert [r["tile"] for r in rows] == ["16x16x4", "8x8x4"]
     assert float(rows[0]["baseline/tile"]) == 1.0 and float(rows[1]["max_rel_diff"]) < 1e-12
+
+
+def test_small_sizes_times_both_engines(monkeypatch, capsys):
+    """benchmarks/small_sizes.py prints one row per case and size, with both engines' seconds
+    and their ratio (the compiled loop run eagerly here: no package is built)."""
+    monkeypatch.setenv("GPYTORCH_RNTK_COMPILE", "0")
+    small = _load(monkeypatch, "small_sizes")
+    small.main(["--repeats", "1", "--threads", "1", "--sizes", "4,3", "6,4", "--largest-mean", "4"])
+    rows = _table(capsys.readouterr().out)
+    assert len(rows) == 4 * 2 - 1  # the mean readout at N = 4 only
+    for row in rows:
+        tensor, compiled = float(row["tensor_s"]), float(row["compiled_s"])
+        assert tensor > 0 and compiled > 0
+        # (each time is printed to 1e-4 s, the ratio to 0.01)
+        slack = tensor / compiled * (5e-5 / tensor + 5e-5 / compiled) + 0.005
+        assert abs(float(row["tensor / compiled"]) - tensor / compiled) <= slack

@@ -44,7 +44,7 @@ ENGINES: dict[str, Engine] = {
     engine.name: engine for engine in (TritonEngine(), CompiledEngine(), TensorEngine())
 }
 # The order in which engine="auto" considers them: the compiled engine where it repays
-# compiling, then where its specialisation is cached (else the tensor engine computes it).
+# compiling, then where its loop's package is built (else the tensor engine computes it).
 AUTO = (ENGINES["triton"], ENGINES["compiled"], CachedCompiledEngine(), ENGINES["tensor"])
 # "fused": the Triton kernel where it computes the request, else the compiled engine.
 ENGINE_NAMES = ("auto", "tensor", "fused", "compiled", "triton")
@@ -101,7 +101,8 @@ def gram(
         except CompilationFailedError as error:
             fallback = ENGINES["tensor"] if engine == "auto" else chosen
             warnings.warn(
-                f"gpytorch_rntk: torch.compile failed ({error}), so the {fallback.name} engine "
+                f"gpytorch_rntk: compiling the fused engine's loop failed ({error}), so the "
+                f"{fallback.name} engine "
                 f"{'computes this' if fallback is not chosen else 'runs its loop eagerly'} and "
                 "nothing is compiled again in this process. Compiling on the CPU needs a working "
                 "C++ compiler (e.g. g++); set GPYTORCH_RNTK_COMPILE=0 to skip compiling.",

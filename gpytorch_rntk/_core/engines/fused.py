@@ -8,9 +8,9 @@ Here the work is split in two:
 * the *cross scan*, which walks each tile of pairs through all its steps and layers at once:
   a Triton kernel on CUDA (state in registers, ``triton_kernels``; for the mean and geometric
   readouts a program per tile and group of diagonals of the time grids), and otherwise a loop
-  over chunks of steps compiled by :func:`torch.compile` (state in cache; eager if compilation
-  is unavailable), where the mean readout runs each tile's diagonals of the time grid in lanes
-  side by side.
+  over chunks of steps, compiled ahead of time on the CPU (``ahead``) and by
+  :func:`torch.compile` on CUDA (state in cache; eager if compilation is unavailable), where
+  the mean readout runs each tile's diagonals of the time grid in lanes side by side.
 
 Rows and columns are sorted by length, so that a tile of pairs scans only the
 :math:`\min(T_i, T_j)` steps its longest pair needs (the last readout), or each pair of blocks
@@ -24,9 +24,7 @@ state. Gradients are for the variances only, in forward mode (see :func:`fused_g
 from __future__ import annotations
 
 import functools
-import hashlib
 import os
-import pathlib
 import warnings
 
 import torch
@@ -46,6 +44,7 @@ from ..config import (
 from ..duals import ERF, RELU, side_tables, table_dual
 from ..lanes import diagonal_lanes, diagonal_length, right_align, row_ids
 from ..recursion import cell, on_clock, readout, readout_weights, self_terms
+from . import ahead
 from .base import Engine, Problem
 
 __all__ = [
@@ -326,141 +325,90 @@ def _compilation_failed(error: Exception) -> CompilationFailedError:
 
 
 class CompilationFailedError(RuntimeError):
-    """``torch.compile`` could not build the compiled engine's loop (e.g. no C++ compiler)."""
+    """The compiled engine's loop could not be built (e.g. no C++ compiler)."""
 
 
 def _steps_function(readout: Readout, compiled: bool, cold_ok: bool = True):
     """:func:`_cross_steps` (last readout) or :func:`_diagonal_steps` (mean and geometric),
-    compiled once per process where ``compiled`` (through a :class:`_CompiledSteps` per Gram
-    matrix, whose first call decides whether its specialisation is compiled or cached)."""
+    compiled where ``compiled`` (through a :class:`_CompiledSteps` per Gram matrix, whose first
+    call finds or builds its loop)."""
     steps = _cross_steps if readout == LAST else _diagonal_steps
     return _CompiledSteps(steps, cold_ok) if compiled else steps
 
 
-def _compiled(steps, device: torch.device):
-    """``torch.compile(steps)``, once per process."""
+def _compiled(steps):
+    """``torch.compile(steps)``, once per process (CUDA; the CPU's loop is built ahead of time,
+    :func:`_ahead_of_time`)."""
     if steps not in _compiled_steps:
-        if device.type == "cpu":
-            _check_cpu_compiler()
         # One specialisation per configuration (depth, nonlinearity, directions, ...) and tile
         # shape: more than the default 8, after which Dynamo would silently run it eagerly.
         config = torch._dynamo.config
         name = "recompile_limit" if hasattr(config, "recompile_limit") else "cache_size_limit"
         setattr(config, name, max(getattr(config, name), 64))
         _compiled_steps[steps] = torch.compile(steps, dynamic=False)
+        warnings.warn(
+            "gpytorch_rntk: compiling the fused engine's loop with torch.compile on CUDA; the "
+            "first calls of each configuration take seconds (less once Inductor's on-disk "
+            "cache has it). Set GPYTORCH_RNTK_COMPILE=0 to skip compiling.",
+            CompilationWarning,
+            stacklevel=4,
+        )
     return _compiled_steps[steps]
 
 
 class NotCachedError(RuntimeError):
-    """The compiled loop's specialisation for this request is in no on-disk cache of this
-    machine, and the request was not worth compiling it (``engine="auto"`` then uses the tensor
-    engine)."""
+    """The compiled loop's package for this request is not on this machine, and the request
+    was not worth building it (``engine="auto"`` then uses the tensor engine)."""
 
 
 class _CompiledSteps:
-    """The compiled loop for the chunks of one Gram matrix (each of the same shapes). Its first
-    call looks the specialisation up among those compiled on this machine (:func:`cached`),
-    before anything is imported or traced: one that is not there is compiled, with a
-    :class:`CompilationWarning`, and recorded, or refused with :class:`NotCachedError` where not
-    ``cold_ok``."""
+    """The compiled loop for the chunks of one Gram matrix (each of the same shapes), found on
+    its first call: on the CPU the package built ahead of time for its configuration
+    (:func:`_ahead_of_time`), on CUDA ``torch.compile``."""
 
     def __init__(self, steps, cold_ok: bool):
         self.steps, self.cold_ok, self.compiled = steps, cold_ok, None
 
     def __call__(self, *args, **kwargs):
-        if self.compiled is not None:
-            return self.compiled(*args, **kwargs)
-        key = specialisation(self.steps, args, kwargs)
-        cold = key not in _seen and key not in cached()
-        if cold and not self.cold_ok:
-            raise NotCachedError(f"specialisation {key[:12]} is not cached")
-        compiled = _compiled(self.steps, args[1].device)  # (checks for a C++ compiler first)
-        if cold:
-            warnings.warn(
-                "gpytorch_rntk: compiling the fused engine's loop with torch.compile for a new "
-                "configuration or tile shape; the first call can take 10-60 s on a CPU, later "
-                "calls and processes read Inductor's on-disk cache (python -m "
-                "gpytorch_rntk.warmup compiles the common ones ahead). Set "
-                "GPYTORCH_RNTK_COMPILE=0 to skip compiling.",
-                CompilationWarning,
-                stacklevel=2,
-            )
-        out = compiled(*args, **kwargs)
-        self.compiled = compiled
-        if key not in _seen:
-            _seen.add(key)
-            if cold:
-                _record(key)
-                _not_cached.clear()
-        return out
+        if self.compiled is None:
+            if args[1].device.type == "cpu":
+                self.compiled = _ahead_of_time(self.steps, args, kwargs, self.cold_ok)
+            else:
+                self.compiled = _compiled(self.steps)
+        return self.compiled(*args, **kwargs)
 
 
-# Specialisations compiled or found cached in this process, and the requests (config, problem)
-# whose specialisation was not cached when the cached compiled engine last tried them.
-_seen: set[str] = set()
+# The packages loaded in this process, and the requests (config, problem) whose package was not
+# on disk when the cached compiled engine last tried them.
+_loaded: dict = {}
 _not_cached: set = set()
-_REGISTRY = "gpytorch_rntk_compiled.txt"
 
 
-def _registry() -> str:
-    """The file, inside Inductor's on-disk cache (so that clearing the cache clears it), that
-    lists the specialisations compiled on this machine."""
-    from torch._inductor.runtime.cache_dir_utils import cache_dir
-
-    return os.path.join(cache_dir(), _REGISTRY)
-
-
-def cached() -> frozenset[str]:
-    """The specialisations of the compiled loop recorded as compiled on this machine."""
-    try:
-        with open(_registry()) as file:
-            return frozenset(line.strip() for line in file)
-    except OSError:
-        return frozenset()
-
-
-def _record(key: str) -> None:
-    path = _registry()
-    try:
-        os.makedirs(os.path.dirname(path), exist_ok=True)
-        with open(path, "a") as file:
-            file.write(key + "\n")
-    except OSError:  # a read-only cache: nothing is recorded, so auto compiles nothing small
-        pass
-
-
-def specialisation(steps, args, kwargs) -> str:
-    """A digest of what ``torch.compile(dynamic=False)`` specialises a call of ``steps`` on
-    (every tensor's shape, strides, dtype and device; every other argument's value), of the
-    torch version and of the source of the engines (new code is compiled anew)."""
-
-    def describe(value):
-        if isinstance(value, Tensor):
-            return ("T", tuple(value.shape), value.stride(), str(value.dtype), value.device.type)
-        if isinstance(value, (tuple, list)):
-            return tuple(describe(v) for v in value)
-        return repr(value)
-
-    text = repr(
-        (
-            steps.__name__,
-            torch.__version__,
-            _source_digest(),
-            describe(args),
-            sorted((k, describe(v)) for k, v in kwargs.items()),
-        )
-    )
-    return hashlib.sha256(text.encode()).hexdigest()
-
-
-@functools.cache
-def _source_digest() -> str:
-    """A digest of the package's core, whose code the compiled loop traces."""
-    core = pathlib.Path(__file__).resolve().parents[1]
-    digest = hashlib.sha256()
-    for path in sorted(core.rglob("*.py")):
-        digest.update(path.read_bytes())
-    return digest.hexdigest()
+def _ahead_of_time(steps, args, kwargs, cold_ok: bool):
+    """The CPU loop's package for this call's configuration (:mod:`.ahead`), loaded once per
+    process; one not on disk is built first, with a :class:`CompilationWarning`, or refused
+    with :class:`NotCachedError` where not ``cold_ok``."""
+    path = ahead.package_path(ahead.package_key(steps, args, kwargs))
+    if path not in _loaded:
+        if not path.exists():
+            if not cold_ok:
+                raise NotCachedError(f"the compiled loop's package {path.name} is not built")
+            _check_cpu_compiler()
+            warnings.warn(
+                "gpytorch_rntk: compiling the fused engine's loop ahead of time for a new "
+                "configuration (10-30 s on a CPU, once per machine: later calls and processes "
+                f"load it from {ahead.cache_dir()}; python -m gpytorch_rntk.warmup builds the "
+                "common ones ahead). Set GPYTORCH_RNTK_COMPILE=0 to skip compiling.",
+                CompilationWarning,
+                stacklevel=4,
+            )
+            try:
+                ahead.build(steps, args, kwargs, path)
+            except Exception as error:  # export or Inductor: the dispatcher falls back
+                raise _compilation_failed(error) from error
+            _not_cached.clear()
+        _loaded[path] = ahead.load(steps, path)
+    return _loaded[path]
 
 
 class CompilationWarning(UserWarning):
@@ -517,14 +465,16 @@ def _pair_steps(config: RecurrentConfig, problem: Problem) -> int:
 
 class CompiledEngine(Engine):
     """Each tile of pairs through all its steps and layers in a loop of chunks of steps
-    compiled by :func:`torch.compile` (eagerly where compilation is switched off or failed);
+    compiled (ahead of time on the CPU, by :func:`torch.compile` on CUDA; eagerly where
+    compilation is switched off or failed);
     the mean and geometric readouts run each tile's diagonals in lanes side by side. Gram
     matrices of unbatched inputs with scalar variances, first derivatives for the variances
     (forward mode inside)."""
 
     name = "compiled"
-    # A CPU loop's first compilation in a process (later ones read the on-disk cache) costs
-    # about what the tensor engine spends on this many pair-steps (timings: docs/performance.md).
+    # Requests from this many pair-steps build a loop not yet built (10-90 s on the CPU, once
+    # per machine; a CUDA process compiles its own in seconds): where the tensor engine takes
+    # seconds itself (timings: docs/performance.md).
     threshold = 2**28
     # With variance gradients on the CPU (a fit evaluates the same shapes a hundred times or
     # more), scans of this many steps repay compiling at any size: the tensor engine's cost is
@@ -553,26 +503,17 @@ class CompiledEngine(Engine):
 
 
 class CachedCompiledEngine(CompiledEngine):
-    """The compiled engine for CPU requests too small to repay compiling, where its loop's
-    specialisation is already compiled on this machine (a fresh process then spends about 4 s
-    once loading it, not 10-60 s compiling): ``engine="auto"`` considers it after
-    :class:`CompiledEngine`. Its ``gram`` raises :class:`NotCachedError` for a specialisation
-    not cached, and the dispatcher computes the request on the tensor engine instead."""
-
-    # Pair-steps (time pairs for the mean readout) from which a cached loop repays its load:
-    # values where the tensor engine takes about 0.3 s (2 CPU threads); variance gradients,
-    # which a fit evaluates a hundred times or more, where the tensor engine's per-step
-    # overhead dominates (docs/performance.md).
-    threshold = 2**26
-    grad_threshold = 2**18
+    """The compiled engine for CPU requests too small to repay building its loop, where the
+    loop's package is already built on this machine: ``engine="auto"`` considers it after
+    :class:`CompiledEngine`, at every size (loaded in milliseconds, the package ran 1.8-7x the
+    tensor engine from 8 sequences of 20 steps up; docs/performance.md). Its ``gram`` raises
+    :class:`NotCachedError` where the package is not built, and the dispatcher computes the
+    request on the tensor engine instead."""
 
     def worth(self, config: RecurrentConfig, problem: Problem) -> bool:
         if not compile_enabled() or problem.device.type != "cpu":
             return False
-        if (config, problem) in _not_cached:  # (refused before: not set up again each call)
-            return False
-        pair_steps = _pair_steps(config, problem)
-        return pair_steps >= (self.grad_threshold if problem.variance_grad else self.threshold)
+        return (config, problem) not in _not_cached  # (refused before: not tried each call)
 
     def gram(self, config, values1, lengths1, values2, lengths2, variances, **_) -> Tensor:
         return fused_gram(
@@ -581,7 +522,7 @@ class CachedCompiledEngine(CompiledEngine):
 
     @staticmethod
     def not_cached(config: RecurrentConfig, problem: Problem) -> None:
-        """Remember that this request's loop is not cached: until a loop is next compiled in
+        """Remember that this request's package is not built: until a package is next built in
         this process, :meth:`worth` declines it at once (a fit repeats it hundreds of times)."""
         _not_cached.add((config, problem))
 
@@ -907,7 +848,7 @@ def _compiled_mean(
         if a and b and (j >= i or not symmetric)
     ]
     # G lanes per call, as many as the budget allows and spread evenly over the groups, in
-    # multiples of an eighth of a power of two (the compiled function is specialised on G).
+    # multiples of an eighth of a power of two (torch.compile on CUDA is specialised on G).
     budget = _GROUP_ELEMENTS["cpu" if device.type == "cpu" else "cuda"]
     most = max(1, budget // (1 + len(directions)) // block**2)
     lanes = sum(len(_grid_lanes(a, b, mirrored)) for *_, a, b, mirrored in pairs)
