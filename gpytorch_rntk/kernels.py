@@ -613,8 +613,9 @@ class RNTKKernel(_RecurrentKernel):
             (``python -m gpytorch_rntk.warmup``), and the tensor engine elsewhere; ``"fused"``
             uses it whatever the size (building a CPU loop takes 15-100 s once per
             configuration and machine, then many small Gram matrices gain too) and raises,
-            saying why, where it does not apply: batched inputs (BoTorch's ``(b, q, D)`` candidates), ``diag=True`` between
-            different inputs, gradients for the sequences or of second order.
+            saying why, where it does not apply: batched inputs (BoTorch's ``(b, q, D)``
+            candidates), ``diag=True`` between different inputs, gradients for the sequences
+            or of second order.
         normalize: Return :math:`k(x, x') / \sqrt{k(x, x)\, k(x', x')}`: the kernel of the
             network's output normalised to unit prior variance (a correlation; positive
             semi-definite, as a Schur product of the kernel with a rank-one matrix). Every
