@@ -6,7 +6,7 @@ set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 source scripts/setup_env.sh
 # Build the fused engine's loop for the common configurations ahead of time, once per machine
-# (about 2.5 minutes the first time, a second after), so that engine="auto" uses it from the
+# (about 3 minutes the first time, a second after), so that engine="auto" uses it from the
 # first call of a process on.
 python -m gpytorch_rntk.warmup
 exec python -m gpytorch_rntk.demo "$@"

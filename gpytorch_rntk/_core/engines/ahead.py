@@ -6,8 +6,9 @@ Inductor's cache (about 4 s) before its first chunk of steps; a package built by
 :func:`torch._inductor.aoti_compile_and_package` is loaded by libtorch's own loader, with
 nothing to import or trace. A package holds the loop for one configuration (readout,
 nonlinearity, depth, channels, dtype, steps per call, variances differentiated) and every tile
-size: the tile's rows and columns (the last readout) or lanes (the mean and geometric readouts)
-are dynamic dimensions of the export, so one package serves matrices of any size.
+size: the tile's rows and columns (the last readout) or lanes (the mean and geometric readouts,
+whose blocks of 16 or 8 sequences have a package each) are dynamic dimensions of the export, so
+one package serves matrices of any size.
 
 Packages live in ``$GPYTORCH_RNTK_CACHE_DIR``, by default ``gpytorch_rntk`` in the user's cache
 directory (``$XDG_CACHE_HOME``, else ``~/.cache``); each is named by a digest of what it is
@@ -32,8 +33,9 @@ from torch.utils import _pytree as pytree
 __all__ = ["cache_dir", "package_key", "build", "load", "source_digest"]
 
 # The dimensions of a tile that vary between calls, per argument of each loop: the rows ``n1``
-# and columns ``n2`` of the last readout's tile, the lanes ``G`` of the mean readout's group
-# (whose blocks of rows and columns have a fixed size). Every other dimension is specialised.
+# and columns ``n2`` of the last readout's tile, the lanes ``G`` of the mean readout's group.
+# Every other dimension is specialised: the mean readout's blocks of sequences too, whose size
+# made its forward-mode loop 1.2-1.5x slower when dynamic (values: as fast).
 DYNAMIC = {
     "_cross_steps": {
         "state": {0: "n1", 1: "n2"},
@@ -97,25 +99,26 @@ def _arguments(steps, args, kwargs) -> dict:
 
 
 def _leaves(steps, args, kwargs):
-    """``(name, leaf)`` for every leaf of every argument, in the order of the signature."""
+    """``(dims, leaf)`` for every leaf of every argument, in the order of the signature, with
+    the leaf's dynamic dimensions ``{index: name}``."""
+    dynamic = DYNAMIC[steps.__name__]
     for name, value in _arguments(steps, args, kwargs).items():
+        given = dynamic.get(name, {})
         for leaf in pytree.tree_leaves(value):
-            yield name, leaf
+            yield given, leaf
 
 
 def package_key(steps, args, kwargs) -> str:
     """A digest of what a package of ``steps`` is specialised on for this call: each tensor's
     dtype and dimensions (the dynamic ones by name only), every other argument's value, torch's
     version and the core's source."""
-    dynamic = DYNAMIC[steps.__name__]
     described = []
-    for name, leaf in _leaves(steps, args, kwargs):
+    for dims, leaf in _leaves(steps, args, kwargs):
         if isinstance(leaf, Tensor):
-            dims = dynamic.get(name, {})
             shape = tuple(dims.get(i, size) for i, size in enumerate(leaf.shape))
-            described.append((name, "T", shape, str(leaf.dtype)))
+            described.append(("T", shape, str(leaf.dtype)))
         else:
-            described.append((name, repr(leaf)))
+            described.append(repr(leaf))
     structure = [
         (name, str(pytree.tree_structure(value)))
         for name, value in _arguments(steps, args, kwargs).items()
@@ -162,16 +165,14 @@ def build(steps, args, kwargs, path: pathlib.Path) -> None:
     """Export ``steps`` for this call's configuration, with its tile's dimensions dynamic, and
     compile it into the package ``path`` (written under another name, then renamed, so that
     processes building the same package at once never read half of one)."""
-    dims = {}
+    symbols = {}
     shapes = []
-    dynamic = DYNAMIC[steps.__name__]
-    for name, leaf in _leaves(steps, args, kwargs):
+    for dims, leaf in _leaves(steps, args, kwargs):
         if isinstance(leaf, Tensor):
-            named = dynamic.get(name, {})
             shapes.append(
                 {
-                    i: dims.setdefault(symbol, torch.export.Dim(symbol, min=1, max=2**24))
-                    for i, symbol in named.items()
+                    i: symbols.setdefault(name, torch.export.Dim(name, min=1, max=2**24))
+                    for i, name in dims.items()
                 }
                 or None
             )

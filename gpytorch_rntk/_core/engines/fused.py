@@ -396,7 +396,7 @@ def _ahead_of_time(steps, args, kwargs, cold_ok: bool):
             _check_cpu_compiler()
             warnings.warn(
                 "gpytorch_rntk: compiling the fused engine's loop ahead of time for a new "
-                "configuration (10-30 s on a CPU, once per machine: later calls and processes "
+                "configuration (15-100 s on a CPU, once per machine: later calls and processes "
                 f"load it from {ahead.cache_dir()}; python -m gpytorch_rntk.warmup builds the "
                 "common ones ahead). Set GPYTORCH_RNTK_COMPILE=0 to skip compiling.",
                 CompilationWarning,
@@ -505,10 +505,10 @@ class CompiledEngine(Engine):
 class CachedCompiledEngine(CompiledEngine):
     """The compiled engine for CPU requests too small to repay building its loop, where the
     loop's package is already built on this machine: ``engine="auto"`` considers it after
-    :class:`CompiledEngine`, at every size (loaded in milliseconds, the package ran 1.8-7x the
-    tensor engine from 8 sequences of 20 steps up; docs/performance.md). Its ``gram`` raises
-    :class:`NotCachedError` where the package is not built, and the dispatcher computes the
-    request on the tensor engine instead."""
+    :class:`CompiledEngine`, at every size (loaded in milliseconds, the package ran 1.6-11x the
+    tensor engine from 8 sequences of 20 steps up; ``benchmarks/small_sizes.py``). Its
+    ``gram`` raises :class:`NotCachedError` where the package is not built, and the dispatcher
+    computes the request on the tensor engine instead."""
 
     def worth(self, config: RecurrentConfig, problem: Problem) -> bool:
         if not compile_enabled() or problem.device.type != "cpu":
