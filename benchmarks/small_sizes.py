@@ -15,12 +15,11 @@ the machine when you quote them.
 from __future__ import annotations
 
 import argparse
-import math
-import time
 import warnings
 from functools import partial
 
 import torch
+from gram import best_of  # (beside this script)
 
 from gpytorch_rntk.functional import RecurrentVariances, recurrent_kernel
 
@@ -31,16 +30,6 @@ CASES = (
     ("last", "erf", torch.float64, True),
 )
 SIZES = ((8, 20), (16, 30), (32, 50), (64, 50), (128, 50), (256, 50))
-
-
-def _best(fn, repeats: int) -> float:
-    fn()
-    best = math.inf
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        best = min(best, time.perf_counter() - start)
-    return best
 
 
 def _gram(x, lengths, readout, nonlinearity, grad, engine) -> None:
@@ -64,6 +53,7 @@ def main(argv=None) -> None:
     )
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
+    device = torch.device("cpu")
     warnings.simplefilter("ignore")  # (a CompilationWarning where a package is built)
     generator = torch.Generator().manual_seed(0)
     print(f"torch {torch.__version__}, {args.threads} threads")
@@ -77,8 +67,9 @@ def main(argv=None) -> None:
             lengths = torch.randint(steps // 2, steps + 1, (n,), generator=generator)
 
             case = partial(_gram, x, lengths, readout, nonlinearity, grad)
-            tensor = _best(partial(case, "tensor"), args.repeats)
-            compiled = _best(partial(case, "compiled"), args.repeats)
+            case("tensor"), case("compiled")  # (untimed: first calls)
+            tensor = best_of(partial(case, "tensor"), device, args.repeats)[0]
+            compiled = best_of(partial(case, "compiled"), device, args.repeats)[0]
             print(
                 f"| {readout} | {nonlinearity} | {str(dtype).removeprefix('torch.')} | "
                 f"{'value+grad' if grad else 'value'} | {n} | {steps} | {tensor:.4f} | "
