@@ -30,7 +30,7 @@ import torch
 from torch import Tensor
 from torch.utils import _pytree as pytree
 
-__all__ = ["cache_dir", "package_key", "build", "load", "source_digest"]
+__all__ = ["build", "cache_dir", "load", "package_key", "package_path", "source_digest"]
 
 # The dimensions of a tile that vary between calls, per argument of each loop: the rows ``n1``
 # and columns ``n2`` of the last readout's tile, the lanes ``G`` of the mean readout's group.
