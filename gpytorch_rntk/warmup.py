@@ -3,7 +3,7 @@
 On the CPU the compiled engine runs a loop compiled ahead of time by AOTInductor, one package
 per configuration, kept on disk (``$GPYTORCH_RNTK_CACHE_DIR``, by default
 ``~/.cache/gpytorch_rntk``) and loaded by a new process in milliseconds. Building one takes
-10-90 s, so ``engine="auto"`` computes a Gram matrix too small to repay it on the tensor engine,
+15-100 s, so ``engine="auto"`` computes a Gram matrix too small to repay it on the tensor engine,
 unless its package is already built: then it uses the compiled engine from small sizes on. This
 module builds the usual ones ahead::
 

@@ -94,15 +94,21 @@ def source_digest() -> str:
     return digest.hexdigest()
 
 
+@functools.cache
+def _signature(steps) -> inspect.Signature:
+    return inspect.signature(steps)
+
+
 def _arguments(steps, args, kwargs) -> dict:
-    return inspect.signature(steps).bind(*args, **kwargs).arguments
+    """Every argument of a call of ``steps`` by name, in the order of its signature."""
+    return _signature(steps).bind(*args, **kwargs).arguments
 
 
-def _leaves(steps, args, kwargs):
-    """``(dims, leaf)`` for every leaf of every argument, in the order of the signature, with
-    the leaf's dynamic dimensions ``{index: name}``."""
+def _leaves(steps, arguments: dict):
+    """``(dims, leaf)`` for every leaf of ``arguments`` (:func:`_arguments`), with the leaf's
+    dynamic dimensions ``{index: name}``."""
     dynamic = DYNAMIC[steps.__name__]
-    for name, value in _arguments(steps, args, kwargs).items():
+    for name, value in arguments.items():
         given = dynamic.get(name, {})
         for leaf in pytree.tree_leaves(value):
             yield given, leaf
@@ -112,17 +118,15 @@ def package_key(steps, args, kwargs) -> str:
     """A digest of what a package of ``steps`` is specialised on for this call: each tensor's
     dtype and dimensions (the dynamic ones by name only), every other argument's value, torch's
     version and the core's source."""
+    arguments = _arguments(steps, args, kwargs)
     described = []
-    for dims, leaf in _leaves(steps, args, kwargs):
+    for dims, leaf in _leaves(steps, arguments):
         if isinstance(leaf, Tensor):
             shape = tuple(dims.get(i, size) for i, size in enumerate(leaf.shape))
             described.append(("T", shape, str(leaf.dtype)))
         else:
             described.append(repr(leaf))
-    structure = [
-        (name, str(pytree.tree_structure(value)))
-        for name, value in _arguments(steps, args, kwargs).items()
-    ]
+    structure = [(name, str(pytree.tree_structure(value))) for name, value in arguments.items()]
     text = repr((steps.__name__, torch.__version__, source_digest(), described, structure))
     return hashlib.sha256(text.encode()).hexdigest()
 
@@ -135,13 +139,10 @@ class _Flat(torch.nn.Module):
     """``steps`` as a function of its tensors alone, in the order of :func:`_leaves` (every
     other argument is a constant of the export)."""
 
-    def __init__(self, steps, args, kwargs):
+    def __init__(self, steps, arguments: dict):
         super().__init__()
         self.steps = steps
-        self.template = [
-            (name, *pytree.tree_flatten(value))
-            for name, value in _arguments(steps, args, kwargs).items()
-        ]
+        self.template = [(name, *pytree.tree_flatten(value)) for name, value in arguments.items()]
 
     def forward(self, *tensors):
         given = iter(tensors)
@@ -154,20 +155,19 @@ class _Flat(torch.nn.Module):
         return tuple(self.steps(**arguments))
 
 
-def _tensors(steps, args, kwargs) -> list[Tensor]:
+def _tensors(steps, arguments: dict) -> list[Tensor]:
     # (the library was built for the standard strides of these shapes)
-    return [
-        leaf.contiguous() for _, leaf in _leaves(steps, args, kwargs) if isinstance(leaf, Tensor)
-    ]
+    return [leaf.contiguous() for _, leaf in _leaves(steps, arguments) if isinstance(leaf, Tensor)]
 
 
 def build(steps, args, kwargs, path: pathlib.Path) -> None:
     """Export ``steps`` for this call's configuration, with its tile's dimensions dynamic, and
     compile it into the package ``path`` (written under another name, then renamed, so that
     processes building the same package at once never read half of one)."""
+    arguments = _arguments(steps, args, kwargs)
     symbols = {}
     shapes = []
-    for dims, leaf in _leaves(steps, args, kwargs):
+    for dims, leaf in _leaves(steps, arguments):
         if isinstance(leaf, Tensor):
             shapes.append(
                 {
@@ -176,7 +176,7 @@ def build(steps, args, kwargs, path: pathlib.Path) -> None:
                 }
                 or None
             )
-    tensors = _tensors(steps, args, kwargs)
+    tensors = _tensors(steps, arguments)
     path.parent.mkdir(parents=True, exist_ok=True)
     handle, partial = tempfile.mkstemp(suffix=".pt2", dir=path.parent)
     os.close(handle)
@@ -184,7 +184,7 @@ def build(steps, args, kwargs, path: pathlib.Path) -> None:
         with warnings.catch_warnings():  # (torch's own deprecations inside the export)
             warnings.simplefilter("ignore", FutureWarning)
             exported = torch.export.export(
-                _Flat(steps, args, kwargs), tuple(tensors), dynamic_shapes=(tuple(shapes),)
+                _Flat(steps, arguments), tuple(tensors), dynamic_shapes=(tuple(shapes),)
             )
             torch._inductor.aoti_compile_and_package(exported, package_path=partial)
         os.replace(partial, path)
@@ -198,6 +198,6 @@ def load(steps, path: pathlib.Path):
     runner = torch._C._aoti.AOTIModelPackageLoader(str(path), "model", False, 1, -1)
 
     def run(*args, **kwargs) -> tuple[Tensor, ...]:
-        return tuple(runner.run(_tensors(steps, args, kwargs)))
+        return tuple(runner.run(_tensors(steps, _arguments(steps, args, kwargs))))
 
     return run

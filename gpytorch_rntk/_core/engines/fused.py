@@ -472,7 +472,7 @@ class CompiledEngine(Engine):
     (forward mode inside)."""
 
     name = "compiled"
-    # Requests from this many pair-steps build a loop not yet built (10-90 s on the CPU, once
+    # Requests from this many pair-steps build a loop not yet built (15-100 s on the CPU, once
     # per machine; a CUDA process compiles its own in seconds): where the tensor engine takes
     # seconds itself (timings: docs/performance.md).
     threshold = 2**28
