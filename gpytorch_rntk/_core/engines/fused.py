@@ -65,6 +65,11 @@ _UNROLL = 8
 # Cells per compiled call for the mean readout's forward-mode gradients on CUDA, where Inductor's
 # kernels for 8 cells were measured slower than for 2 (docs/performance.md; the last readout: 8).
 _UNROLL_CUDA_MEAN_FORWARD_MODE = 2
+# Cells per compiled call for the mean and geometric readouts on the CPU: each cell adds its
+# readout to a running sum, and 8 cells in one loop body outgrow the registers (a 2-core AVX-512
+# CPU, float64 ReLU, blocks of 16: 1.8e8 cells/s at 8, 2.6e8-2.7e8 at 3 to 5; forward mode and
+# erf likewise; the last readout runs 4 to 8 steps equally fast).
+_UNROLL_CPU_MEAN = 4
 # The Triton kernel keeps every layer's state in registers; its tiles are chosen to hold up to
 # this many layers without spilling (deeper networks use the compiled loop).
 TRITON_MAX_LAYERS = 3
@@ -924,6 +929,7 @@ def _scan_blocks_mean(
         pairs, lanes_per_group, unroll, idle, device
     ):
         b1, b2 = (torch.tensor([p[k] for p in pairs], device=device)[pair] for k in (0, 1))
+        rows = (lengths1[b1], lengths2[b2], ids1[b1], ids2[b2])  # each lane's blocks
         # the state as for recursion.cell, then each lane's running sums
         state = [x1.new_zeros(lanes_per_group, block, block) for _ in range(num_layers * width)]
         state += [x1.new_zeros(lanes_per_group, block, block) for _ in sums]
@@ -946,10 +952,7 @@ def _scan_blocks_mean(
                 s2,
                 keep[c : c + unroll],
                 origin[c : c + unroll],
-                lengths1[b1],
-                lengths2[b2],
-                ids1[b1],
-                ids2[b2],
+                *rows,
                 variances,
                 code,
                 frozen_layers,
@@ -1043,9 +1046,11 @@ def _grid_lanes(longest1: int, longest2: int, symmetric: bool) -> tuple:
 
 def _unroll(device: torch.device, directions: tuple[int, ...], readout: Readout) -> int:
     """Steps (or cells) per compiled call."""
-    if device.type == "cuda" and directions and readout != LAST:
-        return _UNROLL_CUDA_MEAN_FORWARD_MODE
-    return _UNROLL
+    if readout == LAST:
+        return _UNROLL
+    if device.type == "cuda":
+        return _UNROLL_CUDA_MEAN_FORWARD_MODE if directions else _UNROLL
+    return _UNROLL_CPU_MEAN
 
 
 def _tile_size(n: int, largest: int, smallest: int) -> int:
