@@ -135,7 +135,7 @@ def main(argv=None) -> None:
         )
         print(
             f"| {mode} | {seconds['old', mode]:.4g} | {seconds['new', mode]:.4g} | "
-            f"{seconds['old', mode] / seconds['new', mode]:.2f} | {diff:.1e} | {grads:.1e} |"
+            f"{seconds['old', mode] / seconds['new', mode]:.3g} | {diff:.1e} | {grads:.1e} |"
         )
     print(
         f"gradient/values: old {seconds['old', 'gradient'] / seconds['old', 'values']:.2f}, "
