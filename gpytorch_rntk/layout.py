@@ -243,13 +243,13 @@ def encode_tokens(
     steps = []
     for i, seq in enumerate(tokens):
         t = torch.as_tensor(seq)
+        if t.shape == (0,):  # (an empty list becomes a float tensor: say what is wrong)
+            raise ValueError(f"Token sequence {i} is empty; every sequence needs a token.")
         if t.dim() != 1 or t.is_floating_point() or t.is_complex() or t.dtype == torch.bool:
             raise TypeError(
                 f"Token sequence {i} must be a 1-D sequence of integers, got "
                 f"{t.dtype} of shape {tuple(t.shape)}."
             )
-        if t.numel() == 0:
-            raise ValueError(f"Token sequence {i} is empty; every sequence needs a token.")
         if t.min() < 0 or t.max() >= size:
             raise ValueError(
                 f"Token sequence {i} has tokens outside 0 .. {size - 1} (alphabet_size={size}): "

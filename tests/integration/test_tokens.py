@@ -32,7 +32,7 @@ def test_encode_decode_round_trip(dtype, device):
         (lambda: encode_tokens([[0, 4]], 4), ValueError, "outside 0 .. 3"),
         (lambda: encode_tokens([[-1]], 4), ValueError, "outside"),
         (lambda: encode_tokens([[0.5, 1.0]], 4), TypeError, "integers"),
-        (lambda: encode_tokens([[]], 4), TypeError, "integers"),
+        (lambda: encode_tokens([[]], 4), ValueError, "empty"),
         (lambda: encode_tokens([torch.tensor([], dtype=torch.long)], 4), ValueError, "empty"),
         (lambda: encode_tokens([], 4), ValueError, "at least one"),
         (lambda: encode_tokens([[0]], 0), ValueError, "alphabet_size"),
