@@ -11,8 +11,7 @@ module builds the usual ones ahead::
     python -m gpytorch_rntk.warmup --channels 1 12 --nonlinearities relu erf --fits
 
 A package is specialised on the readout, nonlinearity, depth, channels, dtype and the variances
-differentiated, not on the number of sequences or steps: one serves every size (the mean and
-geometric readouts have two, for blocks of 16 sequences and for blocks of 8). Without options
+differentiated, not on the number of sequences or steps: one serves every size. Without options
 this builds the kernels' defaults (ReLU, one layer, last and mean readouts) on univariate series
 in float32 and float64, and the marginal likelihood's gradients of
 :func:`~gpytorch_rntk.botorch.sequence_gp`'s defaults (erf, float64, last readout; recurrent,
@@ -33,11 +32,9 @@ import torch
 
 from .functional import RecurrentVariances, recurrent_kernel
 
-# The Gram matrices K(x, x) that build a configuration's packages: their size does not matter
-# (a package serves every number of sequences and steps), except that the mean and geometric
-# readouts run blocks of 16 sequences, or of 8 where that saves a quarter of the cells (small or
-# spread sets), and each block size has its package: 64 sequences give the first, 40 the second.
-SEQUENCES = {"last": (40,), "mean": (64, 40), "geometric": (64, 40)}
+# The Gram matrices K(x, x) that build a configuration's package: their size does not matter (a
+# package serves every number of sequences and steps).
+SEQUENCES = 40
 STEPS = 12
 
 
@@ -54,17 +51,17 @@ def warm_up(
     """Build (or find built) the compiled engine's CPU loop for every combination of the
     arguments: see the module docstring."""
     cases = [
-        (readout, nonlinearity, dtype, m, layers, n, grad)
+        (readout, nonlinearity, dtype, m, layers, grad)
         for readout in readouts
         for nonlinearity in nonlinearities
         for dtype in dtypes
         for m in channels
         for layers in num_layers
         for grad in ((False, True) if fits else (False,))
-        for n in SEQUENCES[readout]
     ]
     generator = torch.Generator().manual_seed(0)
-    for readout, nonlinearity, dtype, m, layers, n, grad in cases:
+    n = SEQUENCES
+    for readout, nonlinearity, dtype, m, layers, grad in cases:
         values = torch.randn(n, STEPS, m, generator=generator, dtype=dtype)
         lengths = torch.full((n,), STEPS)
         variances = RecurrentVariances(

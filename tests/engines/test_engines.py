@@ -266,22 +266,18 @@ def test_auto_uses_the_compiled_engine_where_its_loop_is_built(eager_compilation
 
 
 @pytest.mark.parametrize("readout", ["mean", "geometric"])
-def test_one_package_serves_every_lane_count(eager_compilation, monkeypatch, readout):
-    """The mean and geometric readouts' loop is built once for any number of lanes per call
-    (a dynamic dimension of the package); blocks of another size need another."""
+def test_one_package_serves_every_tile_size(eager_compilation, monkeypatch, readout):
+    """The mean and geometric readouts' loop is built once for tiles of any number of rows and
+    diagonals (dynamic dimensions of the package)."""
     x, lx = _sequences(n=4, steps=5)
-    monkeypatch.setattr(fused_engines, "_BLOCK", 2)
-    for budget in (2**4, 2**6, 2**18):  # 4, 16 and all lanes per call
-        monkeypatch.setitem(fused_engines._GROUP_ELEMENTS, "cpu", budget)
+    for tile in ((2, 4), (4, 64), (32, 1024)):
+        monkeypatch.setattr(fused_engines, "_MEAN_TILE", tile)
         got = recurrent_kernel(x, lx, x[:3], lx[:3], VARIANCES, readout=readout, engine="compiled")
         expected = recurrent_kernel(
             x, lx, x[:3], lx[:3], VARIANCES, readout=readout, engine="tensor"
         )
         torch.testing.assert_close(got, expected, rtol=1e-12, atol=0)
-    assert eager_compilation == [("built", "_diagonal_steps"), ("loaded", "_diagonal_steps")]
-    monkeypatch.setattr(fused_engines, "_BLOCK", 4)
-    recurrent_kernel(x, lx, x[:3], lx[:3], VARIANCES, readout=readout, engine="compiled")
-    assert [event for event, _ in eager_compilation].count("built") == 2
+    assert eager_compilation == [("built", "_shifted_steps"), ("loaded", "_shifted_steps")]
 
 
 def test_the_cached_compiled_engine_is_worth_it_on_the_cpu_at_any_size(monkeypatch):
@@ -328,21 +324,20 @@ def test_warm_up_builds_one_package_per_configuration(eager_compilation, monkeyp
     asked for, none again for one already built, and says what it did."""
     from gpytorch_rntk import warmup
 
-    monkeypatch.setattr(warmup, "SEQUENCES", {"last": (6,), "mean": (6, 7)})
+    monkeypatch.setattr(warmup, "SEQUENCES", 6)
     monkeypatch.setattr(warmup, "STEPS", 3)
-    monkeypatch.setattr(fused_engines, "_BLOCK", 4)  # 6 sequences: blocks of 2, 7: of 4
     warmup.main(["--dtypes", "float64", "--channels", "1", "2", "--fits"])
     built = [steps for event, steps in eager_compilation if event == "built"]
     assert built.count("_cross_steps") == 4  # (values, gradients) x (m = 1, 2)
-    assert built.count("_diagonal_steps") == 8  # the same x (blocks of 2, of 4)
-    assert _packages() == 12
+    assert built.count("_shifted_steps") == 4  # the same
+    assert _packages() == 8
     printed = capsys.readouterr().out
-    assert "mean relu L=1 m=2 float64 N=7 values" in printed
+    assert "mean relu L=1 m=2 float64 N=6 values" in printed
     assert "last relu L=1 m=1 float64 N=6 gradients" in printed
     warmup.main([])  # the presets: the kernels' defaults, and sequence_gp's fits (erf, float64)
     printed = capsys.readouterr().out.splitlines()
-    assert len(printed) == 6 + 2 and "last erf L=1 m=1 float64 N=6 gradients" in printed[-1]
-    assert _packages() == 12 + 3 + 2  # float32 last and mean (two); erf: values, gradients
+    assert len(printed) == 4 + 2 and "last erf L=1 m=1 float64 N=6 gradients" in printed[-1]
+    assert _packages() == 8 + 2 + 2  # float32 last and mean; erf: values, gradients
 
 
 @pytest.mark.parametrize("engine", ["tensor", "compiled"])

@@ -131,25 +131,20 @@ def test_compiled_loop_compiles(dtype, readout):
     _check("compiled", dtype, torch.device("cpu"), False, readout=readout, **options)
 
 
-@pytest.mark.parametrize("block", [3, 16, 64])
-def test_mean_readout_lanes(block, monkeypatch):
-    """The mean readout with a few lanes per call (many groups, part-filled groups and idle
-    cells) and with every diagonal in one group, in blocks of up to 3 sequences (many pairs of
-    blocks, each with its own grid, some scheduled apart), 16 and 64 (one block a side), gives
-    the tensor path's Gram matrix for two sets and for one set against itself."""
-    fused = fused_engines
+@pytest.mark.parametrize("tile", [(2, 4), (4, 16), (32, 1024)])
+def test_mean_readout_tiles(tile, monkeypatch):
+    """The mean readout in tiles of 2 x 4 (rows x diagonals: many tiles, padded rows and
+    columns, short diagonals beside long ones), 4 x 16 and one tile a side gives the tensor
+    path's Gram matrix for two sets (with exact copies across them) and for one set against
+    itself, exactly symmetric there."""
     monkeypatch.setenv("GPYTORCH_RNTK_COMPILE", "0")
-    monkeypatch.setattr(fused, "_BLOCK", block)
-    monkeypatch.setattr(fused, "_BLOCK_PAIRS", 5)
+    monkeypatch.setattr(fused_engines, "_MEAN_TILE", tile)
     x1, l1, x2, l2 = _pair_sets(torch.float64, "cpu")
     variances = _variances(torch.float64, "cpu")
-    options = dict(nonlinearity="erf", num_layers=2, initial_state="per_input", readout="mean")
-    for y, ly in ((x2, l2), (x1, l1)):  # cross, and K(x, x): blocks i <= j
-        expected = recurrent_kernel(x1, l1, y, ly, variances, engine="tensor", **options)
-        for lanes in (3, 10**6):
-            monkeypatch.setattr(
-                fused, "_GROUP_ELEMENTS", dict.fromkeys(["cpu", "cuda"], lanes * block**2)
-            )
+    for init in ("per_input", "shared"):
+        options = dict(nonlinearity="erf", num_layers=2, initial_state=init, readout="mean")
+        for y, ly in ((x2, l2), (x1, l1)):
+            expected = recurrent_kernel(x1, l1, y, ly, variances, engine="tensor", **options)
             got = fused_kernel(x1, l1, y, ly, variances, backend="compiled", **options)
             assert _scale_error(got, expected) < 1e-12
             if y is x1:

@@ -6,9 +6,8 @@ Inductor's cache (about 4 s) before its first chunk of steps; a package built by
 :func:`torch._inductor.aoti_compile_and_package` is loaded by libtorch's own loader, with
 nothing to import or trace. A package holds the loop for one configuration (readout,
 nonlinearity, depth, channels, dtype, steps per call, variances differentiated) and every tile
-size: the tile's rows and columns (the last readout) or lanes (the mean and geometric readouts,
-whose blocks of 16 or 8 sequences have a package each) are dynamic dimensions of the export, so
-one package serves matrices of any size.
+size: the tile's rows and columns are dynamic dimensions of the export, so one package serves
+matrices of any size.
 
 Packages live in ``$GPYTORCH_RNTK_CACHE_DIR``, by default ``gpytorch_rntk`` in the user's cache
 directory (``$XDG_CACHE_HOME``, else ``~/.cache``); each is named by a digest of what it is
@@ -32,45 +31,25 @@ from torch.utils import _pytree as pytree
 
 __all__ = ["build", "cache_dir", "load", "package_key", "package_path", "source_digest"]
 
-# The dimensions of a tile that vary between calls, per argument of each loop: the rows ``n1``
-# and columns ``n2`` of the last readout's tile, the lanes ``G`` of the mean readout's group.
-# Every other dimension is specialised: the mean readout's blocks of sequences too, whose size
-# made its forward-mode loop 1.2-1.5x slower when dynamic (values: as fast).
+# The dimensions of a tile that vary between calls, per argument of each loop: its rows ``n1``
+# and columns ``n2`` (for the mean and geometric readouts, rows of sequences and columns of
+# diagonals). Every other dimension is specialised.
+_TILE_DIMS = {
+    "state": {0: "n1", 1: "n2"},
+    "xs": {1: "n1"},
+    "ys": {1: "n2"},
+    "sxs": {3: "n1"},
+    "sys_": {4: "n2"},
+    "lengths1": {0: "n1"},
+    "lengths2": {0: "n2"},
+    "ids1": {0: "n1"},
+    "ids2": {0: "n2"},
+    "dsxs": {3: "n1"},
+    "dsys": {4: "n2"},
+}
 DYNAMIC = {
-    "_cross_steps": {
-        "state": {0: "n1", 1: "n2"},
-        "xs": {1: "n1"},
-        "ys": {1: "n2"},
-        "sxs": {3: "n1"},
-        "sys_": {4: "n2"},
-        "lengths1": {0: "n1"},
-        "lengths2": {0: "n2"},
-        "ids1": {0: "n1"},
-        "ids2": {0: "n2"},
-        "dsxs": {3: "n1"},
-        "dsys": {4: "n2"},
-    },
-    "_diagonal_steps": {
-        name: {dim: "G"}
-        for name, dim in (
-            ("state", 0),
-            ("xs", 1),
-            ("ys", 1),
-            ("sxs", 3),
-            ("sys_", 3),
-            ("steps1", 1),
-            ("steps2", 1),
-            ("keep", 1),
-            ("origin", 1),
-            ("lengths1", 0),
-            ("lengths2", 0),
-            ("ids1", 0),
-            ("ids2", 0),
-            ("dsxs", 3),
-            ("dsys", 3),
-            ("weights", 1),
-        )
-    },
+    "_cross_steps": _TILE_DIMS,
+    "_shifted_steps": {**_TILE_DIMS, "weights1": {1: "n1"}, "weights2": {2: "n2"}},
 }
 
 

@@ -10,11 +10,10 @@ Here the work is split in two:
   readouts a program per tile and group of diagonals of the time grids), and otherwise a loop
   over chunks of steps, compiled ahead of time on the CPU (``ahead``) and by
   :func:`torch.compile` on CUDA (state in cache; eager if compilation is unavailable), where
-  the mean readout runs each tile's diagonals of the time grid in lanes side by side.
+  the mean readout's tiles pair sequences with diagonals of the time grids.
 
-Rows and columns are sorted by length, so that a tile of pairs scans only the
-:math:`\min(T_i, T_j)` steps its longest pair needs (the last readout), or each pair of blocks
-of a few sequences only its own :math:`T_a \times T_b` time grid (the mean readout): variable
+Rows and columns are sorted by length (the mean readout's diagonals by their length), so that
+a tile of pairs scans only the :math:`\min(T_i, T_j)` steps its longest pair needs: variable
 lengths cost what they are.
 Memory beyond the output is ``O(N T m + N T L)`` for the inputs and self terms, plus one tile's
 state. Gradients are for the variances only, in forward mode (see :func:`fused_gram`);
@@ -23,7 +22,6 @@ state. Gradients are for the variances only, in forward mode (see :func:`fused_g
 
 from __future__ import annotations
 
-import functools
 import os
 import warnings
 
@@ -42,7 +40,7 @@ from ..config import (
     RecurrentVariances,
 )
 from ..duals import ERF, RELU, side_tables, table_dual
-from ..lanes import diagonal_lanes, diagonal_length, right_align, row_ids
+from ..lanes import right_align, row_ids
 from ..recursion import cell, on_clock, readout, readout_weights, self_terms
 from . import ahead
 from .base import Engine, Problem
@@ -62,14 +60,11 @@ __all__ = [
 # call.
 _TILE = (256, 1024)
 _UNROLL = 8
-# Cells per compiled call for the mean readout's forward-mode gradients on CUDA, where Inductor's
-# kernels for 8 cells were measured slower than for 2 (docs/performance.md; the last readout: 8).
-_UNROLL_CUDA_MEAN_FORWARD_MODE = 2
-# Cells per compiled call for the mean and geometric readouts on the CPU: each cell adds its
-# readout to a running sum, and 8 cells in one loop body outgrow the registers (a 2-core AVX-512
-# CPU, float64 ReLU, blocks of 16: 1.8e8 cells/s at 8, 2.6e8-2.7e8 at 3 to 5; forward mode and
-# erf likewise; the last readout runs 4 to 8 steps equally fast).
-_UNROLL_CPU_MEAN = 4
+# Steps per compiled call of the mean and geometric readouts' forward-mode gradients: on CUDA
+# Inductor's kernels for 8 were measured slower than for 2 (docs/performance.md); on a 2-core
+# AVX-512 CPU (float64 ReLU, N = 200, T = 100) 4 ran 1.3x faster than 8, while their values
+# run 8 like the last readout (1.1-1.2x faster than 4).
+_UNROLL_MEAN_FORWARD_MODE = {"cpu": 4, "cuda": 2}
 # The Triton kernel keeps every layer's state in registers; its tiles are chosen to hold up to
 # this many layers without spilling (deeper networks use the compiled loop).
 TRITON_MAX_LAYERS = 3
@@ -217,68 +212,57 @@ def _per_direction(dsxs, dsys, k: int, directions: int):
     ]
 
 
-def _diagonal_steps(
+def _shifted_steps(
     state: tuple[Tensor, ...],
     xs: Tensor,
     ys: Tensor,
     sxs: Tensor,
     sys_: Tensor,
-    steps1: Tensor,
-    steps2: Tensor,
-    keep: Tensor,
-    origin: Tensor,
     lengths1: Tensor,
     lengths2: Tensor,
     ids1: Tensor,
     ids2: Tensor,
+    first: Tensor,
     variances: tuple[Tensor, ...],
     code: int,
     frozen_layers: int,
-    init_mode: int,
     eps: float,
     directions: tuple[int, ...] = (),
     dsxs: Tensor | None = None,
     dsys: Tensor | None = None,
     *,
-    weights: tuple[Tensor, ...] = (),
+    weights1: tuple[Tensor, ...] = (),
+    weights2: tuple[Tensor, ...] = (),
 ) -> tuple[Tensor, ...]:
-    """``xs.shape[0]`` cells of ``G`` lanes of diagonals of one tile (the mean and geometric
-    readouts).
+    """``xs.shape[0]`` cells of one tile of diagonals (the mean and geometric readouts): row
+    ``a`` is a sequence from its start, column ``b`` a sequence from some step on (one diagonal
+    of its time grid with every row's), all aligned at step 0 of the tile; ``first`` is the
+    tile's step at the first cell. ``lengths2`` are the columns' steps left: a pair is active
+    while its step is below both lengths, and its state starts as ``state`` holds it (the
+    boundary) and restarts from 0 once either sequence has ended (its readout is not summed).
+    ``ids`` equal where the pair is an exact self pair on its diagonal ``t = t'``.
 
-    Lane ``g`` is at step ``steps1[k, g]`` of the rows and ``steps2[k, g]`` of the columns at
-    cell ``k`` (sequences aligned at their starts); ``keep[k, g]`` is false where a diagonal
-    begins, ``origin[k, g]`` true on the diagonal ``t = t'`` (the only one whose boundary
-    holds the initial state, and where exact self pairs meet themselves). ``xs``: ``(K, G,
-    n1, m)``; ``sxs``: ``(K, L, 2, G, n1, 1)``; ``dsxs``: ``(K, L, P, G, n1, 1)``. ``state`` is
-    as for :func:`~gpytorch_rntk._core.recursion.cell`, each tensor ``(G, n1, n2)``, followed
-    by each lane's sum of the readout over the active cells so far and its derivatives.
-    ``weights`` (the geometric readout): the steps' weights ``(K, G, n1, 1)``, ``(K, G, 1,
-    n2)`` by which each cell's readout is multiplied, and optionally their derivatives along
-    the decay, for one more sum (the readout times the derivative of the weights' product).
+    ``state`` is as for :func:`~gpytorch_rntk._core.recursion.cell`, each tensor ``(n1, n2)``,
+    followed by the sums of the readout over the active cells so far and their derivatives;
+    the other arguments as for :func:`_cross_steps`. ``weights1`` (``(K, n1, 1)``) and
+    ``weights2`` (``(K, 1, n2)``), the geometric readout: the steps' weights by which each
+    cell's readout is multiplied, and optionally their derivatives along the decay, for one
+    more sum (the readout times the derivative of the weights' product).
     """
     exact = ids1.unsqueeze(-1) == ids2.unsqueeze(-2)
-    sums = 1 + len(directions) + (len(weights) == 4)
+    shorter = torch.minimum(lengths1.unsqueeze(-1), lengths2.unsqueeze(-2))
+    sums = 1 + len(directions) + (len(weights1) == 2)
     totals = list(state[-sums:])
     state = list(state[:-sums])
-    lane = (-1, 1, 1)
     for k in range(xs.shape[0]):
-        active = (steps1[k].view(lane) < lengths1.unsqueeze(-1)) & (
-            steps2[k].view(lane) < lengths2.unsqueeze(-2)
-        )
-        # A pair past either end restarts from the boundary: its (unused) state stays finite.
-        cont = keep[k].view(lane) & active
-        on_origin = origin[k].view(lane)
-        start = None
-        if init_mode:
-            start = on_origin & ~keep[k].view(lane)
-            start = start & exact if init_mode == 1 else start
+        active = shorter > first + k
         cell(
             state,
             _below(xs[k], ys[k]),
-            cont,
-            start,
+            active,
+            None,
             list(zip(sxs[k], sys_[k], strict=True)),
-            exact & on_origin,
+            exact,
             variances,
             _tables_dual(code, eps),
             frozen_layers,
@@ -287,12 +271,12 @@ def _diagonal_steps(
         )
         value, d_value = readout(state, len(directions), frozen_layers)
         terms = [value, *d_value]
-        if weights:
-            both = weights[0][k] * weights[1][k]
+        if weights1:
+            both = weights1[0][k] * weights2[0][k]
             terms = [r * both for r in terms]
-            if len(weights) == 4:  # d(w w') = dw w' + w dw' along the decay
+            if len(weights1) == 2:  # d(w w') = dw w' + w dw' along the decay
                 terms.append(
-                    value * (weights[2][k] * weights[1][k] + weights[0][k] * weights[3][k])
+                    value * (weights1[1][k] * weights2[0][k] + weights1[0][k] * weights2[1][k])
                 )
         for i, r in enumerate(terms):
             totals[i] = totals[i] + torch.where(active, r, 0.0)
@@ -334,10 +318,10 @@ class CompilationFailedError(RuntimeError):
 
 
 def _steps_function(readout: Readout, compiled: bool, cold_ok: bool = True):
-    """:func:`_cross_steps` (last readout) or :func:`_diagonal_steps` (mean and geometric),
+    """:func:`_cross_steps` (last readout) or :func:`_shifted_steps` (mean and geometric),
     compiled where ``compiled`` (through a :class:`_CompiledSteps` per Gram matrix, whose first
     call finds or builds its loop)."""
-    steps = _cross_steps if readout == LAST else _diagonal_steps
+    steps = _cross_steps if readout == LAST else _shifted_steps
     return _CompiledSteps(steps, cold_ok) if compiled else steps
 
 
@@ -472,7 +456,7 @@ class CompiledEngine(Engine):
     """Each tile of pairs through all its steps and layers in a loop of chunks of steps
     compiled (ahead of time on the CPU, by :func:`torch.compile` on CUDA; eagerly where
     compilation is switched off or failed);
-    the mean and geometric readouts run each tile's diagonals in lanes side by side. Gram
+    the mean and geometric readouts pair sequences with diagonals of the time grids. Gram
     matrices of unbatched inputs with scalar variances, first derivatives for the variances
     (forward mode inside)."""
 
@@ -571,9 +555,9 @@ def fused_gram(
     r"""The RNTK / NNGP Gram matrix ``(N, N')`` by a fused engine, ``backend`` ``"triton"`` or
     ``"compiled"``: unbatched inputs, scalar variances (checked by the engines' ``unsupported``).
 
-    ``readout="mean"`` runs each tile's diagonals of the time grid (each the last readout's
-    recursion from its own boundary, sequences aligned at their starts) in lanes side by side
-    through the compiled loop, summing the readout of every active cell: :math:`O(L T T')`
+    ``readout="mean"`` runs the diagonals of the time grids (each the last readout's recursion
+    from its own boundary, sequences aligned at their starts) in tiles of sequences against
+    diagonals through the compiled loop, summing the readout of every active cell: :math:`O(L T T')`
     work per pair, memory as for the last readout. ``readout="geometric"`` weights each cell's
     readout by its steps' weights (and differentiates the weights along the decay).
 
@@ -662,7 +646,7 @@ def _fused(
     order2 = order1 if symmetric else torch.argsort(lengths2, stable=True)
     longest = int(max(lengths1.max(), lengths2.max()))
     # The last readout's clock ends at the readout; the mean's starts at step 0, with one idle
-    # step (zero data, placeholder self terms) where lanes wait.
+    # step (zero data, placeholder self terms) that diagonals past their end read.
     align, steps = ("end", longest) if config.readout == LAST else ("start", longest + 1)
     sides = []
     for values, lengths, ids, order in (
@@ -734,10 +718,6 @@ def _fused(
     return list(planes) if listed else planes[0]
 
 
-# Pair cells one compiled call of the mean readout advances per step (lanes x rows x columns).
-_GROUP_ELEMENTS = {"cpu": 2**18, "cuda": 2**23}
-
-
 def _compiled_cross(
     side1,
     side2,
@@ -807,250 +787,172 @@ def _write(out: Tensor, block: Tensor, rows: Tensor, cols: Tensor, symmetric: bo
     out[rows, cols] = block
 
 
-# The mean readout's pairs in blocks of this many sorted sequences a side (each pair of blocks
-# runs the time grid of its own longest sequences), or half as many where that saves a quarter
-# of the cells (lengths spread widely; smaller blocks cost more gathering and scheduling).
-_BLOCK = 16
-# Pairs of blocks whose lanes are scheduled together at most (their sums are kept meanwhile).
-_BLOCK_PAIRS = 1024
+# Rows (sequences from their start) x columns (sequences from a step on: diagonals of the time
+# grids) of one tile of the mean and geometric readouts' scan at most.
+_MEAN_TILE = (32, 1024)
 
 
 def _compiled_mean(
     side1, side2, outs: list[Tensor], order1: Tensor, order2: Tensor, weights, *, symmetric, tile
 ) -> None:
-    """The mean readout through :func:`_diagonal_steps` in blocks of ``_BLOCK`` (or half
-    as many) sorted sequences a side (padded with sequences of length 0, whose blocks are
-    skipped); the geometric readout the same with each side's ``weights`` ``[(w, dw/d
-    decay)]`` (the latter where the decay is differentiated), ``(N, steps)``.
+    """The mean readout through :func:`_shifted_steps`; the geometric readout the same with
+    each side's ``weights`` ``[(w, dw/d decay)]`` (the latter where the decay is
+    differentiated), ``(N, steps)``.
 
-    Every pair of blocks contributes the diagonals of its own ``T_a x T_b`` grid (``T`` the
-    block's longest sequence), packed into lanes
-    (:func:`~gpytorch_rntk.functional.diagonal_lanes`); the lanes of all pairs of blocks run
-    side by side, ``G`` per compiled call, each on its own blocks' rows and columns. For K(x, x)
-    only the pairs of blocks ``i <= j`` run, and a block against itself runs its diagonals
-    ``d >= 0`` only: pair ``(b, a)``'s diagonal ``-d`` is pair ``(a, b)``'s ``d``, so with ``D``
-    the sums over ``d = 0`` and ``R`` over ``d > 0`` the block is ``D + R + R^T``.
+    The diagonal ``t - t' = d >= 0`` of a pair's time grid is the recursion of the pair
+    ``(x[d:], x')`` from its boundary (with ``x``'s self terms from step ``d`` on), so the
+    diagonals are scanned like the last readout's tiles: rows ``x'`` against columns ``x[d:]``
+    (one per sequence and step ``d`` below its length), all aligned at their starts, each cell
+    adding its readout to its pair's sum (:func:`_diagonal_sums`). With ``A`` side 2 against
+    side 1's diagonals ``d >= 0`` and ``B`` side 1 against side 2's ``d >= 1``, the Gram matrix
+    is ``A^T + B``; for K(x, x), with ``D`` the sums over ``d = 0`` and ``B`` over ``d > 0``,
+    ``D + B + B^T`` (its upper half, mirrored, so that it is exactly symmetric).
     """
-    n1, n2 = len(side1[1]), len(side2[1])
-    block = _BLOCK
-    if _grid_cells(side1[1], side2[1], block // 2) < 0.75 * _grid_cells(side1[1], side2[1], block):
-        block //= 2
-    side1 = _pad_side(side1, -(-n1 // block) * block, -1)
-    side2 = _pad_side(side2, -(-n2 // block) * block, -2)
-    device, directions = side1[0].device, tile["directions"]
-    # (K, G, block, 1) and (K, G, 1, block) per cell, as the data: (blocks, block, steps)
-    weights = [
-        [
-            torch.nn.functional.pad(w, (0, 0, 0, -len(w) % block)).view(-1, block, w.shape[-1])
-            for w in side
-        ]
-        for side in weights
-    ]
-    pairs = [
-        (i, j, a, b, symmetric and i == j)
-        for i, a in enumerate(side1[1].view(-1, block).amax(1).tolist())
-        for j, b in enumerate(side2[1].view(-1, block).amax(1).tolist())
-        if a and b and (j >= i or not symmetric)
-    ]
-    # G lanes per call, as many as the budget allows and spread evenly over the groups, in
-    # multiples of an eighth of a power of two (torch.compile on CUDA is specialised on G).
-    budget = _GROUP_ELEMENTS["cpu" if device.type == "cpu" else "cuda"]
-    most = max(1, budget // (1 + len(directions)) // block**2)
-    lanes = sum(len(_grid_lanes(a, b, mirrored)) for *_, a, b, mirrored in pairs)
-    grain = max(1, min(most, _power_of_two(lanes)) // 8)
-    lanes_per_group = min(most, -(-lanes // -(-lanes // most) // grain) * grain)
-    offsets = torch.arange(block, device=device)
-    for first in range(0, len(pairs), _BLOCK_PAIRS):
-        chunk = pairs[first : first + _BLOCK_PAIRS]
-        sums = _scan_blocks_mean(
-            side1,
-            side2,
-            chunk,
-            weights,
-            block=block,
-            lanes_per_group=lanes_per_group,
-            **tile,
-        )
-        rows, cols = (
-            torch.tensor([p[k] for p in chunk], device=device).view(-1, 1) * block + offsets
-            for k in (0, 1)
-        )
-        rows, cols = torch.broadcast_tensors(rows.unsqueeze(-1), cols.unsqueeze(-2))
-        wanted = (rows < n1) & (cols < n2)
-        if symmetric:  # K(x, x): pairs a <= b
-            wanted = wanted & (rows <= cols)
-        rows, cols = rows[wanted], cols[wanted]
-        # (the geometric readout's weights are normalised already)
-        counts = 1 if weights else (side1[1][rows] * side2[1][cols]).clamp(min=1)
-        for out, total in zip(outs, sums, strict=True):
-            _write(out, total[wanted] / counts, order1[rows], order2[cols], symmetric)
-
-
-def _scan_blocks_mean(
-    side1,
-    side2,
-    pairs: list[tuple[int, int, int, int, bool]],
-    weights,
-    *,
-    block: int,
-    lanes_per_group: int,
-    variances,
-    code,
-    num_layers,
-    frozen_layers,
-    init_mode,
-    eps,
-    steps_fn,
-    directions=(),
-) -> list[Tensor]:
-    """The sums of the readout over the time grids of the pairs of blocks ``(i, j, T_i, T_j,
-    mirrored)`` (weighted by each side's ``weights``, if any) and their derivatives along
-    ``directions`` (and the decay, where the weights carry their derivatives), each ``(pairs,
-    block, block)``."""
-    x1, lengths1, ids1, selves1, *tangent1 = side1
-    x2, lengths2, ids2, selves2, *tangent2 = side2
-    device = x1.device
-    # Blocks as a dimension: data (blocks, block, steps, m), self terms' tables (L, steps, 2,
-    # blocks, block), their h (L, steps, P, blocks, block), lengths and ids (blocks, block).
-    x1, x2 = (x.view(-1, block, *x.shape[1:]) for x in (x1, x2))
-    selves1, selves2, *tangents = (
-        t.view(*t.shape[:-1], -1, block) for t in (selves1, selves2, *tangent1, *tangent2)
-    )
-    lengths1, lengths2, ids1, ids2 = (t.view(-1, block) for t in (lengths1, lengths2, ids1, ids2))
-    idle = (x1.shape[-2] - 1, x2.shape[-2] - 1)  # steps with zero data, past every length
-    unroll = _unroll(device, directions, GEOMETRIC if weights else MEAN)
-    along_decay = bool(weights) and len(weights[0]) == 2
-    sums = [
-        x1.new_zeros(len(pairs), block, block) for _ in range(1 + len(directions) + along_decay)
-    ]
-    reflected = [torch.zeros_like(s) for s in sums]
-    width = 3 + 3 * len(directions)
-    for step1, step2, keep, origin, pair, mirror in _lane_groups(
-        pairs, lanes_per_group, unroll, idle, device
-    ):
-        b1, b2 = (torch.tensor([p[k] for p in pairs], device=device)[pair] for k in (0, 1))
-        rows = (lengths1[b1], lengths2[b2], ids1[b1], ids2[b2])  # each lane's blocks
-        # the state as for recursion.cell, then each lane's running sums
-        state = [x1.new_zeros(lanes_per_group, block, block) for _ in range(num_layers * width)]
-        state += [x1.new_zeros(lanes_per_group, block, block) for _ in sums]
-        for c in range(0, len(step1), unroll):
-            s1, s2 = step1[c : c + unroll], step2[c : c + unroll]
-            derivatives = ()
-            if directions:  # (K, L, P, G, block, 1), (K, L, P, G, 1, block)
-                derivatives = (
-                    tangents[0][:, s1, :, b1].permute(0, 2, 3, 1, 4)[..., None].contiguous(),
-                    tangents[1][:, s2, :, b2].permute(0, 2, 3, 1, 4)[..., None, :].contiguous(),
-                )
-            state = steps_fn(
-                tuple(state),
-                x1[b1, :, s1].contiguous(),  # (K, G, block, m)
-                x2[b2, :, s2].contiguous(),
-                # (K, L, 2, G, block, 1), (K, L, 2, G, 1, block)
-                selves1[:, s1, :, b1].permute(0, 2, 3, 1, 4)[..., None].contiguous(),
-                selves2[:, s2, :, b2].permute(0, 2, 3, 1, 4)[..., None, :].contiguous(),
-                s1,
-                s2,
-                keep[c : c + unroll],
-                origin[c : c + unroll],
-                *rows,
-                variances,
-                code,
-                frozen_layers,
-                init_mode,
-                eps,
-                directions,
-                *derivatives,
-                weights=tuple(
-                    w[b, :, s][..., None] if side == 0 else w[b, :, s][..., None, :]
-                    for order in range(len(weights[0]) if weights else 0)
-                    for side, (w, b, s) in enumerate(
-                        ((weights[0][order], b1, s1), (weights[1][order], b2, s2))
-                    )
-                ),
+    weights1, weights2 = weights or ((), ())
+    if symmetric:
+        n = len(side1[1])
+        found = _diagonal_sums(side1, side1, weights1, weights1, 0, split=True, tile=tile)
+        planes = [f[:, :n] + f[:, n:] + f[:, n:].T for f in found]
+    else:
+        found = _diagonal_sums(side2, side1, weights2, weights1, 0, tile=tile)
+        planes = [
+            a.T + b
+            for a, b in zip(
+                found, _diagonal_sums(side1, side2, weights1, weights2, 1, tile=tile), strict=True
             )
-        for total, mirrored, lane_sums in zip(sums, reflected, state[-len(sums) :], strict=True):
-            total.index_add_(0, pair, lane_sums)
-            mirrored.index_add_(0, pair, torch.where(mirror.view(-1, 1, 1), lane_sums, 0.0))
-    return [s + r.transpose(-1, -2) for s, r in zip(sums, reflected, strict=True)]
+        ]
+    # (the geometric readout's weights are normalised already)
+    counts = 1 if weights else (side1[1].unsqueeze(-1) * side2[1]).clamp(min=1)
+    for out, plane in zip(outs, planes, strict=True):
+        plane = plane / counts
+        if symmetric:
+            plane = plane.triu() + plane.triu(1).T
+        out[order1.unsqueeze(-1), order2] = plane
 
 
-def _lane_groups(pairs, lanes_per_group: int, unroll: int, idle: tuple[int, int], device):
-    """The lanes of the pairs of blocks' grids, fullest first, in groups of
-    ``lanes_per_group``, each ``(step1, step2, keep, origin, pair, mirror)``: the first four
-    ``(cells, G)`` with ``cells`` a whole number of chunks (the rows' and the columns' step at
-    each cell, the ``idle`` steps where a lane has nothing to do; whether the cell continues its
-    lane's previous cell; whether the lane is the diagonal ``t = t'``), then per lane the index
-    of its pair of blocks and whether its sums are reflected (``d > 0`` of a block against
-    itself)."""
-    lanes = sorted(
-        (
-            (lane, p)
-            for p, (*_, a, b, mirrored) in enumerate(pairs)
-            for lane in _grid_lanes(a, b, mirrored)
-        ),
-        key=lambda item: -sum(cells for _, cells, _ in item[0]),
+def _diagonal_sums(
+    rows, cols, weights1, weights2, least: int, *, split: bool = False, tile
+) -> list[Tensor]:
+    """The sums of the readout (weighted by each side's ``weights``, if any) over the
+    diagonals ``t - t' = d >= least`` of the time grids of every pair (column sequence at
+    ``t``, row sequence at ``t'``), and their derivatives along the directions (and the decay,
+    where the weights carry their derivatives): each ``(n1, n2)``, or with ``split`` ``(n1, 2
+    n2)``, the sums over ``d = 0`` and over ``d > 0`` side by side. Both sides sorted by length,
+    their data and tables on the clock aligned at the starts (its last step idle: zero data,
+    placeholder self terms)."""
+    x1, lengths1, ids1, selves1, *tangent1 = rows
+    x2, lengths2, ids2, selves2, *tangent2 = cols
+    device, dtype, directions = x1.device, x1.dtype, tile["directions"]
+    n1, n2, idle = len(lengths1), len(lengths2), x1.shape[-2] - 1
+    unroll = _unroll(device, directions, MEAN)
+    sums = [
+        x1.new_zeros(n1, n2 * (1 + split))
+        for _ in range(1 + len(directions) + (len(weights1) == 2))
+    ]
+    # The columns: each sequence from each step d >= least below its length, by steps left.
+    counts = (lengths2 - least).clamp(min=0)
+    seq = torch.repeat_interleave(torch.arange(n2, device=device), counts)
+    shift = torch.arange(len(seq), device=device) - (counts.cumsum(0) - counts)[seq] + least
+    left = lengths2[seq] - shift
+    order = torch.argsort(left, stable=True)
+    seq, shift, left = seq[order], shift[order], left[order]
+    if len(seq) == 0:
+        return sums
+    ids = torch.where(shift == 0, ids2[seq], -3)  # exact self pairs only on d = 0
+    target = seq + n2 * (shift > 0) if split else seq
+    rows_per_tile = _tile_size(n1, _MEAN_TILE[0], 8)
+    cols_per_tile = _tile_size(len(seq), _MEAN_TILE[1], 64)
+    rows = _pad_side(rows, -(-n1 // rows_per_tile) * rows_per_tile, -1)
+    pad = -len(seq) % cols_per_tile
+    seq, shift, left, target = (
+        torch.nn.functional.pad(t, (0, pad)) for t in (seq, shift, left, target)
     )
-    for first in range(0, len(lanes), lanes_per_group):
-        group = lanes[first : first + lanes_per_group]
-        cells = -(-sum(n for _, n, _ in group[0][0]) // unroll) * unroll
-        # one row per diagonal: (lane, first cell, cells, d = t' - t), then one entry per cell
-        g, start, count, d = torch.tensor(
-            [(g, *segment) for g, (lane, _) in enumerate(group) for segment in lane],
-            device=device,
-        ).unbind(-1)
-        segment = torch.repeat_interleave(torch.arange(len(count), device=device), count)
-        within = torch.arange(len(segment), device=device) - (count.cumsum(0) - count)[segment]
-        at = (start[segment] + within, g[segment])
-        step1, step2 = (torch.full((cells, lanes_per_group), i, device=device) for i in idle)
-        keep = torch.zeros(cells, lanes_per_group, dtype=torch.bool, device=device)
-        step1[at] = (-d).clamp(min=0)[segment] + within
-        step2[at] = d.clamp(min=0)[segment] + within
-        keep[at] = within > 0
-        pad = lanes_per_group - len(group)
-        first_diagonal = [lane[0][2] for lane, _ in group] + [1] * pad
-        origin = torch.tensor([d == 0 for d in first_diagonal], device=device)
-        mirror = [pairs[p][4] for _, p in group] + [False] * pad
-        yield (
-            step1,
-            step2,
-            keep,
-            origin.expand(cells, -1).contiguous(),
-            torch.tensor([p for _, p in group] + [0] * pad, device=device),
-            torch.tensor(mirror, device=device) & ~origin,
+    ids = torch.nn.functional.pad(ids, (0, pad), value=-2)
+    # The rows' data and tables step first, with ``unroll`` idle steps more (a tile's steps are
+    # rounded up to whole calls).
+    x1, lengths1, ids1, selves1, *tangent1 = rows
+
+    def steps_first(t: Tensor, dim: int, fill: float) -> Tensor:
+        t = t.movedim(dim, 0)
+        return torch.cat([t, t.new_full((unroll, *t.shape[1:]), fill)])
+
+    x1 = steps_first(x1, 1, 0.0)  # (steps, n1, m)
+    selves1 = steps_first(selves1, 1, 1.0)  # (steps, L, 2, n1)
+    tangent1 = [steps_first(t, 1, 0.0) for t in tangent1]  # (steps, L, P, n1)
+    weights1 = [
+        steps_first(torch.nn.functional.pad(w, (0, 0, 0, len(lengths1) - len(w))), 1, 0.0)
+        for w in weights1
+    ]
+    variances, init_mode = tile["variances"], tile["init_mode"]
+    width = 3 + 3 * len(directions)
+    for c in range(0, len(seq), cols_per_tile):
+        cs = slice(c, c + cols_per_tile)
+        longest = int(left[cs].max())
+        if longest == 0:
+            continue
+        # The columns' data and tables at each of the tile's steps (idle past each end).
+        steps = torch.arange(-(-longest // unroll) * unroll, device=device).unsqueeze(-1)
+        at = torch.where(steps < left[cs], shift[cs] + steps, idle)
+        which = seq[cs]
+        y = x2[which, at]  # (steps, n2, m)
+        # (steps, L, 2, 1, n2) and (steps, L, P, 1, n2)
+        y_selves, *y_tangents = (
+            t[:, at, :, which].permute(0, 2, 3, 1).unsqueeze(-2).contiguous()
+            for t in (selves2, *tangent2)
         )
-
-
-def _grid_cells(lengths1: Tensor, lengths2: Tensor, block: int) -> float:
-    """Pair-cells of the time grids of all pairs of blocks of sorted lengths."""
-    longest1, longest2 = (
-        torch.nn.functional.pad(t, (0, -len(t) % block)).view(-1, block).amax(1).sum().item()
-        for t in (lengths1, lengths2)
-    )
-    return block**2 * longest1 * longest2
-
-
-@functools.lru_cache(maxsize=1024)
-def _grid_lanes(longest1: int, longest2: int, symmetric: bool) -> tuple:
-    """The lanes of :func:`~gpytorch_rntk.functional.diagonal_lanes`, each a tuple of its
-    diagonals ``(first cell, cells, d)``."""
-    lanes = []
-    for lane in diagonal_lanes(longest1, longest2, symmetric):
-        segments, first = [], 0
-        for d in lane:
-            cells = diagonal_length(d, longest1, longest2)
-            segments.append((first, cells, d))
-            first += cells
-        lanes.append(tuple(segments))
-    return tuple(lanes)
+        y_weights = [w[which, at].unsqueeze(-2) for w in weights2]  # (steps, 1, n2)
+        origin = (shift[cs] == 0).unsqueeze(-2)
+        for r in range(0, n1, rows_per_tile):
+            rs = slice(r, r + rows_per_tile)
+            top = min(int(lengths1[rs].max()), longest)
+            if top == 0:
+                continue
+            # the boundary (the initial state on d = 0) as the previous cell of step 0
+            state = [x1.new_zeros(rows_per_tile, cols_per_tile) for _ in range(width)]
+            if init_mode:
+                start = origin & (ids1[rs].unsqueeze(-1) == ids[cs].unsqueeze(-2))
+                start = start if init_mode == 1 else origin.expand_as(start)
+                init_var = torch.as_tensor(variances[3], dtype=dtype, device=device)
+                state[0] = torch.where(start, init_var, 0.0)
+                for p, i in enumerate(directions):
+                    if i == 3:
+                        state[3 + 3 * p] = start.to(dtype)
+            state = state * tile["num_layers"] + [torch.zeros_like(state[1]) for _ in sums]
+            for s in range(0, top, unroll):
+                u = slice(s, s + unroll)
+                derivatives = ()
+                if directions:  # (K, L, P, n1, 1), (K, L, P, 1, n2)
+                    derivatives = (tangent1[0][u, ..., rs, None].contiguous(), y_tangents[0][u])
+                state = tile["steps_fn"](
+                    tuple(state),
+                    x1[u, rs].contiguous(),  # (standard strides: the loop is specialised on them)
+                    y[u],
+                    selves1[u, ..., rs, None].contiguous(),
+                    y_selves[u],
+                    lengths1[rs],
+                    left[cs],
+                    ids1[rs],
+                    ids[cs],
+                    torch.tensor(s, device=device),
+                    variances,
+                    tile["code"],
+                    tile["frozen_layers"],
+                    tile["eps"],
+                    directions,
+                    *derivatives,
+                    weights1=tuple(w[u, rs, None].contiguous() for w in weights1),
+                    weights2=tuple(w[u] for w in y_weights),
+                )
+            for total, found in zip(sums, state[-len(sums) :], strict=True):
+                total[r : r + rows_per_tile].index_add_(1, target[cs], found[: n1 - r])
+    return sums
 
 
 def _unroll(device: torch.device, directions: tuple[int, ...], readout: Readout) -> int:
     """Steps (or cells) per compiled call."""
-    if readout == LAST:
+    if readout == LAST or not directions:
         return _UNROLL
-    if device.type == "cuda":
-        return _UNROLL_CUDA_MEAN_FORWARD_MODE if directions else _UNROLL
-    return _UNROLL_CPU_MEAN
+    return _UNROLL_MEAN_FORWARD_MODE["cpu" if device.type == "cpu" else "cuda"]
 
 
 def _tile_size(n: int, largest: int, smallest: int) -> int:
