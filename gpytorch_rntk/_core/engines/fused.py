@@ -868,21 +868,32 @@ def _diagonal_sums(
         torch.nn.functional.pad(t, (0, pad)) for t in (seq, shift, left, target)
     )
     ids = torch.nn.functional.pad(ids, (0, pad), value=-2)
-    # The rows' data and tables step first, with ``unroll`` idle steps more (a tile's steps are
-    # rounded up to whole calls).
+    # The rows' data and tables by tile of rows, steps first, with ``unroll`` idle steps more (a
+    # tile's steps are rounded up to whole calls): each call's slice is contiguous, in the
+    # standard strides the loop is specialised on.
     x1, lengths1, ids1, selves1, *tangent1 = rows
+    tiles = len(lengths1) // rows_per_tile
 
-    def steps_first(t: Tensor, dim: int, fill: float) -> Tensor:
-        t = t.movedim(dim, 0)
-        return torch.cat([t, t.new_full((unroll, *t.shape[1:]), fill)])
+    def by_tile(t: Tensor, fill: float) -> Tensor:
+        idle_steps = t.new_full((t.shape[0], unroll, *t.shape[2:]), fill)
+        return torch.cat([t, idle_steps], 1)
 
-    x1 = steps_first(x1, 1, 0.0)  # (steps, n1, m)
-    selves1 = steps_first(selves1, 1, 1.0)  # (steps, L, 2, n1)
-    tangent1 = [steps_first(t, 1, 0.0) for t in tangent1]  # (steps, L, P, n1)
-    weights1 = [
-        steps_first(torch.nn.functional.pad(w, (0, 0, 0, len(lengths1) - len(w))), 1, 0.0)
+    x1 = by_tile(x1.unflatten(0, (tiles, -1)).transpose(1, 2), 0.0)  # (tiles, steps, n1, m)
+    # (tiles, steps, L, 2, n1, 1) and (tiles, steps, L, P, n1, 1)
+    selves1, *tangent1 = (
+        by_tile(t.unflatten(-1, (tiles, -1)).permute(3, 1, 0, 2, 4), fill).unsqueeze(-1)
+        for t, fill in ((selves1, 1.0), *((t, 0.0) for t in tangent1))
+    )
+    weights1 = [  # (tiles, steps, n1, 1)
+        by_tile(
+            torch.nn.functional.pad(w, (0, 0, 0, len(lengths1) - len(w)))
+            .unflatten(0, (tiles, -1))
+            .transpose(1, 2),
+            0.0,
+        ).unsqueeze(-1)
         for w in weights1
     ]
+    firsts = [torch.tensor(s, device=device) for s in range(0, x1.shape[1], unroll)]
     variances, init_mode = tile["variances"], tile["init_mode"]
     width = 3 + 3 * len(directions)
     for c in range(0, len(seq), cols_per_tile):
@@ -902,7 +913,7 @@ def _diagonal_sums(
         )
         y_weights = [w[which, at].unsqueeze(-2) for w in weights2]  # (steps, 1, n2)
         origin = (shift[cs] == 0).unsqueeze(-2)
-        for r in range(0, n1, rows_per_tile):
+        for tile_of_rows, r in enumerate(range(0, n1, rows_per_tile)):
             rs = slice(r, r + rows_per_tile)
             top = min(int(lengths1[rs].max()), longest)
             if top == 0:
@@ -918,33 +929,35 @@ def _diagonal_sums(
                     if i == 3:
                         state[3 + 3 * p] = start.to(dtype)
             state = state * tile["num_layers"] + [torch.zeros_like(state[1]) for _ in sums]
+            row_x, row_selves, *row_tangents = (t[tile_of_rows] for t in (x1, selves1, *tangent1))
+            row_weights = [w[tile_of_rows] for w in weights1]
             for s in range(0, top, unroll):
                 u = slice(s, s + unroll)
                 derivatives = ()
                 if directions:  # (K, L, P, n1, 1), (K, L, P, 1, n2)
-                    derivatives = (tangent1[0][u, ..., rs, None].contiguous(), y_tangents[0][u])
+                    derivatives = (row_tangents[0][u], y_tangents[0][u])
                 state = tile["steps_fn"](
                     tuple(state),
-                    x1[u, rs].contiguous(),  # (standard strides: the loop is specialised on them)
+                    row_x[u],
                     y[u],
-                    selves1[u, ..., rs, None].contiguous(),
+                    row_selves[u],
                     y_selves[u],
                     lengths1[rs],
                     left[cs],
                     ids1[rs],
                     ids[cs],
-                    torch.tensor(s, device=device),
+                    firsts[s // unroll],
                     variances,
                     tile["code"],
                     tile["frozen_layers"],
                     tile["eps"],
                     directions,
                     *derivatives,
-                    weights1=tuple(w[u, rs, None].contiguous() for w in weights1),
+                    weights1=tuple(w[u] for w in row_weights),
                     weights2=tuple(w[u] for w in y_weights),
                 )
             for total, found in zip(sums, state[-len(sums) :], strict=True):
-                total[r : r + rows_per_tile].index_add_(1, target[cs], found[: n1 - r])
+                total[rs].index_add_(1, target[cs], found[: n1 - r])
     return sums
 
 
