@@ -60,11 +60,12 @@ __all__ = [
 # call.
 _TILE = (256, 1024)
 _UNROLL = 8
-# Steps per compiled call of the mean and geometric readouts' forward-mode gradients: on CUDA
-# Inductor's kernels for 8 were measured slower than for 2 (docs/performance.md); on a 2-core
-# AVX-512 CPU (float64 ReLU, N = 200, T = 100) 4 ran 1.3x faster than 8, while their values
-# run 8 like the last readout (1.1-1.2x faster than 4).
-_UNROLL_MEAN_FORWARD_MODE = {"cpu": 4, "cuda": 2}
+# Cells per compiled call for the mean readout's forward-mode gradients on CUDA, where Inductor's
+# kernels for 8 cells were measured slower than for 2 (docs/performance.md; the last readout: 8).
+_UNROLL_CUDA_MEAN_FORWARD_MODE = 2
+# Cells per compiled call for the mean and geometric readouts on the CPU (a 2-core AVX-512 CPU,
+# float64 ReLU, N = 200, T = 100: values as fast as with 8, forward mode 1.3x faster).
+_UNROLL_CPU_MEAN = 4
 # The Triton kernel keeps every layer's state in registers; its tiles are chosen to hold up to
 # this many layers without spilling (deeper networks use the compiled loop).
 TRITON_MAX_LAYERS = 3
@@ -963,9 +964,11 @@ def _diagonal_sums(
 
 def _unroll(device: torch.device, directions: tuple[int, ...], readout: Readout) -> int:
     """Steps (or cells) per compiled call."""
-    if readout == LAST or not directions:
+    if readout == LAST:
         return _UNROLL
-    return _UNROLL_MEAN_FORWARD_MODE["cpu" if device.type == "cpu" else "cuda"]
+    if device.type == "cuda":
+        return _UNROLL_CUDA_MEAN_FORWARD_MODE if directions else _UNROLL
+    return _UNROLL_CPU_MEAN
 
 
 def _tile_size(n: int, largest: int, smallest: int) -> int:
