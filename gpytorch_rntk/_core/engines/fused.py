@@ -64,7 +64,7 @@ _UNROLL = 8
 # kernels for 8 cells were measured slower than for 2 (docs/performance.md; the last readout: 8).
 _UNROLL_CUDA_MEAN_FORWARD_MODE = 2
 # Cells per compiled call for the mean and geometric readouts on the CPU (a 2-core AVX-512 CPU,
-# float64 ReLU, N = 200, T = 100: values as fast as with 8, forward mode 1.3x faster).
+# float64 ReLU, N = 200, T = 100, one thread: values as fast as with 8, forward mode 1.8x faster).
 _UNROLL_CPU_MEAN = 4
 # The Triton kernel keeps every layer's state in registers; its tiles are chosen to hold up to
 # this many layers without spilling (deeper networks use the compiled loop).
