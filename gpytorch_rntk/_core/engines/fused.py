@@ -790,9 +790,9 @@ def _write(out: Tensor, block: Tensor, rows: Tensor, cols: Tensor, symmetric: bo
 
 # Rows (sequences from their start) x columns (sequences from a step on: diagonals of the time
 # grids) of one tile of the mean and geometric readouts' scan at most; with forward-mode
-# derivatives (a state 1 + P times larger) fewer columns. On 2 cores (N = 200, T = 100, float64)
-# 32 x 2048 ran values 1.08x faster than 32 x 1024, which ran forward mode 1.5-1.8x faster than
-# 32 x 2048 or 32 x 512.
+# derivatives (a state 1 + P times larger) fewer columns. On 2 cores (N = 200, T = 100, float64,
+# 16 or 32 rows) 2048 columns ran values 1.04-1.1x faster than 1024; with three variances' forward
+# mode 16 x 1024 ran 1.4-1.6x faster than 16 x 512 or 32 x 2048.
 _MEAN_TILE = (32, 2048)
 _MEAN_TILE_FORWARD_MODE = (32, 1024)
 
