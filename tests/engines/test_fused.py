@@ -136,9 +136,10 @@ def test_mean_readout_tiles(tile, monkeypatch):
     """The mean readout in tiles of 2 x 4 (rows x diagonals: many tiles, padded rows and
     columns, short diagonals beside long ones), 4 x 16 and one tile a side gives the tensor
     path's Gram matrix for two sets (with exact copies across them) and for one set against
-    itself, exactly symmetric there."""
+    itself, exactly symmetric there, and its variance gradients."""
     monkeypatch.setenv("GPYTORCH_RNTK_COMPILE", "0")
     monkeypatch.setattr(fused_engines, "_MEAN_TILE", tile)
+    monkeypatch.setattr(fused_engines, "_MEAN_TILE_FORWARD_MODE", tile)
     x1, l1, x2, l2 = _pair_sets(torch.float64, "cpu")
     variances = _variances(torch.float64, "cpu")
     for init in ("per_input", "shared"):
@@ -149,6 +150,19 @@ def test_mean_readout_tiles(tile, monkeypatch):
             assert _scale_error(got, expected) < 1e-12
             if y is x1:
                 assert torch.equal(got, got.T)
+    # the forward-mode derivatives in the same tiles, against the tensor path's reverse mode
+    learned = RecurrentVariances(*(v.clone().requires_grad_() for v in variances[:4]))
+    weights = torch.randn(len(l1), len(l2), dtype=torch.float64)
+    options = dict(nonlinearity="relu", initial_state="shared", readout="mean")
+    grads = [
+        torch.autograd.grad(
+            (weights * recurrent_kernel(x1, l1, x2, l2, learned, engine=engine, **options)).sum(),
+            learned[:4],
+        )
+        for engine in ("tensor", "compiled")
+    ]
+    for expected, got in zip(*grads, strict=True):
+        torch.testing.assert_close(got, expected, rtol=1e-11, atol=0)
 
 
 TRITON_CONFIGS = [
