@@ -934,7 +934,9 @@ def _diagonal_sums(
                 for p, i in enumerate(directions):
                     if i == 3:
                         state[3 + 3 * p] = start.to(dtype)
-            state = state * tile["num_layers"] + [torch.zeros_like(state[1]) for _ in sums]
+            # (every layer's tensors its own: the compiled loop may write its outputs over them)
+            state = [t.clone() for _ in range(tile["num_layers"]) for t in state]
+            state += [torch.zeros_like(state[1]) for _ in sums]
             row_x, row_selves, *row_tangents = (t[tile_of_rows] for t in (x1, selves1, *tangent1))
             row_weights = [w[tile_of_rows] for w in weights1]
             for s in range(0, top, unroll):
