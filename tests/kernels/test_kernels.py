@@ -288,7 +288,10 @@ def test_float32_close_to_float64_reference(readout, nonlinearity, device):
 @pytest.mark.parametrize("nonlinearity", ["relu", "erf"])
 def test_mean_of_length_one_sequences_is_the_last_state(nonlinearity, device):
     ones = encode_sequences(random_sequences([1, 1, 1], m=2, seed=3)).to(device)
-    options = dict(input_dim=2, num_layers=2, nonlinearity=nonlinearity)
+    # (the tensor engine runs both readouts through one code path, so they are equal to the
+    # last bit; the compiled engine's two loops are different kernels, equal to rounding, as
+    # tests/engines checks against the tensor engine)
+    options = dict(input_dim=2, num_layers=2, nonlinearity=nonlinearity, engine="tensor")
     mean = RNTKKernel(readout="mean", **options).to(device, torch.float64)
     last = RNTKKernel(**options).to(device, torch.float64)
     with torch.no_grad():
