@@ -901,6 +901,7 @@ def _diagonal_sums(
     ]
     firsts = [torch.tensor(s, device=device) for s in range(0, x1.shape[1], unroll)]
     variances, init_mode = tile["variances"], tile["init_mode"]
+    init_var = torch.as_tensor(variances[3], dtype=dtype, device=device)
     width = 3 + 3 * len(directions)
     for c in range(0, len(seq), cols_per_tile):
         cs = slice(c, c + cols_per_tile)
@@ -924,19 +925,22 @@ def _diagonal_sums(
             top = min(int(lengths1[rs].max()), longest)
             if top == 0:
                 continue
-            # the boundary (the initial state on d = 0) as the previous cell of step 0
-            state = [x1.new_zeros(rows_per_tile, cols_per_tile) for _ in range(width)]
+            # The boundary (the initial state on d = 0) as each layer's previous cell of step
+            # 0: a tensor of its own per layer (one tensor passed as several of the AOT
+            # package's inputs gave wrong values).
             if init_mode:
                 start = origin & (ids1[rs].unsqueeze(-1) == ids[cs].unsqueeze(-2))
                 start = start if init_mode == 1 else origin.expand_as(start)
-                init_var = torch.as_tensor(variances[3], dtype=dtype, device=device)
-                state[0] = torch.where(start, init_var, 0.0)
-                for p, i in enumerate(directions):
-                    if i == 3:
-                        state[3 + 3 * p] = start.to(dtype)
-            # (every layer's tensors its own: the compiled loop may write its outputs over them)
-            state = [t.clone() for _ in range(tile["num_layers"]) for t in state]
-            state += [torch.zeros_like(state[1]) for _ in sums]
+            state = []
+            for _ in range(tile["num_layers"]):
+                layer = [x1.new_zeros(rows_per_tile, cols_per_tile) for _ in range(width)]
+                if init_mode:
+                    layer[0] = torch.where(start, init_var, 0.0)
+                    for p, i in enumerate(directions):
+                        if i == 3:
+                            layer[3 + 3 * p] = start.to(dtype)
+                state += layer
+            state += [x1.new_zeros(rows_per_tile, cols_per_tile) for _ in sums]
             row_x, row_selves, *row_tangents = (t[tile_of_rows] for t in (x1, selves1, *tangent1))
             row_weights = [w[tile_of_rows] for w in weights1]
             for s in range(0, top, unroll):
