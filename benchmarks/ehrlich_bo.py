@@ -38,11 +38,18 @@ It prints, per size and method, the best score after the initial design and afte
     python benchmarks/ehrlich_bo.py                          # 10 seeds, two sizes
     python benchmarks/ehrlich_bo.py --sizes 32,32,2,4 --seeds 3 --rounds 4
     python benchmarks/ehrlich_bo.py --smoke                  # seconds
+
+A long run can be split over processes by seed and summarised together:
+
+    python benchmarks/ehrlich_bo.py --seeds 5 --curves a.jsonl &
+    python benchmarks/ehrlich_bo.py --seeds 5 --first-seed 5 --curves b.jsonl &
+    python benchmarks/ehrlich_bo.py --summarise a.jsonl b.jsonl
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import math
 import time
 import warnings
@@ -213,6 +220,16 @@ def main(argv: list[str] | None = None) -> None:
     )
     parser.add_argument("--methods", default=",".join(METHODS))
     parser.add_argument("--seeds", type=int, default=10)
+    parser.add_argument("--first-seed", type=int, default=0, help="seeds from this one on")
+    parser.add_argument(
+        "--curves", help="append each seed's best scores and seconds to this file (JSON lines)"
+    )
+    parser.add_argument(
+        "--summarise",
+        nargs="+",
+        metavar="FILE",
+        help="print the tables of --curves files; run nothing",
+    )
     parser.add_argument("--init", type=int, default=16, help="initial designs")
     parser.add_argument("--rounds", type=int, default=8)
     parser.add_argument("--batch", type=int, default=4, help="evaluations per round")
@@ -243,6 +260,9 @@ def main(argv: list[str] | None = None) -> None:
     if args.smoke:
         args.sizes, args.seeds, args.init, args.rounds = ["8,8,1,2"], 1, 6, 1
         args.batch, args.neighbours, args.max_steps, args.pool = 2, 16, 3, 16
+    if args.summarise:
+        summarise(args.summarise)
+        return
     torch.set_num_threads(args.threads)
     args.rntk_kwargs = {}
     for item in filter(None, args.rntk_options.split(",")):
@@ -259,19 +279,60 @@ def main(argv: list[str] | None = None) -> None:
         f"{args.batch}; RNTK options {args.rntk_kwargs}; GP search {args.search}; float64, "
         f"{args.threads} thread(s)"
     )
+    seeds = range(args.first_seed, args.first_seed + args.seeds)
     for text in args.sizes:
         size = tuple(int(v) for v in text.split(","))
-        print(f"\n## v = {size[0]}, T = {size[1]}, c = {size[2]}, k = {size[3]}")
-        evaluations = [args.init + r * args.batch for r in range(args.rounds + 1)]
-        print("method | s/round | " + " | ".join(f"best@{e}" for e in evaluations))
+        print_header(size, args.init, args.batch, args.rounds)
         for method in methods:
-            runs = [run(method, size, seed, args) for seed in range(args.seeds)]
-            best = torch.tensor([r[0] for r in runs])
-            mean = best.mean(0)
-            se = best.std(0) / math.sqrt(len(runs)) if len(runs) > 1 else torch.zeros_like(mean)
-            seconds = sum(r[1] for r in runs) / len(runs)
-            cells = [f"{m:.3f} +- {s:.3f}" for m, s in zip(mean.tolist(), se.tolist(), strict=True)]
-            print(f"{method} | {seconds:.1f} | " + " | ".join(cells), flush=True)
+            runs = []
+            for seed in seeds:
+                runs.append(run(method, size, seed, args))
+                if args.curves:
+                    record = dict(size=list(size), method=method, seed=seed, init=args.init)
+                    record.update(batch=args.batch, best=runs[-1][0], s_per_round=runs[-1][1])
+                    if method in ("rntk", "onehot"):
+                        record.update(search=args.search, rntk_options=args.rntk_options)
+                    with open(args.curves, "a") as file:
+                        file.write(json.dumps(record) + "\n")
+            print_row(method, runs)
+
+
+def print_header(size, init: int, batch: int, rounds: int) -> None:
+    print(f"\n## v = {size[0]}, T = {size[1]}, c = {size[2]}, k = {size[3]}")
+    evaluations = [init + r * batch for r in range(rounds + 1)]
+    print("method | s/round | " + " | ".join(f"best@{e}" for e in evaluations))
+
+
+def print_row(label: str, runs: list[tuple[list[float], float]]) -> None:
+    """Mean +- standard error over seeds of the best score after each round; mean s/round."""
+    best = torch.tensor([r[0] for r in runs])
+    mean = best.mean(0)
+    se = best.std(0) / math.sqrt(len(runs)) if len(runs) > 1 else torch.zeros_like(mean)
+    seconds = sum(r[1] for r in runs) / len(runs)
+    cells = [f"{m:.3f} +- {s:.3f}" for m, s in zip(mean.tolist(), se.tolist(), strict=True)]
+    print(f"{label} | {seconds:.1f} | " + " | ".join(cells), flush=True)
+
+
+def summarise(paths: list[str]) -> None:
+    """The tables of ``--curves`` files: one row per size, method, search and options."""
+    groups: dict = {}
+    for path in paths:
+        with open(path) as file:
+            for line in filter(str.strip, file):
+                r = json.loads(line)
+                key = (tuple(r["size"]), r["init"], r["batch"], len(r["best"]) - 1)
+                label = r["method"]
+                if "search" in r:
+                    options = f"; {r['rntk_options']}" if label == "rntk" else ""
+                    label += f" [{r['search']}{options}]"
+                seeds = groups.setdefault(key, {}).setdefault(label, {})
+                if r["seed"] in seeds:
+                    raise SystemExit(f"{path}: seed {r['seed']} of {label} at {key[0]} twice")
+                seeds[r["seed"]] = (r["best"], r["s_per_round"])
+    for (size, init, batch, rounds), rows in groups.items():
+        print_header(size, init, batch, rounds)
+        for label, seeds in rows.items():
+            print_row(f"{label}, {len(seeds)} seeds", [seeds[s] for s in sorted(seeds)])
 
 
 if __name__ == "__main__":

@@ -79,3 +79,23 @@ def test_evolve_search_returns_new_feasible_children(benchmark, capsys):
     keys = {tuple(t.tolist()) for t in found}
     assert len(keys) == 3 and not keys & {tuple(d.tolist()) for d in designs}
     assert all(benchmark.feasibility(function)(t) for t in found)
+
+
+def test_runs_split_by_seed_summarise_together(benchmark, capsys, tmp_path):
+    """--first-seed and --curves split a run over processes; --summarise reads them back."""
+    files = [tmp_path / "a.jsonl", tmp_path / "b.jsonl"]
+    for first, path in zip((0, 1), files, strict=True):
+        benchmark.main(
+            ["--smoke", "--methods", "ga", "--first-seed", str(first), "--curves", str(path)]
+        )
+    capsys.readouterr()
+    records = [benchmark.json.loads(p.read_text()) for p in files]
+    assert [r["seed"] for r in records] == [0, 1]
+    benchmark.main(["--summarise", *map(str, files)])
+    rows = [line for line in capsys.readouterr().out.splitlines() if line.startswith("ga, ")]
+    assert len(rows) == 1 and rows[0].startswith("ga, 2 seeds | ")
+    best = torch.tensor([r["best"] for r in records])
+    means = [float(cell.split(" +- ")[0]) for cell in rows[0].split(" | ")[2:]]
+    assert means == pytest.approx([round(v, 3) for v in best.mean(0).tolist()], abs=1e-9)
+    with pytest.raises(SystemExit, match="seed 0 of ga"):  # the same seed twice
+        benchmark.main(["--summarise", str(files[0]), str(files[0])])
