@@ -39,6 +39,12 @@ It prints, per size and method, the best score after the initial design and afte
     python benchmarks/ehrlich_bo.py --sizes 32,32,2,4 --seeds 3 --rounds 4
     python benchmarks/ehrlich_bo.py --smoke                  # seconds
 
+``--prior-variance`` runs no BO: per size and seed it fits the RNTK (``--rntk-options``) to
+``--init`` Markov samples and prints the spread of its prior variance ``k(x, x)`` over ``--pool``
+children of the genetic algorithm, and its correlation with how repetitive each child is (the
+fraction of equal pairs of positions). An improvement-based acquisition prefers designs of high
+prior variance; ``normalize=True`` makes it constant.
+
 A long run can be split over processes by seed and summarised together:
 
     python benchmarks/ehrlich_bo.py --seeds 5 --curves a.jsonl &
@@ -167,6 +173,33 @@ def propose_gp(method, designs, values, function, args, generator) -> list[torch
     return found
 
 
+def prior_variance(size, seed: int, args) -> None:
+    """See the module docstring (``--prior-variance``)."""
+    function = ehrlich(*size, seed=seed)
+    generator = torch.Generator().manual_seed(1000 + seed)
+    designs = markov_samples(function, args.init, generator)
+    values = score(function, designs)
+    pool = propose_ga(designs, values, function, args.pool, generator)
+    x = encode_tokens(designs, size[0], max_len=size[1])
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        model = sequence_gp(x, values.unsqueeze(-1), input_dim=size[0], **args.rntk_kwargs)
+        fit_gpytorch_mll(ExactMarginalLogLikelihood(model.likelihood, model))
+    with torch.no_grad():
+        k = model.covar_module(encode_tokens(pool, size[0], max_len=size[1]), diag=True)
+    repeats = torch.stack([(c.unsqueeze(0) == c.unsqueeze(1)).double().mean() for c in pool])
+    spread = (k.max() / k.min()).item()
+    correlation = "none (constant)"
+    if spread > 1 + 1e-9:
+        correlation = f"{torch.corrcoef(torch.stack([k, repeats]))[0, 1]:.2f}"
+    print(
+        f"v, T, c, k = {size}, seed {seed}: k(x, x) over {len(pool)} children min "
+        f"{k.min():.3g}, mean {k.mean():.3g}, max {k.max():.3g} (max / min {spread:.3g}); "
+        f"correlation with repetitiveness {correlation}",
+        flush=True,
+    )
+
+
 def propose_ga(designs, values, function, batch, generator) -> list[torch.Tensor]:
     seen = {tuple(d.tolist()) for d in designs}
     feasible = feasibility(function)
@@ -254,6 +287,11 @@ def main(argv: list[str] | None = None) -> None:
         default="readout=last,bidirectional=True",
         help="sequence_gp keyword arguments, e.g. readout=mean,num_layers=2",
     )
+    parser.add_argument(
+        "--prior-variance",
+        action="store_true",
+        help="print the RNTK's prior variance over GA children against their repetitiveness",
+    )
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--smoke", action="store_true", help="one seed, one round, small size")
     args = parser.parse_args(argv)
@@ -280,6 +318,11 @@ def main(argv: list[str] | None = None) -> None:
         f"{args.threads} thread(s)"
     )
     seeds = range(args.first_seed, args.first_seed + args.seeds)
+    if args.prior_variance:
+        for text in args.sizes:
+            for seed in seeds:
+                prior_variance(tuple(int(v) for v in text.split(",")), seed, args)
+        return
     for text in args.sizes:
         size = tuple(int(v) for v in text.split(","))
         print_header(size, args.init, args.batch, args.rounds)

@@ -99,3 +99,17 @@ def test_runs_split_by_seed_summarise_together(benchmark, capsys, tmp_path):
     assert means == pytest.approx([round(v, 3) for v in best.mean(0).tolist()], abs=1e-9)
     with pytest.raises(SystemExit, match="seed 0 of ga"):  # the same seed twice
         benchmark.main(["--summarise", str(files[0]), str(files[0])])
+
+
+def test_prior_variance_is_constant_only_when_normalised(benchmark, capsys):
+    """--prior-variance: the mean-readout RNTK's k(x, x) varies over designs; normalised, not."""
+    common = ["--prior-variance", "--sizes", "8,12,2,3", "--seeds", "1", "--init", "12"]
+    common += ["--pool", "32"]
+    benchmark.main([*common, "--rntk-options", "readout=mean"])
+    benchmark.main([*common, "--rntk-options", "readout=mean,normalize=True"])
+    plain, normalised = [
+        line for line in capsys.readouterr().out.splitlines() if line.startswith("v, T")
+    ]
+    ratio = float(plain.split("(max / min ")[1].split(")")[0])
+    assert ratio > 1.05 and float(plain.rsplit(" ", 1)[1]) > 0.5  # repetitive designs higher
+    assert "(max / min 1)" in normalised and normalised.endswith("none (constant)")
