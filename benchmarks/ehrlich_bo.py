@@ -284,8 +284,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--max-steps", type=int, default=10)
     parser.add_argument(
         "--rntk-options",
-        default="readout=last,bidirectional=True",
-        help="sequence_gp keyword arguments, e.g. readout=mean,num_layers=2",
+        default="readout=mean,normalize=True",
+        help="sequence_gp keyword arguments (default: those docs/bayesian_optimisation.md "
+        "advises for token strings), e.g. readout=last,bidirectional=True,num_layers=2",
     )
     parser.add_argument(
         "--prior-variance",
